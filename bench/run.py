@@ -436,8 +436,9 @@ def report(args, tools, versions, meta, results, drop, started):
             rss = med([x["rss_kib"] for x in rs])
             meds[t] = s
             thr = phase_bytes[key] / mb / s if s else None
-            L.append("%-24s %-7s %s %s %s" % (title if i == 0 else "", t, fmt(s, ".2f", 9), fmt(thr, ".1f", 9),
-                                               fmt(rss / 1024 if rss else None, ".0f", 9)))
+            note = "  FAILED in %d/%d reps" % (len(by_tool[t]) - len(rs), len(by_tool[t])) if len(rs) < len(by_tool[t]) else ""
+            L.append("%-24s %-7s %s %s %s%s" % (title if i == 0 else "", t, fmt(s, ".2f", 9), fmt(thr, ".1f", 9),
+                                                 fmt(rss / 1024 if rss else None, ".0f", 9), note))
         peers = {t: v for t, v in meds.items() if t in PEERS and v}
         if "haven" in meds and meds["haven"] and peers:
             best = min(peers, key=peers.get)

@@ -1,0 +1,55 @@
+//! Errors of the repository engine.
+//!
+//! Rules: every variant says which object or path it concerns; messages end with what
+//! the user can do next where there is something to do; storage errors keep their
+//! class (`haven_store::ErrorClass`) so callers can tell transient from permanent.
+
+use haven_store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("no Haven repository at {0}; create one with `haven init --repo {0}`")]
+    NotARepository(String),
+    #[error("the repository at {location} uses format version {found}; this haven reads up to version {supported}: upgrade haven")]
+    NewerFormat { location: String, found: u32, supported: u32 },
+    #[error("wrong passphrase or key file for the repository at {0}: no key slot opens with it (list slots with `haven key list` using a working key)")]
+    WrongPassword(String),
+    #[error("{what} is damaged: {detail}")]
+    Corrupt { what: String, detail: String },
+    #[error("{0}")]
+    InvalidInput(String),
+    #[error("{0}")]
+    Locked(String),
+    #[error("{path}: {action} failed: {source}")]
+    Io {
+        path: String,
+        action: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("interrupted")]
+    Interrupted,
+}
+
+impl RepoError {
+    pub fn corrupt(what: impl Into<String>, detail: impl Into<String>) -> Self {
+        RepoError::Corrupt { what: what.into(), detail: detail.into() }
+    }
+
+    pub fn io(path: impl AsRef<std::path::Path>, action: &'static str, source: std::io::Error) -> Self {
+        RepoError::Io { path: path.as_ref().display().to_string(), action, source }
+    }
+
+    /// True when the underlying cause is a full disk.
+    pub fn is_no_space(&self) -> bool {
+        match self {
+            RepoError::Store(e) => e.class == haven_store::ErrorClass::NoSpace,
+            RepoError::Io { source, .. } => source.raw_os_error() == Some(libc::ENOSPC),
+            _ => false,
+        }
+    }
+}
+
+pub type Result<T, E = RepoError> = std::result::Result<T, E>;

@@ -1,0 +1,276 @@
+//! Opening and creating repositories.
+//!
+//! Lifecycle in types: [`Repository`] is an opened repository (backend, master key,
+//! config); [`crate::index::IndexedRepository`] adds the loaded index and is what
+//! backup, restore, check and prune work on.
+//!
+//! Opening: read the plaintext marker (format version) -> list key slots -> try the
+//! secret on each -> decrypt the config with the master key.
+
+use std::sync::Arc;
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use haven_store::{DynBackend, FileKind};
+
+use crate::chunker::{Chunker, ChunkerParams};
+use crate::codec::{self, ObjectKind};
+use crate::crypto::MasterKey;
+use crate::error::{RepoError, Result};
+use crate::id::FileId;
+use crate::keys::{self, KdfParams, Secret};
+
+/// The repository format this build writes and the newest it reads.
+pub const FORMAT_VERSION: u32 = 1;
+const MARKER_HEAD: &str = "haven repository";
+
+/// The encrypted repository configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RepoConfig {
+    pub repo_id: [u8; 32],
+    pub chunker: ChunkerParams,
+    /// zstd level for chunk data.
+    pub compression_level: i32,
+    /// Target size of pack files in bytes.
+    pub pack_size: u32,
+}
+
+/// Choices made at `init`.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    pub chunker: ChunkerParams,
+    pub compression_level: i32,
+    pub pack_size: u32,
+    pub kdf: KdfParams,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        InitOptions { chunker: ChunkerParams::default(), compression_level: 3, pack_size: 16 << 20, kdf: KdfParams::default() }
+    }
+}
+
+/// An opened repository: the key is known and the config read.
+#[derive(Clone)]
+pub struct Repository {
+    pub(crate) backend: DynBackend,
+    pub(crate) key: Arc<MasterKey>,
+    pub(crate) config: RepoConfig,
+    pub(crate) chunker: Arc<Chunker>,
+    key_id: FileId,
+}
+
+impl std::fmt::Debug for Repository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Repository").field("location", &self.backend.location()).finish_non_exhaustive()
+    }
+}
+
+fn file_aad(kind: FileKind, name: &str) -> Vec<u8> {
+    format!("haven/v1/{}", kind.path(name)).into_bytes()
+}
+
+fn marker_text() -> String {
+    format!("{MARKER_HEAD}\nformat-version {FORMAT_VERSION}\n")
+}
+
+/// Read the format marker: `Ok(())` when this build can read the repository.
+fn check_marker(backend: &DynBackend) -> Result<()> {
+    let location = backend.location();
+    let data = match backend.read(FileKind::Marker, "") {
+        Ok(d) => d,
+        Err(e) if e.is_not_found() => return Err(RepoError::NotARepository(location)),
+        Err(e) => return Err(e.into()),
+    };
+    let text = String::from_utf8_lossy(&data);
+    let mut lines = text.lines();
+    let version = (lines.next() == Some(MARKER_HEAD))
+        .then(|| lines.next())
+        .flatten()
+        .and_then(|l| l.strip_prefix("format-version "))
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .ok_or_else(|| RepoError::corrupt(format!("the format marker of {location}"), "unreadable; is this a Haven repository?"))?;
+    if version > FORMAT_VERSION {
+        return Err(RepoError::NewerFormat { location, found: version, supported: FORMAT_VERSION });
+    }
+    Ok(())
+}
+
+impl Repository {
+    /// Create a repository at an empty location; the secret becomes its first key slot.
+    pub fn init(backend: DynBackend, secret: &Secret, opts: &InitOptions) -> Result<Repository> {
+        opts.chunker.validate().map_err(RepoError::InvalidInput)?;
+        opts.kdf.validate().map_err(RepoError::InvalidInput)?;
+        if !(1..=22).contains(&opts.compression_level) {
+            return Err(RepoError::InvalidInput(format!("compression level {} out of range 1..22", opts.compression_level)));
+        }
+        if !(1 << 20..=1 << 30).contains(&opts.pack_size) {
+            return Err(RepoError::InvalidInput("pack size must be between 1 MiB and 1 GiB".into()));
+        }
+        if !backend.list(FileKind::Marker)?.is_empty() {
+            return Err(RepoError::InvalidInput(format!("a repository exists at {} already", backend.location())));
+        }
+        backend.create()?;
+        let key = MasterKey::generate();
+        let config = RepoConfig {
+            repo_id: crate::crypto::random_bytes(),
+            chunker: opts.chunker,
+            compression_level: opts.compression_level,
+            pack_size: opts.pack_size,
+        };
+        // Order: key slot and config first, the marker last: a crash leaves a folder
+        // without a marker, which `init` refuses to reuse only if it is non-empty.
+        let (slot_id, slot) = keys::new_slot(&key, secret, opts.kdf);
+        backend.write(FileKind::Key, &slot_id.to_hex(), &slot)?;
+        let sealed = key.seal(&file_aad(FileKind::Config, ""), &codec::encode(ObjectKind::Config, &config));
+        backend.write(FileKind::Config, "", &sealed)?;
+        backend.write(FileKind::Marker, "", marker_text().as_bytes())?;
+        Ok(Self::assemble(backend, key, config, slot_id))
+    }
+
+    /// Open an existing repository with a passphrase or key file.
+    pub fn open(backend: DynBackend, secret: &Secret) -> Result<Repository> {
+        check_marker(&backend)?;
+        let location = backend.location();
+        let mut found = None;
+        for info in backend.list(FileKind::Key)? {
+            let Some(id) = FileId::from_hex(&info.name) else { continue };
+            let Ok(data) = backend.read(FileKind::Key, &info.name) else { continue };
+            let Ok(slot) = keys::decode_slot(&data) else { continue };
+            if let Some(key) = keys::try_open(&id, &slot, secret) {
+                found = Some((id, key));
+                break;
+            }
+        }
+        let (key_id, key) = found.ok_or(RepoError::WrongPassword(location.clone()))?;
+        let sealed = backend.read(FileKind::Config, "")?;
+        let plain = key
+            .open(&file_aad(FileKind::Config, ""), &sealed)
+            .map_err(|_| RepoError::corrupt(format!("the config of {location}"), "it does not decrypt with the repository key"))?;
+        let config: RepoConfig = codec::decode(ObjectKind::Config, &plain).map_err(|e| RepoError::corrupt("the config", e))?;
+        config.chunker.validate().map_err(|e| RepoError::corrupt("the config", e))?;
+        Ok(Self::assemble(backend, key, config, key_id))
+    }
+
+    fn assemble(backend: DynBackend, key: MasterKey, config: RepoConfig, key_id: FileId) -> Repository {
+        let chunker = Chunker::new(config.chunker, &key.derive("haven chunker gear v1"));
+        Repository { backend, key: Arc::new(key), config, chunker: Arc::new(chunker), key_id }
+    }
+
+    pub fn backend(&self) -> &DynBackend {
+        &self.backend
+    }
+
+    pub fn location(&self) -> String {
+        self.backend.location()
+    }
+
+    pub fn config(&self) -> &RepoConfig {
+        &self.config
+    }
+
+    pub fn key(&self) -> &MasterKey {
+        &self.key
+    }
+
+    pub fn chunker(&self) -> &Chunker {
+        &self.chunker
+    }
+
+    /// The key slot this repository was opened with.
+    pub fn key_id(&self) -> FileId {
+        self.key_id
+    }
+
+    /// Seal and store a structured object; its name is the keyed hash of its plaintext,
+    /// so storing the same object twice writes the same file.
+    pub fn save_object<T: Serialize>(&self, kind: FileKind, object: ObjectKind, value: &T) -> Result<[u8; 32]> {
+        let plain = codec::encode(object, value);
+        let id = self.key.id_of(&plain);
+        self.save_object_named(kind, &hex::encode(id), &plain)?;
+        Ok(id)
+    }
+
+    /// Seal and store already-encoded plaintext under a given name.
+    pub(crate) fn save_object_named(&self, kind: FileKind, name: &str, plain: &[u8]) -> Result<()> {
+        let sealed = self.key.seal(&file_aad(kind, name), plain);
+        self.backend.write(kind, name, &sealed)?;
+        Ok(())
+    }
+
+    /// Load and open a structured object; damage is reported as `Corrupt` naming it.
+    pub fn load_object<T: DeserializeOwned>(&self, kind: FileKind, object: ObjectKind, name: &str) -> Result<T> {
+        let sealed = self.backend.read(kind, name)?;
+        let what = || format!("{} {}", object.name(), &name[..name.len().min(8)]);
+        let plain = self
+            .key
+            .open(&file_aad(kind, name), &sealed)
+            .map_err(|_| RepoError::corrupt(what(), "it does not decrypt (changed bytes or a foreign file)"))?;
+        if kind != FileKind::Lock && hex::encode(self.key.id_of(&plain)) != name {
+            return Err(RepoError::corrupt(what(), "its content does not match its name"));
+        }
+        codec::decode(object, &plain).map_err(|e| RepoError::corrupt(what(), e))
+    }
+
+    // ----- key slots -----
+
+    /// Add a key slot for `secret`; returns its id.
+    pub fn add_key(&self, secret: &Secret, kdf: KdfParams) -> Result<FileId> {
+        kdf.validate().map_err(RepoError::InvalidInput)?;
+        let (id, slot) = keys::new_slot(&self.key, secret, kdf);
+        self.backend.write(FileKind::Key, &id.to_hex(), &slot)?;
+        Ok(id)
+    }
+
+    /// All key slots with their metadata.
+    pub fn list_keys(&self) -> Result<Vec<KeyInfo>> {
+        let mut out = vec![];
+        for info in self.backend.list(FileKind::Key)? {
+            let Some(id) = FileId::from_hex(&info.name) else { continue };
+            let data = self.backend.read(FileKind::Key, &info.name)?;
+            let slot = keys::decode_slot(&data).map_err(|e| RepoError::corrupt(format!("key slot {}", id.short()), e))?;
+            let meta = keys::read_meta(&self.key, &id, &slot)?;
+            out.push(KeyInfo { id, kind: keys::slot_kind(&slot), meta, current: id == self.key_id });
+        }
+        Ok(out)
+    }
+
+    /// Remove a key slot by id or unique id prefix. Refuses the slot in use and the last one.
+    pub fn remove_key(&self, prefix: &str) -> Result<FileId> {
+        let keys = self.list_keys()?;
+        let matches: Vec<_> = keys.iter().filter(|k| k.id.to_hex().starts_with(prefix)).collect();
+        let key = match matches.as_slice() {
+            [one] => *one,
+            [] => return Err(RepoError::InvalidInput(format!("no key slot matches {prefix:?}; see `haven key list`"))),
+            _ => return Err(RepoError::InvalidInput(format!("{prefix:?} matches several key slots; give more digits"))),
+        };
+        if key.current {
+            return Err(RepoError::InvalidInput(
+                "refusing to remove the key slot this command was opened with; open the repository with another key first".into(),
+            ));
+        }
+        if keys.len() < 2 {
+            return Err(RepoError::InvalidInput("refusing to remove the last key slot: the repository would be unreadable".into()));
+        }
+        self.backend.remove(FileKind::Key, &key.id.to_hex())?;
+        Ok(key.id)
+    }
+
+    /// Replace the current slot's secret: a new slot is written before the old one goes.
+    pub fn change_password(&mut self, secret: &Secret, kdf: KdfParams) -> Result<FileId> {
+        let new_id = self.add_key(secret, kdf)?;
+        let old = self.key_id;
+        self.key_id = new_id;
+        self.backend.remove(FileKind::Key, &old.to_hex())?;
+        Ok(new_id)
+    }
+}
+
+/// A key slot as shown by `haven key list`.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyInfo {
+    pub id: FileId,
+    pub kind: &'static str,
+    pub meta: keys::KeyMeta,
+    pub current: bool,
+}

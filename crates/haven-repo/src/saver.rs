@@ -1,0 +1,236 @@
+//! The write pipeline: blobs in, packs and index files out.
+//!
+//! ```text
+//! save() ─(id, dedup)─> [seal workers: compress + encrypt] ─> [packer] ─> [uploaders] ─> index files
+//! ```
+//! `save` hashes in the caller's thread and returns the blob id at once; a blob that
+//! is already indexed or already queued is not stored again. Channels are bounded, so
+//! memory stays bounded: at most a few chunks per worker, one open pack per blob kind
+//! and one pack per uploader. Uploaders write a partial index file at least every two
+//! seconds, so a killed backup leaves almost everything it uploaded indexed (and
+//! `adopt_unindexed_packs` catches the rest). `finish` writes one index file for all
+//! packs of this run and removes the partial ones.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, Receiver, Sender};
+use haven_store::FileKind;
+
+use crate::error::{RepoError, Result};
+use crate::id::{BlobId, IndexId, PackId};
+use crate::index::{IndexPack, IndexedRepository};
+use crate::pack::{self, BlobKind, PackBlob, PackBuilder, SealedBlob};
+
+/// What a save run added to the repository.
+#[derive(Debug, Default)]
+pub struct SaverStats {
+    pub blobs_added: AtomicU64,
+    pub bytes_added_raw: AtomicU64,
+    pub bytes_added_stored: AtomicU64,
+    pub packs_written: AtomicU64,
+}
+
+struct Shared {
+    repo: IndexedRepository,
+    error: Mutex<Option<RepoError>>,
+    stats: SaverStats,
+    written: Mutex<IndexLog>,
+}
+
+#[derive(Default)]
+struct IndexLog {
+    all: Vec<IndexPack>,
+    unflushed: Vec<IndexPack>,
+    partial_files: Vec<IndexId>,
+    last_flush: Option<Instant>,
+}
+
+impl Shared {
+    fn fail(&self, e: RepoError) {
+        let mut slot = self.error.lock().expect("saver error lock");
+        if slot.is_none() {
+            *slot = Some(e);
+        }
+    }
+
+    fn failed(&self) -> bool {
+        self.error.lock().expect("saver error lock").is_some()
+    }
+}
+
+/// See the module doc.
+pub struct BlobSaver {
+    shared: Arc<Shared>,
+    pending: Mutex<HashSet<BlobId>>,
+    seal_tx: Option<Sender<(BlobKind, BlobId, Vec<u8>)>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for BlobSaver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BlobSaver")
+    }
+}
+
+const PARTIAL_INDEX_INTERVAL: Duration = Duration::from_secs(2);
+
+impl BlobSaver {
+    pub fn new(repo: IndexedRepository) -> Self {
+        let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(1, 8);
+        let shared = Arc::new(Shared { repo, error: Mutex::new(None), stats: SaverStats::default(), written: Mutex::new(IndexLog::default()) });
+        let (seal_tx, seal_rx) = bounded::<(BlobKind, BlobId, Vec<u8>)>(workers * 2);
+        let (pack_tx, pack_rx) = bounded::<SealedBlob>(workers * 2);
+        let (upload_tx, upload_rx) = bounded::<(PackId, Vec<u8>, Vec<PackBlob>)>(1);
+        let mut threads = vec![];
+        for _ in 0..workers {
+            let (rx, tx, sh) = (seal_rx.clone(), pack_tx.clone(), shared.clone());
+            threads.push(std::thread::spawn(move || seal_worker(rx, tx, sh)));
+        }
+        drop(pack_tx);
+        let sh = shared.clone();
+        threads.push(std::thread::spawn(move || packer(pack_rx, upload_tx, sh)));
+        for _ in 0..2 {
+            let (rx, sh) = (upload_rx.clone(), shared.clone());
+            threads.push(std::thread::spawn(move || uploader(rx, sh)));
+        }
+        BlobSaver { shared, pending: Mutex::new(HashSet::new()), seal_tx: Some(seal_tx), threads }
+    }
+
+    pub fn repo(&self) -> &IndexedRepository {
+        &self.shared.repo
+    }
+
+    pub fn stats(&self) -> &SaverStats {
+        &self.shared.stats
+    }
+
+    /// Store a blob unless it is stored already; returns its id.
+    pub fn save(&self, kind: BlobKind, data: Vec<u8>) -> Result<BlobId> {
+        let id = BlobId(self.shared.repo.repo.key.id_of(&data));
+        self.save_with_id(kind, id, data)?;
+        Ok(id)
+    }
+
+    /// Whether a blob is indexed or queued (so a caller can skip reading it).
+    pub fn is_known(&self, id: &BlobId) -> bool {
+        self.shared.repo.index.contains(id) || self.pending.lock().expect("pending lock").contains(id)
+    }
+
+    fn save_with_id(&self, kind: BlobKind, id: BlobId, data: Vec<u8>) -> Result<()> {
+        if let Some(e) = self.take_error_message() {
+            return Err(e);
+        }
+        if self.shared.repo.index.contains(&id) || !self.pending.lock().expect("pending lock").insert(id) {
+            return Ok(());
+        }
+        let tx = self.seal_tx.as_ref().expect("save after finish");
+        tx.send((kind, id, data)).map_err(|_| self.take_error_message().unwrap_or(RepoError::Interrupted))
+    }
+
+    fn take_error_message(&self) -> Option<RepoError> {
+        let guard = self.shared.error.lock().expect("saver error lock");
+        guard.as_ref().map(|e| RepoError::InvalidInput(format!("writing to the repository failed: {e}")))
+    }
+
+    /// Flush everything, write the final index file; returns what this run added.
+    pub fn finish(mut self) -> Result<SaverStats> {
+        self.seal_tx.take();
+        for t in self.threads.drain(..) {
+            if t.join().is_err() {
+                self.shared.fail(RepoError::InvalidInput("a pipeline thread panicked".into()));
+            }
+        }
+        let shared = Arc::try_unwrap(self.shared).map_err(|_| RepoError::InvalidInput("saver still shared".into()))?;
+        if let Some(e) = shared.error.into_inner().expect("saver error lock") {
+            return Err(e);
+        }
+        let log = shared.written.into_inner().expect("index log lock");
+        if !log.all.is_empty() {
+            let merged = shared.repo.repo.write_index(log.all)?;
+            for partial in log.partial_files {
+                if partial != merged {
+                    shared.repo.repo.backend.remove(FileKind::Index, &partial.to_hex())?;
+                }
+            }
+        }
+        Ok(shared.stats)
+    }
+}
+
+fn seal_worker(rx: Receiver<(BlobKind, BlobId, Vec<u8>)>, tx: Sender<SealedBlob>, sh: Arc<Shared>) {
+    let level = sh.repo.repo.config.compression_level;
+    for (kind, id, data) in rx {
+        if sh.failed() {
+            continue;
+        }
+        let sealed = pack::seal_blob(&sh.repo.repo.key, kind, id, &data, level);
+        sh.stats.blobs_added.fetch_add(1, Ordering::Relaxed);
+        sh.stats.bytes_added_raw.fetch_add(data.len() as u64, Ordering::Relaxed);
+        sh.stats.bytes_added_stored.fetch_add(sealed.bytes.len() as u64, Ordering::Relaxed);
+        if tx.send(sealed).is_err() {
+            return;
+        }
+    }
+}
+
+fn packer(rx: Receiver<SealedBlob>, tx: Sender<(PackId, Vec<u8>, Vec<PackBlob>)>, sh: Arc<Shared>) {
+    let target = sh.repo.repo.config.pack_size as usize;
+    let key = sh.repo.repo.key.clone();
+    let mut data_pack: Option<PackBuilder> = None;
+    let mut tree_pack: Option<PackBuilder> = None;
+    for blob in rx {
+        if sh.failed() {
+            continue;
+        }
+        let slot = if blob.kind == BlobKind::Tree { &mut tree_pack } else { &mut data_pack };
+        let builder = slot.get_or_insert_with(|| PackBuilder::new(target + (2 << 20)));
+        builder.add(blob);
+        if builder.len() >= target {
+            let full = slot.take().expect("just filled");
+            if tx.send(full.finish(&key)).is_err() {
+                return;
+            }
+        }
+    }
+    for b in [data_pack, tree_pack].into_iter().flatten() {
+        if !b.is_empty() && !sh.failed() && tx.send(b.finish(&key)).is_err() {
+            return;
+        }
+    }
+}
+
+fn uploader(rx: Receiver<(PackId, Vec<u8>, Vec<PackBlob>)>, sh: Arc<Shared>) {
+    for (id, bytes, blobs) in rx {
+        if sh.failed() {
+            continue;
+        }
+        if let Err(e) = sh.repo.repo.backend.write(FileKind::Pack, &id.to_hex(), &bytes) {
+            sh.fail(e.into());
+            continue;
+        }
+        sh.stats.packs_written.fetch_add(1, Ordering::Relaxed);
+        let to_flush = {
+            let mut log = sh.written.lock().expect("index log lock");
+            let entry = IndexPack { id, blobs };
+            log.all.push(entry.clone());
+            log.unflushed.push(entry);
+            let due = log.last_flush.is_none_or(|t| t.elapsed() >= PARTIAL_INDEX_INTERVAL);
+            if due {
+                log.last_flush = Some(Instant::now());
+                std::mem::take(&mut log.unflushed)
+            } else {
+                vec![]
+            }
+        };
+        if !to_flush.is_empty() {
+            match sh.repo.repo.write_index(to_flush) {
+                Ok(id) => sh.written.lock().expect("index log lock").partial_files.push(id),
+                Err(e) => sh.fail(e),
+            }
+        }
+    }
+}

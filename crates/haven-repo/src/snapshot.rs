@@ -1,0 +1,94 @@
+//! Snapshots: one backup of one source at one time. A snapshot file exists only after
+//! every pack and index file it depends on is durable, so a snapshot that exists is complete.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use haven_store::FileKind;
+
+use crate::codec::ObjectKind;
+use crate::error::{RepoError, Result};
+use crate::id::{BlobId, SnapshotId};
+use crate::repository::Repository;
+
+/// Figures recorded by the backup that made the snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub files: u64,
+    pub dirs: u64,
+    pub files_unchanged: u64,
+    pub bytes_read: u64,
+    pub bytes_total: u64,
+    pub blobs_added: u64,
+    pub bytes_added_raw: u64,
+    pub bytes_added_stored: u64,
+    pub warnings: u64,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub time: DateTime<Utc>,
+    pub hostname: String,
+    pub username: String,
+    pub paths: Vec<String>,
+    pub tags: Vec<String>,
+    pub tree: BlobId,
+    pub parent: Option<SnapshotId>,
+    /// For `--stdin` backups: the name of the single file.
+    pub stdin_name: Option<String>,
+    pub summary: Summary,
+    pub program_version: String,
+}
+
+/// A snapshot with its id.
+#[derive(Debug, Clone, Serialize)]
+pub struct SnapshotEntry {
+    pub id: SnapshotId,
+    #[serde(flatten)]
+    pub snapshot: Snapshot,
+}
+
+/// Snapshots that failed to load, with the reason.
+pub type Damaged = Vec<(String, String)>;
+
+impl Repository {
+    pub fn save_snapshot(&self, snap: &Snapshot) -> Result<SnapshotId> {
+        Ok(SnapshotId(self.save_object(FileKind::Snapshot, ObjectKind::Snapshot, snap)?))
+    }
+
+    pub fn load_snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
+        self.load_object(FileKind::Snapshot, ObjectKind::Snapshot, &id.to_hex())
+    }
+
+    /// All readable snapshots, oldest first, and the ones that could not be read.
+    pub fn snapshots(&self) -> Result<(Vec<SnapshotEntry>, Damaged)> {
+        let mut out = vec![];
+        let mut damaged = vec![];
+        for info in self.backend.list(FileKind::Snapshot)? {
+            let Some(id) = SnapshotId::from_hex(&info.name) else { continue };
+            match self.load_snapshot(&id) {
+                Ok(snapshot) => out.push(SnapshotEntry { id, snapshot }),
+                Err(RepoError::Store(e)) if e.is_not_found() => {}
+                Err(RepoError::Corrupt { detail, .. }) => damaged.push((info.name, detail)),
+                Err(e) => return Err(e),
+            }
+        }
+        out.sort_by(|a, b| a.snapshot.time.cmp(&b.snapshot.time).then(a.id.cmp(&b.id)));
+        Ok((out, damaged))
+    }
+
+    /// Resolve `latest`, a full id or a unique id prefix.
+    pub fn find_snapshot(&self, spec: &str) -> Result<SnapshotEntry> {
+        let (all, _) = self.snapshots()?;
+        if spec == "latest" {
+            return all.into_iter().last().ok_or_else(|| RepoError::InvalidInput(format!("the repository at {} has no snapshots yet", self.location())));
+        }
+        let matches: Vec<_> = all.into_iter().filter(|s| s.id.to_hex().starts_with(&spec.to_lowercase())).collect();
+        match matches.len() {
+            1 => Ok(matches.into_iter().next().expect("one")),
+            0 => Err(RepoError::InvalidInput(format!("no snapshot matches {spec:?}; list them with `haven snapshots`"))),
+            _ => Err(RepoError::InvalidInput(format!("{spec:?} matches several snapshots; give more digits"))),
+        }
+    }
+}

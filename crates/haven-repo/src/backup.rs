@@ -98,7 +98,12 @@ impl Ctx {
 
 impl DirState {
     fn new(own: Option<Node>, parent: Option<(Arc<DirState>, usize)>) -> Arc<Self> {
-        Arc::new(DirState { slots: Mutex::new(vec![]), pending: AtomicUsize::new(1), own: Mutex::new(own), parent })
+        Arc::new(DirState {
+            slots: Mutex::new(vec![]),
+            pending: AtomicUsize::new(1),
+            own: Mutex::new(own),
+            parent,
+        })
     }
 
     /// Open `n` slots; the extra count held since creation is released by `listed`.
@@ -120,7 +125,10 @@ impl DirState {
         if self.pending.fetch_sub(1, Ordering::SeqCst) != 1 {
             return;
         }
-        let nodes: Vec<Node> = std::mem::take(&mut *self.slots.lock().expect("slots")).into_iter().flatten().collect();
+        let nodes: Vec<Node> = std::mem::take(&mut *self.slots.lock().expect("slots"))
+            .into_iter()
+            .flatten()
+            .collect();
         let tree = Tree { nodes };
         let id = match ctx.saver.save(BlobKind::Tree, tree.encode()) {
             Ok(id) => id,
@@ -129,7 +137,12 @@ impl DirState {
         match &self.parent {
             None => *ctx.root_tree.lock().expect("root") = Some(id),
             Some((parent, slot)) => {
-                let mut own = self.own.lock().expect("own").take().expect("a directory's own node is set once");
+                let mut own = self
+                    .own
+                    .lock()
+                    .expect("own")
+                    .take()
+                    .expect("a directory's own node is set once");
                 own.subtree = Some(id);
                 parent.complete(*slot, Some(own), ctx);
             }
@@ -154,7 +167,8 @@ fn build_layout(paths: &[PathBuf]) -> Result<BTreeMap<OsString, Entry>> {
     let mut root: BTreeMap<OsString, Entry> = BTreeMap::new();
     for p in paths {
         let abs = std::path::absolute(p).map_err(|e| RepoError::io(p, "resolving", e))?;
-        std::fs::symlink_metadata(&abs).map_err(|e| RepoError::InvalidInput(format!("cannot back up {}: {e}", p.display())))?;
+        std::fs::symlink_metadata(&abs)
+            .map_err(|e| RepoError::InvalidInput(format!("cannot back up {}: {e}", p.display())))?;
         let comps: Vec<OsString> = abs
             .components()
             .filter_map(|c| match c {
@@ -163,7 +177,9 @@ fn build_layout(paths: &[PathBuf]) -> Result<BTreeMap<OsString, Entry>> {
             })
             .collect();
         if comps.is_empty() {
-            return Err(RepoError::InvalidInput("backing up / as a whole is not supported; name the folders to back up".into()));
+            return Err(RepoError::InvalidInput(
+                "backing up / as a whole is not supported; name the folders to back up".into(),
+            ));
         }
         let mut level = &mut root;
         let mut prefix = PathBuf::from("/");
@@ -173,7 +189,9 @@ fn build_layout(paths: &[PathBuf]) -> Result<BTreeMap<OsString, Entry>> {
                 level.insert(c.clone(), Entry::Real(prefix.clone()));
                 break;
             }
-            let e = level.entry(c.clone()).or_insert_with(|| Entry::Virtual(prefix.clone(), BTreeMap::new()));
+            let e = level
+                .entry(c.clone())
+                .or_insert_with(|| Entry::Virtual(prefix.clone(), BTreeMap::new()));
             match e {
                 Entry::Virtual(_, children) => level = children,
                 Entry::Real(_) => break, // an ancestor is backed up whole already
@@ -196,7 +214,12 @@ impl Walker<'_> {
         Tree::decode(&data).ok()
     }
 
-    fn walk_layout(&self, entries: &BTreeMap<OsString, Entry>, dir: &Arc<DirState>, parent_tree: Option<&Tree>) {
+    fn walk_layout(
+        &self,
+        entries: &BTreeMap<OsString, Entry>,
+        dir: &Arc<DirState>,
+        parent_tree: Option<&Tree>,
+    ) {
         dir.reserve(entries.len());
         for (slot, (name, entry)) in entries.iter().enumerate() {
             let pnode = parent_tree.and_then(|t| t.find(name.as_bytes()));
@@ -219,7 +242,14 @@ impl Walker<'_> {
         }
     }
 
-    fn walk_path(&self, path: &Path, name: &OsString, dir: &Arc<DirState>, slot: usize, pnode: Option<&Node>) {
+    fn walk_path(
+        &self,
+        path: &Path,
+        name: &OsString,
+        dir: &Arc<DirState>,
+        slot: usize,
+        pnode: Option<&Node>,
+    ) {
         if self.ctx.failed() {
             return dir.complete(slot, None, self.ctx);
         }
@@ -251,13 +281,20 @@ impl Walker<'_> {
             NodeKind::File => {
                 self.ctx.files.fetch_add(1, Ordering::Relaxed);
                 self.ctx.bytes_total.fetch_add(node.size, Ordering::Relaxed);
-                if let Some(p) = pnode.filter(|p| unchanged(p, &node) && p.content.iter().all(|b| self.repo.index.contains(b))) {
+                if let Some(p) = pnode.filter(|p| {
+                    unchanged(p, &node) && p.content.iter().all(|b| self.repo.index.contains(b))
+                }) {
                     node.content = p.content.clone();
                     self.ctx.unchanged.fetch_add(1, Ordering::Relaxed);
                     self.ctx.progress.add_done(1, node.size);
                     return dir.complete(slot, Some(node), self.ctx);
                 }
-                let job = FileJob { path: path.to_path_buf(), node, dir: dir.clone(), slot };
+                let job = FileJob {
+                    path: path.to_path_buf(),
+                    node,
+                    dir: dir.clone(),
+                    slot,
+                };
                 if let Err(crossbeam_channel::SendError(job)) = self.jobs.send(job) {
                     job.dir.complete(job.slot, None, self.ctx);
                 }
@@ -283,13 +320,20 @@ fn unchanged(parent: &Node, now: &Node) -> bool {
 }
 
 fn read_dir_sorted(path: &Path) -> std::io::Result<Vec<OsString>> {
-    let mut names: Vec<OsString> = std::fs::read_dir(path)?.map(|e| e.map(|e| e.file_name())).collect::<std::io::Result<_>>()?;
+    let mut names: Vec<OsString> = std::fs::read_dir(path)?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<std::io::Result<_>>()?;
     names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
     Ok(names)
 }
 
 fn read_file(ctx: &Ctx, job: FileJob) {
-    let FileJob { path, mut node, dir, slot } = job;
+    let FileJob {
+        path,
+        mut node,
+        dir,
+        slot,
+    } = job;
     if ctx.failed() {
         return dir.complete(slot, None, ctx);
     }
@@ -297,7 +341,10 @@ fn read_file(ctx: &Ctx, job: FileJob) {
         let f = std::fs::File::open(&path).map_err(|e| RepoError::io(&path, "opening", e))?;
         let mut stream = ChunkStream::new(ctx.saver.repo().repo.chunker(), f);
         let mut size = 0u64;
-        while let Some(chunk) = stream.next_chunk().map_err(|e| RepoError::io(&path, "reading", e))? {
+        while let Some(chunk) = stream
+            .next_chunk()
+            .map_err(|e| RepoError::io(&path, "reading", e))?
+        {
             let n = chunk.len() as u64;
             node.content.push(ctx.saver.save(BlobKind::Data, chunk)?);
             size += n;
@@ -321,13 +368,22 @@ fn read_file(ctx: &Ctx, job: FileJob) {
     }
 }
 
-fn find_parent(repo: &IndexedRepository, opts: &BackupOptions, host: &str, paths: &[String]) -> Result<Option<(SnapshotId, Snapshot)>> {
+fn find_parent(
+    repo: &IndexedRepository,
+    opts: &BackupOptions,
+    host: &str,
+    paths: &[String],
+) -> Result<Option<(SnapshotId, Snapshot)>> {
     match &opts.parent {
         ParentChoice::None => Ok(None),
         ParentChoice::Id(id) => Ok(Some((*id, repo.repo.load_snapshot(id)?))),
         ParentChoice::Auto => {
             let (all, _) = repo.repo.snapshots()?;
-            Ok(all.into_iter().rev().find(|s| s.snapshot.hostname == host && s.snapshot.paths == paths).map(|s| (s.id, s.snapshot)))
+            Ok(all
+                .into_iter()
+                .rev()
+                .find(|s| s.snapshot.hostname == host && s.snapshot.paths == paths)
+                .map(|s| (s.id, s.snapshot)))
         }
     }
 }
@@ -337,7 +393,9 @@ fn spawn_scanner(paths: Vec<PathBuf>, progress: Arc<Progress>) -> std::thread::J
     std::thread::spawn(move || {
         let mut stack = paths;
         while let Some(p) = stack.pop() {
-            let Ok(m) = std::fs::symlink_metadata(&p) else { continue };
+            let Ok(m) = std::fs::symlink_metadata(&p) else {
+                continue;
+            };
             if m.is_dir() {
                 if let Ok(rd) = std::fs::read_dir(&p) {
                     stack.extend(rd.flatten().map(|e| e.path()));
@@ -367,7 +425,8 @@ fn new_ctx(repo: IndexedRepository, progress: Arc<Progress>) -> Arc<Ctx> {
 
 /// Finish the pipeline and write the snapshot: packs, index, then snapshot.
 fn commit(ctx: Arc<Ctx>, mut snapshot: Snapshot, started: Instant) -> Result<BackupResult> {
-    let ctx = Arc::try_unwrap(ctx).map_err(|_| RepoError::InvalidInput("backup still running".into()))?;
+    let ctx =
+        Arc::try_unwrap(ctx).map_err(|_| RepoError::InvalidInput("backup still running".into()))?;
     let error = ctx.error.into_inner().expect("error lock");
     let repo = ctx.saver.repo().clone();
     let stats = ctx.saver.finish();
@@ -375,7 +434,11 @@ fn commit(ctx: Arc<Ctx>, mut snapshot: Snapshot, started: Instant) -> Result<Bac
         return Err(e);
     }
     let stats = stats?;
-    let tree = ctx.root_tree.into_inner().expect("root").ok_or_else(|| RepoError::InvalidInput("backup produced no tree".into()))?;
+    let tree = ctx
+        .root_tree
+        .into_inner()
+        .expect("root")
+        .ok_or_else(|| RepoError::InvalidInput("backup produced no tree".into()))?;
     let warnings = ctx.warnings.into_inner().expect("warnings");
     snapshot.tree = tree;
     snapshot.summary = Summary {
@@ -391,7 +454,11 @@ fn commit(ctx: Arc<Ctx>, mut snapshot: Snapshot, started: Instant) -> Result<Bac
         seconds: started.elapsed().as_secs_f64(),
     };
     let id = repo.repo.save_snapshot(&snapshot)?;
-    Ok(BackupResult { id, snapshot, warnings })
+    Ok(BackupResult {
+        id,
+        snapshot,
+        warnings,
+    })
 }
 
 fn base_snapshot(host: String, paths: Vec<String>, tags: Vec<String>) -> Snapshot {
@@ -410,23 +477,44 @@ fn base_snapshot(host: String, paths: Vec<String>, tags: Vec<String>) -> Snapsho
 }
 
 /// Back up file trees. The caller holds a shared lock.
-pub fn backup_paths(repo: IndexedRepository, opts: &BackupOptions, progress: Arc<Progress>) -> Result<BackupResult> {
+pub fn backup_paths(
+    repo: IndexedRepository,
+    opts: &BackupOptions,
+    progress: Arc<Progress>,
+) -> Result<BackupResult> {
     let started = Instant::now();
     if opts.paths.is_empty() {
-        return Err(RepoError::InvalidInput("name at least one path to back up (or use --stdin)".into()));
+        return Err(RepoError::InvalidInput(
+            "name at least one path to back up (or use --stdin)".into(),
+        ));
     }
     let layout = build_layout(&opts.paths)?;
-    let mut paths: Vec<String> = opts.paths.iter().map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()).display().to_string()).collect();
+    let mut paths: Vec<String> = opts
+        .paths
+        .iter()
+        .map(|p| {
+            std::path::absolute(p)
+                .unwrap_or_else(|_| p.clone())
+                .display()
+                .to_string()
+        })
+        .collect();
     paths.sort();
     let host = opts.host.clone().unwrap_or_else(crate::host::hostname);
     let parent = find_parent(&repo, opts, &host, &paths)?;
     let parent_root = match &parent {
-        Some((_, s)) => Some(Tree::decode(&repo.read_blob(&s.tree)?).map_err(|e| RepoError::corrupt("the parent snapshot's root tree", e))?),
+        Some((_, s)) => Some(
+            Tree::decode(&repo.read_blob(&s.tree)?)
+                .map_err(|e| RepoError::corrupt("the parent snapshot's root tree", e))?,
+        ),
         None => None,
     };
     let scanner = spawn_scanner(opts.paths.clone(), progress.clone());
     let ctx = new_ctx(repo.clone(), progress);
-    let readers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(1, 8);
+    let readers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(1, 8);
     let (tx, rx) = bounded::<FileJob>(256);
     let mut threads = vec![];
     for _ in 0..readers {
@@ -439,12 +527,17 @@ pub fn backup_paths(repo: IndexedRepository, opts: &BackupOptions, progress: Arc
     }
     let root = DirState::new(None, None);
     {
-        let walker = Walker { ctx: &ctx, repo: repo.clone(), jobs: tx };
+        let walker = Walker {
+            ctx: &ctx,
+            repo: repo.clone(),
+            jobs: tx,
+        };
         walker.walk_layout(&layout, &root, parent_root.as_ref());
         root.listed(&ctx);
     }
     for t in threads {
-        t.join().map_err(|_| RepoError::InvalidInput("a backup reader thread panicked".into()))?;
+        t.join()
+            .map_err(|_| RepoError::InvalidInput("a backup reader thread panicked".into()))?;
     }
     let _ = scanner.join();
     drop(root);
@@ -454,10 +547,19 @@ pub fn backup_paths(repo: IndexedRepository, opts: &BackupOptions, progress: Arc
 }
 
 /// Back up one stream (standard input) as a single file named `name`.
-pub fn backup_stream(repo: IndexedRepository, reader: impl Read, name: &str, tags: Vec<String>, host: Option<String>, progress: Arc<Progress>) -> Result<BackupResult> {
+pub fn backup_stream(
+    repo: IndexedRepository,
+    reader: impl Read,
+    name: &str,
+    tags: Vec<String>,
+    host: Option<String>,
+    progress: Arc<Progress>,
+) -> Result<BackupResult> {
     let started = Instant::now();
     if name.is_empty() || name.contains('/') {
-        return Err(RepoError::InvalidInput(format!("--stdin-name {name:?} must be a plain file name")));
+        return Err(RepoError::InvalidInput(format!(
+            "--stdin-name {name:?} must be a plain file name"
+        )));
     }
     progress.totals_final.store(false, Ordering::Relaxed);
     let ctx = new_ctx(repo, progress.clone());
@@ -479,7 +581,10 @@ pub fn backup_stream(repo: IndexedRepository, reader: impl Read, name: &str, tag
         link_target: vec![],
     };
     let mut stream = ChunkStream::new(ctx.saver.repo().repo.chunker(), reader);
-    while let Some(chunk) = stream.next_chunk().map_err(|e| RepoError::io("standard input", "reading", e))? {
+    while let Some(chunk) = stream
+        .next_chunk()
+        .map_err(|e| RepoError::io("standard input", "reading", e))?
+    {
         node.size += chunk.len() as u64;
         progress.add_done(0, chunk.len() as u64);
         node.content.push(ctx.saver.save(BlobKind::Data, chunk)?);

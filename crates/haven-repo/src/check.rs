@@ -1,1 +1,275 @@
-//! todo
+//! Check: is everything every snapshot needs present and intact?
+//!
+//! Structure (always): index files decrypt; every indexed pack exists and its header
+//! (read with two ranged reads) lists exactly the blobs the index says, where it says;
+//! every snapshot decrypts; every tree of every snapshot loads; every blob a tree names
+//! is indexed. With `read_data`: every pack is read whole, re-hashed against its name,
+//! and every blob decrypted, decompressed and re-hashed against its id (in parallel).
+//! Findings are problems (the repository is damaged) or notes (harmless leftovers, such
+//! as packs of an interrupted backup, that `prune` removes).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use crossbeam_channel::bounded;
+use haven_store::FileKind;
+
+use crate::error::Result;
+use crate::id::{BlobId, PackId};
+use crate::index::IndexedRepository;
+use crate::pack::{self, PackBlob};
+use crate::progress::Progress;
+use crate::tree::NodeKind;
+use crate::walk;
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct CheckReport {
+    pub problems: Vec<String>,
+    pub notes: Vec<String>,
+    pub snapshots: u64,
+    pub trees: u64,
+    pub packs: u64,
+    pub blobs_read: u64,
+    pub bytes_read: u64,
+}
+
+impl CheckReport {
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// What the index says each pack holds.
+fn expected_by_pack(repo: &IndexedRepository) -> HashMap<PackId, Vec<PackBlob>> {
+    let mut m: HashMap<PackId, Vec<PackBlob>> = HashMap::new();
+    for loc in repo.index.iter() {
+        m.entry(loc.pack).or_default().push(loc.blob);
+    }
+    m
+}
+
+fn compare_header(
+    pack: &PackId,
+    header: &[PackBlob],
+    expected: &[PackBlob],
+    problems: &mut Vec<String>,
+) {
+    let listed: HashMap<BlobId, &PackBlob> = header.iter().map(|b| (b.id, b)).collect();
+    for e in expected {
+        match listed.get(&e.id) {
+            Some(h) if *h == e => {}
+            Some(_) => problems.push(format!(
+                "pack {}: blob {} is listed at a different place than the index says",
+                pack.short(),
+                e.id.short()
+            )),
+            None => problems.push(format!(
+                "pack {}: does not hold blob {} that the index places there",
+                pack.short(),
+                e.id.short()
+            )),
+        }
+    }
+}
+
+pub fn check(
+    repo: &IndexedRepository,
+    read_data: bool,
+    progress: Arc<Progress>,
+) -> Result<CheckReport> {
+    let mut r = CheckReport::default();
+    for (name, why) in &repo.index.damaged {
+        r.problems
+            .push(format!("index file {}: {why}", &name[..8.min(name.len())]));
+    }
+    let stored: HashMap<PackId, u64> = repo
+        .repo
+        .backend
+        .list(FileKind::Pack)?
+        .into_iter()
+        .filter_map(|f| Some((PackId::from_hex(&f.name)?, f.size)))
+        .collect();
+    let expected = expected_by_pack(repo);
+    let mut present = vec![];
+    for (pack, blobs) in &expected {
+        let Some(&size) = stored.get(pack) else {
+            r.problems.push(format!(
+                "pack {} is missing: {} blobs the index lists there are lost",
+                pack.short(),
+                blobs.len()
+            ));
+            continue;
+        };
+        match repo.repo.read_pack_header(pack, size) {
+            Ok(header) => compare_header(pack, &header, blobs, &mut r.problems),
+            Err(e) => r.problems.push(format!("pack {}: {e}", pack.short())),
+        }
+        present.push((*pack, size));
+    }
+    for pack in stored.keys().filter(|p| !expected.contains_key(p)) {
+        r.notes.push(format!("pack {} is in no index (left by an interrupted backup or prune); `haven prune` removes it", pack.short()));
+    }
+    r.packs = present.len() as u64;
+
+    let (snapshots, damaged) = repo.repo.snapshots()?;
+    for (name, why) in damaged {
+        r.problems
+            .push(format!("snapshot {}: {why}", &name[..8.min(name.len())]));
+    }
+    r.snapshots = snapshots.len() as u64;
+    let mut seen_trees: HashSet<BlobId> = HashSet::new();
+    for s in &snapshots {
+        check_snapshot_trees(
+            repo,
+            &s.id.short(),
+            &s.snapshot.tree,
+            &mut seen_trees,
+            &mut r,
+        );
+    }
+    r.trees = seen_trees.len() as u64;
+
+    for (name, info) in crate::lock::list_locks(&repo.repo)? {
+        if info.is_none_or(|i| i.is_stale()) {
+            r.notes.push(format!(
+                "lock {} is stale; `haven unlock` removes it",
+                &name[..8]
+            ));
+        }
+    }
+    if read_data {
+        read_all_packs(repo, &present, &expected, &mut r, &progress);
+    }
+    Ok(r)
+}
+
+fn check_snapshot_trees(
+    repo: &IndexedRepository,
+    snap: &str,
+    root: &BlobId,
+    seen: &mut HashSet<BlobId>,
+    r: &mut CheckReport,
+) {
+    if !seen.insert(*root) {
+        return;
+    }
+    let problems = std::cell::RefCell::new(vec![]);
+    walk::walk(
+        repo,
+        root,
+        &mut |path, node| {
+            match node.kind {
+                NodeKind::File => {
+                    for b in &node.content {
+                        if !repo.index.contains(b) {
+                            problems.borrow_mut().push(format!(
+                                "snapshot {snap}: {}: data blob {} is not in the index",
+                                path.display(),
+                                b.short()
+                            ));
+                        }
+                    }
+                }
+                NodeKind::Dir => {
+                    if let Some(sub) = node.subtree {
+                        // Identical subtrees are checked once.
+                        return seen.insert(sub);
+                    }
+                }
+                _ => {}
+            }
+            true
+        },
+        &mut |path, e| {
+            problems
+                .borrow_mut()
+                .push(format!("snapshot {snap}: tree of {}: {e}", path.display()))
+        },
+    );
+    r.problems.extend(problems.into_inner());
+}
+
+fn read_all_packs(
+    repo: &IndexedRepository,
+    packs: &[(PackId, u64)],
+    expected: &HashMap<PackId, Vec<PackBlob>>,
+    r: &mut CheckReport,
+    progress: &Progress,
+) {
+    progress.add_total(packs.len() as u64, packs.iter().map(|(_, s)| s).sum());
+    progress.totals_final.store(true, Ordering::Relaxed);
+    let results = Mutex::new((vec![], 0u64, 0u64));
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(1, 8);
+    let (tx, rx) = bounded::<&(PackId, u64)>(workers);
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            let (rx, results) = (rx.clone(), &results);
+            s.spawn(move || {
+                for (pack, size) in rx {
+                    let (problems, blobs) = verify_pack(
+                        repo,
+                        pack,
+                        expected.get(pack).map(|v| v.as_slice()).unwrap_or(&[]),
+                    );
+                    progress.add_done(1, *size);
+                    let mut g = results.lock().expect("results");
+                    g.0.extend(problems);
+                    g.1 += blobs;
+                    g.2 += size;
+                }
+            });
+        }
+        for p in packs {
+            let _ = tx.send(p);
+        }
+        drop(tx);
+    });
+    let (problems, blobs, bytes) = results.into_inner().expect("results");
+    r.problems.extend(problems);
+    r.blobs_read = blobs;
+    r.bytes_read = bytes;
+}
+
+/// Read one pack whole and verify everything in it; returns problems and blobs read.
+fn verify_pack(
+    repo: &IndexedRepository,
+    pack: &PackId,
+    expected: &[PackBlob],
+) -> (Vec<String>, u64) {
+    let mut problems = vec![];
+    let data = match repo.repo.backend.read(FileKind::Pack, &pack.to_hex()) {
+        Ok(d) => d,
+        Err(e) => return (vec![format!("pack {}: {e}", pack.short())], 0),
+    };
+    if repo.repo.key.id_of(&data) != pack.0 {
+        problems.push(format!(
+            "pack {}: its content does not match its name (changed or truncated bytes)",
+            pack.short()
+        ));
+    }
+    match pack::parse_pack(&repo.repo.key, &data) {
+        Ok(header) => compare_header(pack, &header, expected, &mut problems),
+        Err(e) => problems.push(format!("pack {}: {e}", pack.short())),
+    }
+    let mut n = 0;
+    for b in expected {
+        let (start, end) = (b.offset as usize, b.offset as usize + b.length as usize);
+        let Some(sealed) = data.get(start..end) else {
+            problems.push(format!(
+                "pack {}: blob {} lies beyond the end of the pack (truncated)",
+                pack.short(),
+                b.id.short()
+            ));
+            continue;
+        };
+        if let Err(e) = pack::open_blob(&repo.repo.key, b, sealed) {
+            problems.push(format!("pack {}: blob {}: {e}", pack.short(), b.id.short()));
+        }
+        n += 1;
+    }
+    (problems, n)
+}

@@ -22,7 +22,11 @@ pub struct ChunkerParams {
 
 impl Default for ChunkerParams {
     fn default() -> Self {
-        ChunkerParams { min_size: 64 << 10, avg_size: 256 << 10, max_size: 2 << 20 }
+        ChunkerParams {
+            min_size: 64 << 10,
+            avg_size: 256 << 10,
+            max_size: 2 << 20,
+        }
     }
 }
 
@@ -55,7 +59,9 @@ pub struct Chunker {
 
 impl std::fmt::Debug for Chunker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Chunker").field("params", &self.params).finish_non_exhaustive()
+        f.debug_struct("Chunker")
+            .field("params", &self.params)
+            .finish_non_exhaustive()
     }
 }
 
@@ -67,14 +73,21 @@ impl Chunker {
     /// `seed` is a secret derived from the repository key.
     pub fn new(params: ChunkerParams, seed: &[u8; 32]) -> Self {
         let mut gear = Box::new([0u64; 256]);
-        let mut xof = blake3::Hasher::new_keyed(seed).update(b"haven gear table v1").finalize_xof();
+        let mut xof = blake3::Hasher::new_keyed(seed)
+            .update(b"haven gear table v1")
+            .finalize_xof();
         for g in gear.iter_mut() {
             let mut b = [0u8; 8];
             xof.fill(&mut b);
             *g = u64::from_le_bytes(b);
         }
         let bits = params.avg_size.trailing_zeros();
-        Chunker { gear, mask_hard: top_bits(bits + 2), mask_easy: top_bits(bits - 2), params }
+        Chunker {
+            gear,
+            mask_hard: top_bits(bits + 2),
+            mask_easy: top_bits(bits - 2),
+            params,
+        }
     }
 
     pub fn params(&self) -> ChunkerParams {
@@ -122,7 +135,13 @@ pub struct ChunkStream<'c, R> {
 impl<'c, R: Read> ChunkStream<'c, R> {
     pub fn new(chunker: &'c Chunker, reader: R) -> Self {
         let cap = chunker.params.max_size as usize * 2;
-        ChunkStream { chunker, reader, buf: Vec::with_capacity(cap), start: 0, eof: false }
+        ChunkStream {
+            chunker,
+            reader,
+            buf: Vec::with_capacity(cap),
+            start: 0,
+            eof: false,
+        }
     }
 
     fn fill(&mut self) -> std::io::Result<()> {
@@ -172,7 +191,14 @@ mod tests {
     use proptest::prelude::*;
 
     fn chunker() -> Chunker {
-        Chunker::new(ChunkerParams { min_size: 2048, avg_size: 8192, max_size: 32768 }, &[7; 32])
+        Chunker::new(
+            ChunkerParams {
+                min_size: 2048,
+                avg_size: 8192,
+                max_size: 32768,
+            },
+            &[7; 32],
+        )
     }
 
     fn chunks(c: &Chunker, data: &[u8]) -> Vec<Vec<u8>> {
@@ -201,7 +227,11 @@ mod tests {
         let a: std::collections::HashSet<_> = chunks(&c, &data).into_iter().collect();
         let b = chunks(&c, &edited);
         let shared = b.iter().filter(|ch| a.contains(*ch)).count();
-        assert!(shared + 3 >= b.len(), "only the chunks around the edit may change: {shared} of {}", b.len());
+        assert!(
+            shared + 3 >= b.len(),
+            "only the chunks around the edit may change: {shared} of {}",
+            b.len()
+        );
     }
 
     #[test]
@@ -209,7 +239,11 @@ mod tests {
         let c = chunker();
         let all = chunks(&c, &pseudo_random(4 << 20, 2));
         for ch in &all[..all.len() - 1] {
-            assert!(ch.len() >= 2048 && ch.len() <= 32768, "chunk of {} bytes", ch.len());
+            assert!(
+                ch.len() >= 2048 && ch.len() <= 32768,
+                "chunk of {} bytes",
+                ch.len()
+            );
         }
         let avg = (4 << 20) / all.len();
         assert!((4096..16384).contains(&avg), "average {avg} far from 8192");

@@ -66,7 +66,8 @@ pub fn encode<T: Serialize>(kind: ObjectKind, value: &T) -> Vec<u8> {
     out.extend_from_slice(kind.magic());
     out.push(kind.version());
     if body.len() > 256 {
-        let compressed = zstd::bulk::compress(&body, 3).expect("zstd compression of a buffer cannot fail");
+        let compressed =
+            zstd::bulk::compress(&body, 3).expect("zstd compression of a buffer cannot fail");
         if compressed.len() < body.len() {
             out.push(COMPRESSION_ZSTD);
             out.extend_from_slice(&(body.len() as u32).to_le_bytes());
@@ -82,7 +83,11 @@ pub fn encode<T: Serialize>(kind: ObjectKind, value: &T) -> Vec<u8> {
 /// Decode an object of `kind`; the error says what is wrong, for `RepoError::Corrupt`.
 pub fn decode<T: DeserializeOwned>(kind: ObjectKind, data: &[u8]) -> Result<T, String> {
     if data.len() < 6 {
-        return Err(format!("{} object too short ({} bytes)", kind.name(), data.len()));
+        return Err(format!(
+            "{} object too short ({} bytes)",
+            kind.name(),
+            data.len()
+        ));
     }
     if &data[..4] != kind.magic() {
         return Err(format!("not a {} object (wrong magic)", kind.name()));
@@ -104,19 +109,33 @@ pub fn decode<T: DeserializeOwned>(kind: ObjectKind, data: &[u8]) -> Result<T, S
             }
             let len = u32::from_le_bytes(data[6..10].try_into().expect("4 bytes")) as usize;
             if len > MAX_OBJECT_BODY {
-                return Err(format!("{} object claims an implausible size of {len} bytes", kind.name()));
+                return Err(format!(
+                    "{} object claims an implausible size of {len} bytes",
+                    kind.name()
+                ));
             }
-            body_owned = zstd::bulk::decompress(&data[10..], len).map_err(|e| format!("{} body does not decompress: {e}", kind.name()))?;
+            body_owned = zstd::bulk::decompress(&data[10..], len)
+                .map_err(|e| format!("{} body does not decompress: {e}", kind.name()))?;
             if body_owned.len() != len {
                 return Err(format!("{} body has the wrong length", kind.name()));
             }
             &body_owned[..]
         }
-        other => return Err(format!("{} object uses unknown compression {other}", kind.name())),
+        other => {
+            return Err(format!(
+                "{} object uses unknown compression {other}",
+                kind.name()
+            ))
+        }
     };
-    let (value, rest) = postcard::take_from_bytes(body).map_err(|e| format!("{} body does not decode: {e}", kind.name()))?;
+    let (value, rest) = postcard::take_from_bytes(body)
+        .map_err(|e| format!("{} body does not decode: {e}", kind.name()))?;
     if !rest.is_empty() {
-        return Err(format!("{} body has {} trailing bytes", kind.name(), rest.len()));
+        return Err(format!(
+            "{} body has {} trailing bytes",
+            kind.name(),
+            rest.len()
+        ));
     }
     Ok(value)
 }

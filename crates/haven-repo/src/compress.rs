@@ -26,9 +26,13 @@ pub fn compress_chunk(data: &[u8], level: i32) -> Option<Vec<u8>> {
 }
 
 pub fn decompress_chunk(data: &[u8], raw_len: usize) -> Result<Vec<u8>, String> {
-    let out = zstd::bulk::decompress(data, raw_len).map_err(|e| format!("does not decompress: {e}"))?;
+    let out =
+        zstd::bulk::decompress(data, raw_len).map_err(|e| format!("does not decompress: {e}"))?;
     if out.len() != raw_len {
-        return Err(format!("decompressed to {} bytes, expected {raw_len}", out.len()));
+        return Err(format!(
+            "decompressed to {} bytes, expected {raw_len}",
+            out.len()
+        ));
     }
     Ok(out)
 }
@@ -40,7 +44,9 @@ mod tests {
 
     #[test]
     fn random_data_is_stored_raw() {
-        let data: Vec<u8> = (0..200_000).map(|_| crate::crypto::random_bytes::<1>()[0]).collect();
+        let data: Vec<u8> = (0..200_000)
+            .map(|_| crate::crypto::random_bytes::<1>()[0])
+            .collect();
         assert!(compress_chunk(&data, 3).is_none());
     }
 

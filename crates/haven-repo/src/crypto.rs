@@ -48,7 +48,11 @@ impl MasterKey {
         let mut id_key = [0u8; 32];
         enc.copy_from_slice(&raw[..32]);
         id_key.copy_from_slice(&raw[32..]);
-        MasterKey { cipher: Aes256Gcm::new(&enc.into()), id_key, raw: *raw }
+        MasterKey {
+            cipher: Aes256Gcm::new(&enc.into()),
+            id_key,
+            raw: *raw,
+        }
     }
 
     pub fn to_bytes(&self) -> [u8; 64] {
@@ -91,7 +95,13 @@ pub fn open_with_key(key: &[u8; 32], aad: &[u8], sealed: &[u8]) -> Result<Vec<u8
 fn seal_with(cipher: &Aes256Gcm, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
     let nonce: [u8; NONCE_LEN] = random_bytes();
     let ct = cipher
-        .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad })
+        .encrypt(
+            Nonce::from_slice(&nonce),
+            Payload {
+                msg: plaintext,
+                aad,
+            },
+        )
         .expect("AES-GCM encryption cannot fail for in-memory buffers");
     let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
     out.extend_from_slice(&nonce);
@@ -104,7 +114,9 @@ fn open_with(cipher: &Aes256Gcm, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, O
         return Err(OpenError);
     }
     let (nonce, ct) = sealed.split_at(NONCE_LEN);
-    cipher.decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad }).map_err(|_| OpenError)
+    cipher
+        .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad })
+        .map_err(|_| OpenError)
 }
 
 #[cfg(test)]
@@ -116,10 +128,16 @@ mod tests {
         let k = MasterKey::generate();
         let sealed = k.seal(b"snapshot/aa", b"hello");
         assert_eq!(k.open(b"snapshot/aa", &sealed).unwrap(), b"hello");
-        assert!(k.open(b"snapshot/bb", &sealed).is_err(), "moved ciphertext must fail");
+        assert!(
+            k.open(b"snapshot/bb", &sealed).is_err(),
+            "moved ciphertext must fail"
+        );
         let mut flipped = sealed.clone();
         flipped[14] ^= 1;
-        assert!(k.open(b"snapshot/aa", &flipped).is_err(), "a flipped bit must fail");
+        assert!(
+            k.open(b"snapshot/aa", &flipped).is_err(),
+            "a flipped bit must fail"
+        );
         assert!(MasterKey::generate().open(b"snapshot/aa", &sealed).is_err());
     }
 
@@ -127,6 +145,9 @@ mod tests {
     fn ids_depend_on_the_key() {
         let (a, b) = (MasterKey::generate(), MasterKey::generate());
         assert_ne!(a.id_of(b"x"), b.id_of(b"x"));
-        assert_eq!(a.id_of(b"x"), MasterKey::from_bytes(&a.to_bytes()).id_of(b"x"));
+        assert_eq!(
+            a.id_of(b"x"),
+            MasterKey::from_bytes(&a.to_bytes()).id_of(b"x")
+        );
     }
 }

@@ -13,7 +13,11 @@ pub enum RepoError {
     #[error("no Haven repository at {0}; create one with `haven init --repo {0}`")]
     NotARepository(String),
     #[error("the repository at {location} uses format version {found}; this haven reads up to version {supported}: upgrade haven")]
-    NewerFormat { location: String, found: u32, supported: u32 },
+    NewerFormat {
+        location: String,
+        found: u32,
+        supported: u32,
+    },
     #[error("wrong passphrase or key file for the repository at {0}: no key slot opens with it (list slots with `haven key list` using a working key)")]
     WrongPassword(String),
     #[error("{what} is damaged: {detail}")]
@@ -35,11 +39,22 @@ pub enum RepoError {
 
 impl RepoError {
     pub fn corrupt(what: impl Into<String>, detail: impl Into<String>) -> Self {
-        RepoError::Corrupt { what: what.into(), detail: detail.into() }
+        RepoError::Corrupt {
+            what: what.into(),
+            detail: detail.into(),
+        }
     }
 
-    pub fn io(path: impl AsRef<std::path::Path>, action: &'static str, source: std::io::Error) -> Self {
-        RepoError::Io { path: path.as_ref().display().to_string(), action, source }
+    pub fn io(
+        path: impl AsRef<std::path::Path>,
+        action: &'static str,
+        source: std::io::Error,
+    ) -> Self {
+        RepoError::Io {
+            path: path.as_ref().display().to_string(),
+            action,
+            source,
+        }
     }
 
     /// True when the underlying cause is a full disk.

@@ -90,18 +90,32 @@ impl MasterIndex {
                     if b.compressed {
                         flags |= FLAG_COMPRESSED;
                     }
-                    entries.push(Entry { id: b.id.0, pack: n, offset: b.offset, length: b.length, raw_and_flags: flags });
+                    entries.push(Entry {
+                        id: b.id.0,
+                        pack: n,
+                        offset: b.offset,
+                        length: b.length,
+                        raw_and_flags: flags,
+                    });
                 }
             }
         }
         entries.sort_unstable_by(|a, b| a.id.cmp(&b.id));
         entries.dedup_by(|a, b| a.id == b.id);
         entries.shrink_to_fit();
-        MasterIndex { packs, entries, files: ids, damaged }
+        MasterIndex {
+            packs,
+            entries,
+            files: ids,
+            damaged,
+        }
     }
 
     fn entry(&self, id: &BlobId) -> Option<&Entry> {
-        self.entries.binary_search_by(|e| e.id.cmp(&id.0)).ok().map(|i| &self.entries[i])
+        self.entries
+            .binary_search_by(|e| e.id.cmp(&id.0))
+            .ok()
+            .map(|i| &self.entries[i])
     }
 
     pub fn contains(&self, id: &BlobId) -> bool {
@@ -116,7 +130,11 @@ impl MasterIndex {
         BlobLocation {
             pack: self.packs[e.pack as usize],
             blob: PackBlob {
-                kind: if e.raw_and_flags & FLAG_TREE != 0 { BlobKind::Tree } else { BlobKind::Data },
+                kind: if e.raw_and_flags & FLAG_TREE != 0 {
+                    BlobKind::Tree
+                } else {
+                    BlobKind::Data
+                },
                 id: BlobId(e.id),
                 offset: e.offset,
                 length: e.length,
@@ -150,7 +168,9 @@ fn load_index_files(repo: &Repository) -> Result<MasterIndex> {
     let mut files = vec![];
     let mut damaged = vec![];
     for info in repo.backend.list(FileKind::Index)? {
-        let Some(id) = IndexId::from_hex(&info.name) else { continue };
+        let Some(id) = IndexId::from_hex(&info.name) else {
+            continue;
+        };
         match repo.load_object::<IndexFile>(FileKind::Index, ObjectKind::Index, &info.name) {
             Ok(f) => files.push((id, f)),
             // Removed by a concurrent backup after it wrote a merged index: skip it.
@@ -173,7 +193,10 @@ impl Repository {
     /// Load the index.
     pub fn indexed(self) -> Result<IndexedRepository> {
         let index = load_index_files(&self)?;
-        Ok(IndexedRepository { repo: self, index: Arc::new(index) })
+        Ok(IndexedRepository {
+            repo: self,
+            index: Arc::new(index),
+        })
     }
 
     /// Read and decode the header of a stored pack (two ranged reads).
@@ -181,38 +204,63 @@ impl Repository {
         let name = id.to_hex();
         let what = || format!("pack {}", id.short());
         if size < 4 {
-            return Err(RepoError::corrupt(what(), "too short to hold a header (truncated)"));
+            return Err(RepoError::corrupt(
+                what(),
+                "too short to hold a header (truncated)",
+            ));
         }
-        let trailer = self.backend.read_range(FileKind::Pack, &name, size - 4, 4)?;
+        let trailer = self
+            .backend
+            .read_range(FileKind::Pack, &name, size - 4, 4)?;
         let hlen = pack::header_length(&trailer).unwrap_or(0) as u64;
         if hlen + 4 > size {
-            return Err(RepoError::corrupt(what(), "its header length points outside the pack (truncated?)"));
+            return Err(RepoError::corrupt(
+                what(),
+                "its header length points outside the pack (truncated?)",
+            ));
         }
-        let sealed = self.backend.read_range(FileKind::Pack, &name, size - 4 - hlen, hlen)?;
+        let sealed = self
+            .backend
+            .read_range(FileKind::Pack, &name, size - 4 - hlen, hlen)?;
         pack::decode_header(&self.key, &sealed, size).map_err(|e| RepoError::corrupt(what(), e))
     }
 
     /// Write an index file for `packs`; returns its id.
     pub fn write_index(&self, packs: Vec<IndexPack>) -> Result<IndexId> {
         let file = IndexFile { packs };
-        Ok(IndexId(self.save_object(FileKind::Index, ObjectKind::Index, &file)?))
+        Ok(IndexId(self.save_object(
+            FileKind::Index,
+            ObjectKind::Index,
+            &file,
+        )?))
     }
 }
 
 impl IndexedRepository {
     /// Read, decrypt and verify one blob.
     pub fn read_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
-        let loc = self
-            .index
-            .get(id)
-            .ok_or_else(|| RepoError::corrupt(format!("blob {}", id.short()), "it is not in the index (missing pack or index file)"))?;
+        let loc = self.index.get(id).ok_or_else(|| {
+            RepoError::corrupt(
+                format!("blob {}", id.short()),
+                "it is not in the index (missing pack or index file)",
+            )
+        })?;
         self.read_blob_at(&loc)
     }
 
     pub fn read_blob_at(&self, loc: &BlobLocation) -> Result<Vec<u8>> {
-        let sealed = self.repo.backend.read_range(FileKind::Pack, &loc.pack.to_hex(), loc.blob.offset as u64, loc.blob.length as u64)?;
-        pack::open_blob(&self.repo.key, &loc.blob, &sealed)
-            .map_err(|e| RepoError::corrupt(format!("blob {} in pack {}", loc.blob.id.short(), loc.pack.short()), e))
+        let sealed = self.repo.backend.read_range(
+            FileKind::Pack,
+            &loc.pack.to_hex(),
+            loc.blob.offset as u64,
+            loc.blob.length as u64,
+        )?;
+        pack::open_blob(&self.repo.key, &loc.blob, &sealed).map_err(|e| {
+            RepoError::corrupt(
+                format!("blob {} in pack {}", loc.blob.id.short(), loc.pack.short()),
+                e,
+            )
+        })
     }
 
     /// Find packs that no index lists (left by a backup that was killed before it
@@ -222,7 +270,9 @@ impl IndexedRepository {
         let known: HashSet<PackId> = self.index.pack_ids().iter().copied().collect();
         let mut adopted = vec![];
         for info in self.repo.backend.list(FileKind::Pack)? {
-            let Some(id) = PackId::from_hex(&info.name) else { continue };
+            let Some(id) = PackId::from_hex(&info.name) else {
+                continue;
+            };
             if known.contains(&id) {
                 continue;
             }

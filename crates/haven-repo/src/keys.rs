@@ -23,14 +23,21 @@ pub struct KdfParams {
 impl Default for KdfParams {
     /// 64 MiB and 3 passes: about 0.2 s on this project's 2-core machines.
     fn default() -> Self {
-        KdfParams { memory_kib: 64 << 10, iterations: 3, parallelism: 1 }
+        KdfParams {
+            memory_kib: 64 << 10,
+            iterations: 3,
+            parallelism: 1,
+        }
     }
 }
 
 impl KdfParams {
     /// Bounds checked on every slot read, so a hostile slot cannot exhaust memory.
     pub fn validate(&self) -> std::result::Result<(), String> {
-        if !(8 << 10..=4 << 20).contains(&self.memory_kib) || !(1..=64).contains(&self.iterations) || !(1..=16).contains(&self.parallelism) {
+        if !(8 << 10..=4 << 20).contains(&self.memory_kib)
+            || !(1..=64).contains(&self.iterations)
+            || !(1..=16).contains(&self.parallelism)
+        {
             return Err(format!(
                 "KDF parameters out of range (memory {} KiB: 8 MiB..4 GiB, iterations {}: 1..64, parallelism {}: 1..16)",
                 self.memory_kib, self.iterations, self.parallelism
@@ -92,7 +99,13 @@ fn meta_aad(id: &FileId) -> Vec<u8> {
 fn derive_kek(kdf: &Kdf, secret: &Secret) -> Option<[u8; 32]> {
     match (kdf, secret) {
         (Kdf::Argon2id { params, salt }, Secret::Passphrase(p)) => {
-            let p2 = argon2::Params::new(params.memory_kib, params.iterations, params.parallelism, Some(32)).ok()?;
+            let p2 = argon2::Params::new(
+                params.memory_kib,
+                params.iterations,
+                params.parallelism,
+                Some(32),
+            )
+            .ok()?;
             let a = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, p2);
             let mut out = [0u8; 32];
             a.hash_password_into(p.as_bytes(), salt, &mut out).ok()?;
@@ -110,8 +123,13 @@ fn derive_kek(kdf: &Kdf, secret: &Secret) -> Option<[u8; 32]> {
 pub fn new_slot(master: &MasterKey, secret: &Secret, params: KdfParams) -> (FileId, Vec<u8>) {
     let id = FileId::random();
     let kdf = match secret {
-        Secret::Passphrase(_) => Kdf::Argon2id { params, salt: crypto::random_bytes() },
-        Secret::KeyFile(_) => Kdf::KeyFile { salt: crypto::random_bytes() },
+        Secret::Passphrase(_) => Kdf::Argon2id {
+            params,
+            salt: crypto::random_bytes(),
+        },
+        Secret::KeyFile(_) => Kdf::KeyFile {
+            salt: crypto::random_bytes(),
+        },
     };
     let kek = derive_kek(&kdf, secret).expect("KDF parameters were validated");
     let meta = KeyMeta {
@@ -146,10 +164,14 @@ pub fn try_open(id: &FileId, slot: &KeySlotFile, secret: &Secret) -> Option<Mast
 
 /// Read a slot's metadata with the master key.
 pub fn read_meta(master: &MasterKey, id: &FileId, slot: &KeySlotFile) -> Result<KeyMeta> {
-    let plain = master
-        .open(&meta_aad(id), &slot.meta)
-        .map_err(|_| RepoError::corrupt(format!("key slot {}", id.short()), "its metadata does not decrypt"))?;
-    codec::decode(ObjectKind::KeyMeta, &plain).map_err(|e| RepoError::corrupt(format!("key slot {}", id.short()), e))
+    let plain = master.open(&meta_aad(id), &slot.meta).map_err(|_| {
+        RepoError::corrupt(
+            format!("key slot {}", id.short()),
+            "its metadata does not decrypt",
+        )
+    })?;
+    codec::decode(ObjectKind::KeyMeta, &plain)
+        .map_err(|e| RepoError::corrupt(format!("key slot {}", id.short()), e))
 }
 
 /// Whether a slot is opened by a passphrase or a key file.

@@ -34,6 +34,7 @@ pub mod saver;
 pub mod snapshot;
 pub mod stats;
 pub mod tree;
+pub mod walk;
 
 pub use error::{RepoError, Result};
 pub use index::IndexedRepository;

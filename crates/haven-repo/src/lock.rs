@@ -43,12 +43,18 @@ pub struct LockInfo {
 impl LockInfo {
     pub fn is_stale(&self) -> bool {
         let age = chrono::Utc::now().timestamp() - self.time_unix;
-        age > STALE_AFTER.as_secs() as i64 || (self.host == crate::host::hostname() && !crate::host::process_alive(self.pid))
+        age > STALE_AFTER.as_secs() as i64
+            || (self.host == crate::host::hostname() && !crate::host::process_alive(self.pid))
     }
 
     fn describe(&self) -> String {
-        let since = chrono::DateTime::from_timestamp(self.time_unix, 0).map(|t| t.to_rfc3339()).unwrap_or_default();
-        format!("{} (pid {} on host {}, lock refreshed {})", self.purpose, self.pid, self.host, since)
+        let since = chrono::DateTime::from_timestamp(self.time_unix, 0)
+            .map(|t| t.to_rfc3339())
+            .unwrap_or_default();
+        format!(
+            "{} (pid {} on host {}, lock refreshed {})",
+            self.purpose, self.pid, self.host, since
+        )
     }
 }
 
@@ -68,7 +74,11 @@ impl std::fmt::Debug for RepoLock {
 
 fn write_lock(repo: &Repository, info: &LockInfo) -> Result<String> {
     let name = FileId::random().to_hex();
-    repo.save_object_named(FileKind::Lock, &name, &codec::encode(ObjectKind::Lock, info))?;
+    repo.save_object_named(
+        FileKind::Lock,
+        &name,
+        &codec::encode(ObjectKind::Lock, info),
+    )?;
     Ok(name)
 }
 
@@ -99,7 +109,12 @@ pub fn remove_locks(repo: &Repository, all: bool) -> Result<usize> {
 
 impl RepoLock {
     /// Take a lock, waiting up to `wait` for conflicting holders to finish.
-    pub fn acquire(repo: &Repository, exclusive: bool, purpose: &str, wait: Duration) -> Result<RepoLock> {
+    pub fn acquire(
+        repo: &Repository,
+        exclusive: bool,
+        purpose: &str,
+        wait: Duration,
+    ) -> Result<RepoLock> {
         let info = LockInfo {
             exclusive,
             host: crate::host::hostname(),
@@ -139,13 +154,18 @@ impl RepoLock {
             let (m, cv) = &*s;
             let mut stopped = m.lock().expect("lock stop flag");
             loop {
-                let (guard, timeout) = cv.wait_timeout(stopped, REFRESH_INTERVAL).expect("lock stop flag");
+                let (guard, timeout) = cv
+                    .wait_timeout(stopped, REFRESH_INTERVAL)
+                    .expect("lock stop flag");
                 stopped = guard;
                 if *stopped {
                     return;
                 }
                 if timeout.timed_out() {
-                    let fresh = LockInfo { time_unix: chrono::Utc::now().timestamp(), ..info.clone() };
+                    let fresh = LockInfo {
+                        time_unix: chrono::Utc::now().timestamp(),
+                        ..info.clone()
+                    };
                     if let Ok(new_name) = write_lock(&r, &fresh) {
                         let old = std::mem::replace(&mut *n.lock().expect("lock name"), new_name);
                         let _ = r.backend.remove(FileKind::Lock, &old);
@@ -153,7 +173,12 @@ impl RepoLock {
                 }
             }
         });
-        RepoLock { repo, name, stop, refresher: Some(refresher) }
+        RepoLock {
+            repo,
+            name,
+            stop,
+            refresher: Some(refresher),
+        }
     }
 }
 

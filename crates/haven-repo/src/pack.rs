@@ -63,16 +63,34 @@ fn blob_aad(kind: BlobKind, id: &BlobId) -> Vec<u8> {
 const HEADER_AAD: &[u8] = b"haven/v1/packheader";
 
 /// Compress (when it pays) and seal one blob.
-pub fn seal_blob(key: &MasterKey, kind: BlobKind, id: BlobId, plain: &[u8], level: i32) -> SealedBlob {
+pub fn seal_blob(
+    key: &MasterKey,
+    kind: BlobKind,
+    id: BlobId,
+    plain: &[u8],
+    level: i32,
+) -> SealedBlob {
     let compressed = compress::compress_chunk(plain, level);
     let bytes = key.seal(&blob_aad(kind, &id), compressed.as_deref().unwrap_or(plain));
-    SealedBlob { kind, id, raw_length: plain.len() as u32, compressed: compressed.is_some(), bytes }
+    SealedBlob {
+        kind,
+        id,
+        raw_length: plain.len() as u32,
+        compressed: compressed.is_some(),
+        bytes,
+    }
 }
 
 /// Open a blob read from a pack and verify its id: any changed byte is an error.
 pub fn open_blob(key: &MasterKey, blob: &PackBlob, sealed: &[u8]) -> Result<Vec<u8>, String> {
-    let inner = key.open(&blob_aad(blob.kind, &blob.id), sealed).map_err(|_| "does not decrypt (changed bytes)".to_string())?;
-    let plain = if blob.compressed { compress::decompress_chunk(&inner, blob.raw_length as usize)? } else { inner };
+    let inner = key
+        .open(&blob_aad(blob.kind, &blob.id), sealed)
+        .map_err(|_| "does not decrypt (changed bytes)".to_string())?;
+    let plain = if blob.compressed {
+        compress::decompress_chunk(&inner, blob.raw_length as usize)?
+    } else {
+        inner
+    };
     if plain.len() != blob.raw_length as usize || key.id_of(&plain) != blob.id.0 {
         return Err("content does not match its id".into());
     }
@@ -88,16 +106,39 @@ pub struct PackBuilder {
 
 impl PackBuilder {
     pub fn new(capacity: usize) -> Self {
-        PackBuilder { data: Vec::with_capacity(capacity), blobs: vec![] }
+        PackBuilder {
+            data: Vec::with_capacity(capacity),
+            blobs: vec![],
+        }
     }
 
     pub fn add(&mut self, blob: SealedBlob) {
-        self.add_sealed(blob.kind, blob.id, blob.raw_length, blob.compressed, &blob.bytes);
+        self.add_sealed(
+            blob.kind,
+            blob.id,
+            blob.raw_length,
+            blob.compressed,
+            &blob.bytes,
+        );
     }
 
     /// Append an already sealed blob (prune copies blobs between packs this way).
-    pub fn add_sealed(&mut self, kind: BlobKind, id: BlobId, raw_length: u32, compressed: bool, bytes: &[u8]) {
-        self.blobs.push(PackBlob { kind, id, offset: self.data.len() as u32, length: bytes.len() as u32, raw_length, compressed });
+    pub fn add_sealed(
+        &mut self,
+        kind: BlobKind,
+        id: BlobId,
+        raw_length: u32,
+        compressed: bool,
+        bytes: &[u8],
+    ) {
+        self.blobs.push(PackBlob {
+            kind,
+            id,
+            offset: self.data.len() as u32,
+            length: bytes.len() as u32,
+            raw_length,
+            compressed,
+        });
         self.data.extend_from_slice(bytes);
     }
 
@@ -111,9 +152,13 @@ impl PackBuilder {
 
     /// Seal the header and name the pack.
     pub fn finish(mut self, key: &MasterKey) -> (PackId, Vec<u8>, Vec<PackBlob>) {
-        let header = key.seal(HEADER_AAD, &codec::encode(ObjectKind::PackHeader, &self.blobs));
+        let header = key.seal(
+            HEADER_AAD,
+            &codec::encode(ObjectKind::PackHeader, &self.blobs),
+        );
         self.data.extend_from_slice(&header);
-        self.data.extend_from_slice(&(header.len() as u32).to_le_bytes());
+        self.data
+            .extend_from_slice(&(header.len() as u32).to_le_bytes());
         let id = PackId(key.id_of(&self.data));
         (id, self.data, self.blobs)
     }
@@ -126,13 +171,22 @@ pub fn header_length(trailer: &[u8]) -> Option<u32> {
 
 /// Decode the header of a pack given the sealed header bytes and the pack's size,
 /// checking that every blob lies inside the data area.
-pub fn decode_header(key: &MasterKey, sealed_header: &[u8], pack_size: u64) -> Result<Vec<PackBlob>, String> {
-    let plain = key.open(HEADER_AAD, sealed_header).map_err(|_| "pack header does not decrypt".to_string())?;
+pub fn decode_header(
+    key: &MasterKey,
+    sealed_header: &[u8],
+    pack_size: u64,
+) -> Result<Vec<PackBlob>, String> {
+    let plain = key
+        .open(HEADER_AAD, sealed_header)
+        .map_err(|_| "pack header does not decrypt".to_string())?;
     let blobs: Vec<PackBlob> = codec::decode(ObjectKind::PackHeader, &plain)?;
     let data_end = pack_size.saturating_sub(sealed_header.len() as u64 + 4);
     for b in &blobs {
         if b.offset as u64 + b.length as u64 > data_end {
-            return Err(format!("pack header lists blob {} beyond the end of the data", b.id.short()));
+            return Err(format!(
+                "pack header lists blob {} beyond the end of the data",
+                b.id.short()
+            ));
         }
     }
     Ok(blobs)

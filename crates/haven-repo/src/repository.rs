@@ -46,7 +46,12 @@ pub struct InitOptions {
 
 impl Default for InitOptions {
     fn default() -> Self {
-        InitOptions { chunker: ChunkerParams::default(), compression_level: 3, pack_size: 16 << 20, kdf: KdfParams::default() }
+        InitOptions {
+            chunker: ChunkerParams::default(),
+            compression_level: 3,
+            pack_size: 16 << 20,
+            kdf: KdfParams::default(),
+        }
     }
 }
 
@@ -62,7 +67,9 @@ pub struct Repository {
 
 impl std::fmt::Debug for Repository {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Repository").field("location", &self.backend.location()).finish_non_exhaustive()
+        f.debug_struct("Repository")
+            .field("location", &self.backend.location())
+            .finish_non_exhaustive()
     }
 }
 
@@ -89,9 +96,18 @@ fn check_marker(backend: &DynBackend) -> Result<()> {
         .flatten()
         .and_then(|l| l.strip_prefix("format-version "))
         .and_then(|v| v.trim().parse::<u32>().ok())
-        .ok_or_else(|| RepoError::corrupt(format!("the format marker of {location}"), "unreadable; is this a Haven repository?"))?;
+        .ok_or_else(|| {
+            RepoError::corrupt(
+                format!("the format marker of {location}"),
+                "unreadable; is this a Haven repository?",
+            )
+        })?;
     if version > FORMAT_VERSION {
-        return Err(RepoError::NewerFormat { location, found: version, supported: FORMAT_VERSION });
+        return Err(RepoError::NewerFormat {
+            location,
+            found: version,
+            supported: FORMAT_VERSION,
+        });
     }
     Ok(())
 }
@@ -102,13 +118,21 @@ impl Repository {
         opts.chunker.validate().map_err(RepoError::InvalidInput)?;
         opts.kdf.validate().map_err(RepoError::InvalidInput)?;
         if !(1..=22).contains(&opts.compression_level) {
-            return Err(RepoError::InvalidInput(format!("compression level {} out of range 1..22", opts.compression_level)));
+            return Err(RepoError::InvalidInput(format!(
+                "compression level {} out of range 1..22",
+                opts.compression_level
+            )));
         }
         if !(1 << 20..=1 << 30).contains(&opts.pack_size) {
-            return Err(RepoError::InvalidInput("pack size must be between 1 MiB and 1 GiB".into()));
+            return Err(RepoError::InvalidInput(
+                "pack size must be between 1 MiB and 1 GiB".into(),
+            ));
         }
         if !backend.list(FileKind::Marker)?.is_empty() {
-            return Err(RepoError::InvalidInput(format!("a repository exists at {} already", backend.location())));
+            return Err(RepoError::InvalidInput(format!(
+                "a repository exists at {} already",
+                backend.location()
+            )));
         }
         backend.create()?;
         let key = MasterKey::generate();
@@ -122,7 +146,10 @@ impl Repository {
         // without a marker, which `init` refuses to reuse only if it is non-empty.
         let (slot_id, slot) = keys::new_slot(&key, secret, opts.kdf);
         backend.write(FileKind::Key, &slot_id.to_hex(), &slot)?;
-        let sealed = key.seal(&file_aad(FileKind::Config, ""), &codec::encode(ObjectKind::Config, &config));
+        let sealed = key.seal(
+            &file_aad(FileKind::Config, ""),
+            &codec::encode(ObjectKind::Config, &config),
+        );
         backend.write(FileKind::Config, "", &sealed)?;
         backend.write(FileKind::Marker, "", marker_text().as_bytes())?;
         Ok(Self::assemble(backend, key, config, slot_id))
@@ -134,9 +161,15 @@ impl Repository {
         let location = backend.location();
         let mut found = None;
         for info in backend.list(FileKind::Key)? {
-            let Some(id) = FileId::from_hex(&info.name) else { continue };
-            let Ok(data) = backend.read(FileKind::Key, &info.name) else { continue };
-            let Ok(slot) = keys::decode_slot(&data) else { continue };
+            let Some(id) = FileId::from_hex(&info.name) else {
+                continue;
+            };
+            let Ok(data) = backend.read(FileKind::Key, &info.name) else {
+                continue;
+            };
+            let Ok(slot) = keys::decode_slot(&data) else {
+                continue;
+            };
             if let Some(key) = keys::try_open(&id, &slot, secret) {
                 found = Some((id, key));
                 break;
@@ -146,15 +179,35 @@ impl Repository {
         let sealed = backend.read(FileKind::Config, "")?;
         let plain = key
             .open(&file_aad(FileKind::Config, ""), &sealed)
-            .map_err(|_| RepoError::corrupt(format!("the config of {location}"), "it does not decrypt with the repository key"))?;
-        let config: RepoConfig = codec::decode(ObjectKind::Config, &plain).map_err(|e| RepoError::corrupt("the config", e))?;
-        config.chunker.validate().map_err(|e| RepoError::corrupt("the config", e))?;
+            .map_err(|_| {
+                RepoError::corrupt(
+                    format!("the config of {location}"),
+                    "it does not decrypt with the repository key",
+                )
+            })?;
+        let config: RepoConfig = codec::decode(ObjectKind::Config, &plain)
+            .map_err(|e| RepoError::corrupt("the config", e))?;
+        config
+            .chunker
+            .validate()
+            .map_err(|e| RepoError::corrupt("the config", e))?;
         Ok(Self::assemble(backend, key, config, key_id))
     }
 
-    fn assemble(backend: DynBackend, key: MasterKey, config: RepoConfig, key_id: FileId) -> Repository {
+    fn assemble(
+        backend: DynBackend,
+        key: MasterKey,
+        config: RepoConfig,
+        key_id: FileId,
+    ) -> Repository {
         let chunker = Chunker::new(config.chunker, &key.derive("haven chunker gear v1"));
-        Repository { backend, key: Arc::new(key), config, chunker: Arc::new(chunker), key_id }
+        Repository {
+            backend,
+            key: Arc::new(key),
+            config,
+            chunker: Arc::new(chunker),
+            key_id,
+        }
     }
 
     pub fn backend(&self) -> &DynBackend {
@@ -184,7 +237,12 @@ impl Repository {
 
     /// Seal and store a structured object; its name is the keyed hash of its plaintext,
     /// so storing the same object twice writes the same file.
-    pub fn save_object<T: Serialize>(&self, kind: FileKind, object: ObjectKind, value: &T) -> Result<[u8; 32]> {
+    pub fn save_object<T: Serialize>(
+        &self,
+        kind: FileKind,
+        object: ObjectKind,
+        value: &T,
+    ) -> Result<[u8; 32]> {
         let plain = codec::encode(object, value);
         let id = self.key.id_of(&plain);
         self.save_object_named(kind, &hex::encode(id), &plain)?;
@@ -199,15 +257,25 @@ impl Repository {
     }
 
     /// Load and open a structured object; damage is reported as `Corrupt` naming it.
-    pub fn load_object<T: DeserializeOwned>(&self, kind: FileKind, object: ObjectKind, name: &str) -> Result<T> {
+    pub fn load_object<T: DeserializeOwned>(
+        &self,
+        kind: FileKind,
+        object: ObjectKind,
+        name: &str,
+    ) -> Result<T> {
         let sealed = self.backend.read(kind, name)?;
         let what = || format!("{} {}", object.name(), &name[..name.len().min(8)]);
-        let plain = self
-            .key
-            .open(&file_aad(kind, name), &sealed)
-            .map_err(|_| RepoError::corrupt(what(), "it does not decrypt (changed bytes or a foreign file)"))?;
+        let plain = self.key.open(&file_aad(kind, name), &sealed).map_err(|_| {
+            RepoError::corrupt(
+                what(),
+                "it does not decrypt (changed bytes or a foreign file)",
+            )
+        })?;
         if kind != FileKind::Lock && hex::encode(self.key.id_of(&plain)) != name {
-            return Err(RepoError::corrupt(what(), "its content does not match its name"));
+            return Err(RepoError::corrupt(
+                what(),
+                "its content does not match its name",
+            ));
         }
         codec::decode(object, &plain).map_err(|e| RepoError::corrupt(what(), e))
     }
@@ -226,11 +294,19 @@ impl Repository {
     pub fn list_keys(&self) -> Result<Vec<KeyInfo>> {
         let mut out = vec![];
         for info in self.backend.list(FileKind::Key)? {
-            let Some(id) = FileId::from_hex(&info.name) else { continue };
+            let Some(id) = FileId::from_hex(&info.name) else {
+                continue;
+            };
             let data = self.backend.read(FileKind::Key, &info.name)?;
-            let slot = keys::decode_slot(&data).map_err(|e| RepoError::corrupt(format!("key slot {}", id.short()), e))?;
+            let slot = keys::decode_slot(&data)
+                .map_err(|e| RepoError::corrupt(format!("key slot {}", id.short()), e))?;
             let meta = keys::read_meta(&self.key, &id, &slot)?;
-            out.push(KeyInfo { id, kind: keys::slot_kind(&slot), meta, current: id == self.key_id });
+            out.push(KeyInfo {
+                id,
+                kind: keys::slot_kind(&slot),
+                meta,
+                current: id == self.key_id,
+            });
         }
         Ok(out)
     }
@@ -238,11 +314,22 @@ impl Repository {
     /// Remove a key slot by id or unique id prefix. Refuses the slot in use and the last one.
     pub fn remove_key(&self, prefix: &str) -> Result<FileId> {
         let keys = self.list_keys()?;
-        let matches: Vec<_> = keys.iter().filter(|k| k.id.to_hex().starts_with(prefix)).collect();
+        let matches: Vec<_> = keys
+            .iter()
+            .filter(|k| k.id.to_hex().starts_with(prefix))
+            .collect();
         let key = match matches.as_slice() {
             [one] => *one,
-            [] => return Err(RepoError::InvalidInput(format!("no key slot matches {prefix:?}; see `haven key list`"))),
-            _ => return Err(RepoError::InvalidInput(format!("{prefix:?} matches several key slots; give more digits"))),
+            [] => {
+                return Err(RepoError::InvalidInput(format!(
+                    "no key slot matches {prefix:?}; see `haven key list`"
+                )))
+            }
+            _ => {
+                return Err(RepoError::InvalidInput(format!(
+                    "{prefix:?} matches several key slots; give more digits"
+                )))
+            }
         };
         if key.current {
             return Err(RepoError::InvalidInput(
@@ -250,7 +337,9 @@ impl Repository {
             ));
         }
         if keys.len() < 2 {
-            return Err(RepoError::InvalidInput("refusing to remove the last key slot: the repository would be unreadable".into()));
+            return Err(RepoError::InvalidInput(
+                "refusing to remove the last key slot: the repository would be unreadable".into(),
+            ));
         }
         self.backend.remove(FileKind::Key, &key.id.to_hex())?;
         Ok(key.id)

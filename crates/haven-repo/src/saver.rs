@@ -80,8 +80,16 @@ const PARTIAL_INDEX_INTERVAL: Duration = Duration::from_secs(2);
 
 impl BlobSaver {
     pub fn new(repo: IndexedRepository) -> Self {
-        let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(1, 8);
-        let shared = Arc::new(Shared { repo, error: Mutex::new(None), stats: SaverStats::default(), written: Mutex::new(IndexLog::default()) });
+        let workers = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+            .clamp(1, 8);
+        let shared = Arc::new(Shared {
+            repo,
+            error: Mutex::new(None),
+            stats: SaverStats::default(),
+            written: Mutex::new(IndexLog::default()),
+        });
         let (seal_tx, seal_rx) = bounded::<(BlobKind, BlobId, Vec<u8>)>(workers * 2);
         let (pack_tx, pack_rx) = bounded::<SealedBlob>(workers * 2);
         let (upload_tx, upload_rx) = bounded::<(PackId, Vec<u8>, Vec<PackBlob>)>(1);
@@ -97,7 +105,12 @@ impl BlobSaver {
             let (rx, sh) = (upload_rx.clone(), shared.clone());
             threads.push(std::thread::spawn(move || uploader(rx, sh)));
         }
-        BlobSaver { shared, pending: Mutex::new(HashSet::new()), seal_tx: Some(seal_tx), threads }
+        BlobSaver {
+            shared,
+            pending: Mutex::new(HashSet::new()),
+            seal_tx: Some(seal_tx),
+            threads,
+        }
     }
 
     pub fn repo(&self) -> &IndexedRepository {
@@ -117,23 +130,29 @@ impl BlobSaver {
 
     /// Whether a blob is indexed or queued (so a caller can skip reading it).
     pub fn is_known(&self, id: &BlobId) -> bool {
-        self.shared.repo.index.contains(id) || self.pending.lock().expect("pending lock").contains(id)
+        self.shared.repo.index.contains(id)
+            || self.pending.lock().expect("pending lock").contains(id)
     }
 
     fn save_with_id(&self, kind: BlobKind, id: BlobId, data: Vec<u8>) -> Result<()> {
         if let Some(e) = self.take_error_message() {
             return Err(e);
         }
-        if self.shared.repo.index.contains(&id) || !self.pending.lock().expect("pending lock").insert(id) {
+        if self.shared.repo.index.contains(&id)
+            || !self.pending.lock().expect("pending lock").insert(id)
+        {
             return Ok(());
         }
         let tx = self.seal_tx.as_ref().expect("save after finish");
-        tx.send((kind, id, data)).map_err(|_| self.take_error_message().unwrap_or(RepoError::Interrupted))
+        tx.send((kind, id, data))
+            .map_err(|_| self.take_error_message().unwrap_or(RepoError::Interrupted))
     }
 
     fn take_error_message(&self) -> Option<RepoError> {
         let guard = self.shared.error.lock().expect("saver error lock");
-        guard.as_ref().map(|e| RepoError::InvalidInput(format!("writing to the repository failed: {e}")))
+        guard
+            .as_ref()
+            .map(|e| RepoError::InvalidInput(format!("writing to the repository failed: {e}")))
     }
 
     /// Flush everything, write the final index file; returns what this run added.
@@ -141,10 +160,12 @@ impl BlobSaver {
         self.seal_tx.take();
         for t in self.threads.drain(..) {
             if t.join().is_err() {
-                self.shared.fail(RepoError::InvalidInput("a pipeline thread panicked".into()));
+                self.shared
+                    .fail(RepoError::InvalidInput("a pipeline thread panicked".into()));
             }
         }
-        let shared = Arc::try_unwrap(self.shared).map_err(|_| RepoError::InvalidInput("saver still shared".into()))?;
+        let shared = Arc::try_unwrap(self.shared)
+            .map_err(|_| RepoError::InvalidInput("saver still shared".into()))?;
         if let Some(e) = shared.error.into_inner().expect("saver error lock") {
             return Err(e);
         }
@@ -153,7 +174,11 @@ impl BlobSaver {
             let merged = shared.repo.repo.write_index(log.all)?;
             for partial in log.partial_files {
                 if partial != merged {
-                    shared.repo.repo.backend.remove(FileKind::Index, &partial.to_hex())?;
+                    shared
+                        .repo
+                        .repo
+                        .backend
+                        .remove(FileKind::Index, &partial.to_hex())?;
                 }
             }
         }
@@ -169,8 +194,12 @@ fn seal_worker(rx: Receiver<(BlobKind, BlobId, Vec<u8>)>, tx: Sender<SealedBlob>
         }
         let sealed = pack::seal_blob(&sh.repo.repo.key, kind, id, &data, level);
         sh.stats.blobs_added.fetch_add(1, Ordering::Relaxed);
-        sh.stats.bytes_added_raw.fetch_add(data.len() as u64, Ordering::Relaxed);
-        sh.stats.bytes_added_stored.fetch_add(sealed.bytes.len() as u64, Ordering::Relaxed);
+        sh.stats
+            .bytes_added_raw
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
+        sh.stats
+            .bytes_added_stored
+            .fetch_add(sealed.bytes.len() as u64, Ordering::Relaxed);
         if tx.send(sealed).is_err() {
             return;
         }
@@ -186,7 +215,11 @@ fn packer(rx: Receiver<SealedBlob>, tx: Sender<(PackId, Vec<u8>, Vec<PackBlob>)>
         if sh.failed() {
             continue;
         }
-        let slot = if blob.kind == BlobKind::Tree { &mut tree_pack } else { &mut data_pack };
+        let slot = if blob.kind == BlobKind::Tree {
+            &mut tree_pack
+        } else {
+            &mut data_pack
+        };
         let builder = slot.get_or_insert_with(|| PackBuilder::new(target + (2 << 20)));
         builder.add(blob);
         if builder.len() >= target {
@@ -208,7 +241,12 @@ fn uploader(rx: Receiver<(PackId, Vec<u8>, Vec<PackBlob>)>, sh: Arc<Shared>) {
         if sh.failed() {
             continue;
         }
-        if let Err(e) = sh.repo.repo.backend.write(FileKind::Pack, &id.to_hex(), &bytes) {
+        if let Err(e) = sh
+            .repo
+            .repo
+            .backend
+            .write(FileKind::Pack, &id.to_hex(), &bytes)
+        {
             sh.fail(e.into());
             continue;
         }
@@ -218,7 +256,9 @@ fn uploader(rx: Receiver<(PackId, Vec<u8>, Vec<PackBlob>)>, sh: Arc<Shared>) {
             let entry = IndexPack { id, blobs };
             log.all.push(entry.clone());
             log.unflushed.push(entry);
-            let due = log.last_flush.is_none_or(|t| t.elapsed() >= PARTIAL_INDEX_INTERVAL);
+            let due = log
+                .last_flush
+                .is_none_or(|t| t.elapsed() >= PARTIAL_INDEX_INTERVAL);
             if due {
                 log.last_flush = Some(Instant::now());
                 std::mem::take(&mut log.unflushed)
@@ -228,7 +268,12 @@ fn uploader(rx: Receiver<(PackId, Vec<u8>, Vec<PackBlob>)>, sh: Arc<Shared>) {
         };
         if !to_flush.is_empty() {
             match sh.repo.repo.write_index(to_flush) {
-                Ok(id) => sh.written.lock().expect("index log lock").partial_files.push(id),
+                Ok(id) => sh
+                    .written
+                    .lock()
+                    .expect("index log lock")
+                    .partial_files
+                    .push(id),
                 Err(e) => sh.fail(e),
             }
         }

@@ -54,7 +54,11 @@ pub type Damaged = Vec<(String, String)>;
 
 impl Repository {
     pub fn save_snapshot(&self, snap: &Snapshot) -> Result<SnapshotId> {
-        Ok(SnapshotId(self.save_object(FileKind::Snapshot, ObjectKind::Snapshot, snap)?))
+        Ok(SnapshotId(self.save_object(
+            FileKind::Snapshot,
+            ObjectKind::Snapshot,
+            snap,
+        )?))
     }
 
     pub fn load_snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
@@ -66,7 +70,9 @@ impl Repository {
         let mut out = vec![];
         let mut damaged = vec![];
         for info in self.backend.list(FileKind::Snapshot)? {
-            let Some(id) = SnapshotId::from_hex(&info.name) else { continue };
+            let Some(id) = SnapshotId::from_hex(&info.name) else {
+                continue;
+            };
             match self.load_snapshot(&id) {
                 Ok(snapshot) => out.push(SnapshotEntry { id, snapshot }),
                 Err(RepoError::Store(e)) if e.is_not_found() => {}
@@ -82,13 +88,25 @@ impl Repository {
     pub fn find_snapshot(&self, spec: &str) -> Result<SnapshotEntry> {
         let (all, _) = self.snapshots()?;
         if spec == "latest" {
-            return all.into_iter().last().ok_or_else(|| RepoError::InvalidInput(format!("the repository at {} has no snapshots yet", self.location())));
+            return all.into_iter().last().ok_or_else(|| {
+                RepoError::InvalidInput(format!(
+                    "the repository at {} has no snapshots yet",
+                    self.location()
+                ))
+            });
         }
-        let matches: Vec<_> = all.into_iter().filter(|s| s.id.to_hex().starts_with(&spec.to_lowercase())).collect();
+        let matches: Vec<_> = all
+            .into_iter()
+            .filter(|s| s.id.to_hex().starts_with(&spec.to_lowercase()))
+            .collect();
         match matches.len() {
             1 => Ok(matches.into_iter().next().expect("one")),
-            0 => Err(RepoError::InvalidInput(format!("no snapshot matches {spec:?}; list them with `haven snapshots`"))),
-            _ => Err(RepoError::InvalidInput(format!("{spec:?} matches several snapshots; give more digits"))),
+            0 => Err(RepoError::InvalidInput(format!(
+                "no snapshot matches {spec:?}; list them with `haven snapshots`"
+            ))),
+            _ => Err(RepoError::InvalidInput(format!(
+                "{spec:?} matches several snapshots; give more digits"
+            ))),
         }
     }
 }

@@ -1,1 +1,52 @@
-//! todo
+//! Repository statistics from the index, pack listing and snapshot summaries
+//! (no tree walk, so it is fast on any size).
+
+use haven_store::FileKind;
+
+use crate::error::Result;
+use crate::index::{IndexedRepository, MasterIndex};
+use crate::pack::BlobKind;
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RepoStats {
+    pub snapshots: u64,
+    pub packs: u64,
+    pub index_files: u64,
+    pub blobs: u64,
+    pub tree_blobs: u64,
+    /// Bytes stored in pack files.
+    pub stored_bytes: u64,
+    /// Unique bytes before compression (sum of distinct blob sizes).
+    pub unique_raw_bytes: u64,
+    /// Bytes all snapshots would restore (sum of their sizes).
+    pub restore_bytes: u64,
+    /// `restore_bytes / stored_bytes`: dedup and compression together.
+    pub space_saving_ratio: f64,
+    /// Memory the loaded index takes per blob.
+    pub index_bytes_per_blob: u64,
+}
+
+pub fn stats(repo: &IndexedRepository) -> Result<RepoStats> {
+    let (snaps, _) = repo.repo.snapshots()?;
+    let packs = repo.repo.backend.list(FileKind::Pack)?;
+    let mut s = RepoStats {
+        snapshots: snaps.len() as u64,
+        packs: packs.len() as u64,
+        index_files: repo.index.files.len() as u64,
+        stored_bytes: packs.iter().map(|p| p.size).sum(),
+        restore_bytes: snaps.iter().map(|s| s.snapshot.summary.bytes_total).sum(),
+        index_bytes_per_blob: MasterIndex::BYTES_PER_BLOB as u64,
+        ..Default::default()
+    };
+    for loc in repo.index.iter() {
+        s.blobs += 1;
+        s.unique_raw_bytes += loc.blob.raw_length as u64;
+        if loc.blob.kind == BlobKind::Tree {
+            s.tree_blobs += 1;
+        }
+    }
+    if s.stored_bytes > 0 {
+        s.space_saving_ratio = s.restore_bytes as f64 / s.stored_bytes as f64;
+    }
+    Ok(s)
+}

@@ -1,0 +1,258 @@
+//! Argument definitions (clap derive). Nothing here does work.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "haven",
+    version,
+    about = "Haven: deduplicated, compressed, encrypted backups",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Repository location (a folder). Also HAVEN_REPOSITORY.
+    #[arg(long, short = 'r', global = true, env = "HAVEN_REPOSITORY")]
+    pub repo: Option<String>,
+    /// File holding the passphrase. Also HAVEN_PASSWORD_FILE (or HAVEN_PASSWORD for the passphrase itself).
+    #[arg(long, global = true, env = "HAVEN_PASSWORD_FILE")]
+    pub password_file: Option<PathBuf>,
+    /// Key file opening the repository instead of a passphrase. Also HAVEN_KEY_FILE.
+    #[arg(long, global = true, env = "HAVEN_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
+    /// Print results as JSON (for scripts); no progress bar.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Print only errors.
+    #[arg(long, short = 'q', global = true)]
+    pub quiet: bool,
+    /// Wait this long for a lock held by another haven process (e.g. 30s, 10m).
+    #[arg(long, global = true, value_parser = parse_wait, default_value = "0s")]
+    pub lock_wait: std::time::Duration,
+}
+
+fn parse_wait(s: &str) -> Result<std::time::Duration, String> {
+    let bad = || format!("invalid duration {s:?}: use e.g. 30s, 10m or 1h");
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "s" | "" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => return Err(bad()),
+    };
+    Ok(std::time::Duration::from_secs(secs))
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a new repository.
+    Init(InitArgs),
+    /// Back up files and folders, or standard input with --stdin.
+    Backup(BackupArgs),
+    /// List snapshots.
+    Snapshots(FilterArgs),
+    /// List the files of a snapshot.
+    Ls(LsArgs),
+    /// Restore a snapshot into a folder, or one file to standard output.
+    Restore(RestoreArgs),
+    /// Verify the repository's structure and, with --read-data, every byte.
+    Check(CheckArgs),
+    /// Remove snapshots by id or by a --keep-* policy.
+    Forget(ForgetArgs),
+    /// Delete data no snapshot references.
+    Prune(PruneArgs),
+    /// Manage the key slots that open the repository.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Show repository statistics.
+    Stats,
+    /// Remove stale locks (left by killed processes), or all with --all.
+    Unlock(UnlockArgs),
+    /// Repair repository structures.
+    #[command(subcommand)]
+    Repair(RepairCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Argon2id memory for the passphrase slot, in MiB.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(8..=4096))]
+    pub kdf_memory_mib: u32,
+    /// Argon2id passes for the passphrase slot.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub kdf_iterations: u32,
+    /// Average chunk size in KiB (a power of two; min is a quarter, max eight times).
+    #[arg(long, default_value_t = 256)]
+    pub chunk_avg_kib: u32,
+    /// zstd level for file data (1-22).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=22))]
+    pub compression: i32,
+    /// Target pack file size in MiB.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub pack_size_mib: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// Files and folders to back up.
+    pub paths: Vec<PathBuf>,
+    /// Read the data to back up from standard input.
+    #[arg(long, conflicts_with = "paths")]
+    pub stdin: bool,
+    /// File name for --stdin data.
+    #[arg(long, default_value = "stdin", requires = "stdin")]
+    pub stdin_name: String,
+    /// Tag the snapshot (repeatable).
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    /// Host name to record instead of this machine's.
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Compare against this snapshot to skip unchanged files (default: the newest of the same host and paths).
+    #[arg(long, conflicts_with = "force")]
+    pub parent: Option<String>,
+    /// Read every file, even unchanged ones.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args, Default)]
+pub struct FilterArgs {
+    /// Only snapshots with this tag (repeatable: any of them).
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    /// Only snapshots of this host.
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Only snapshots that include this path.
+    #[arg(long = "path")]
+    pub paths: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// Snapshot id (or a unique prefix), or `latest`.
+    pub snapshot: String,
+    /// Only below this path of the snapshot.
+    pub path: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Snapshot id (or a unique prefix), or `latest`.
+    pub snapshot: String,
+    /// Folder to restore into (paths of the snapshot are recreated below it).
+    #[arg(long, required_unless_present = "stdout", conflicts_with = "stdout")]
+    pub target: Option<PathBuf>,
+    /// Restore only these paths of the snapshot (repeatable).
+    #[arg(long)]
+    pub include: Vec<PathBuf>,
+    /// Write the snapshot's single file (or the one given by --include) to standard output.
+    #[arg(long)]
+    pub stdout: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Also read, decrypt and verify every byte of every pack.
+    #[arg(long)]
+    pub read_data: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ForgetArgs {
+    /// Snapshots to remove by id (instead of a policy).
+    pub snapshots: Vec<String>,
+    #[arg(long, value_name = "N")]
+    pub keep_last: Option<u32>,
+    #[arg(long, value_name = "N")]
+    pub keep_hourly: Option<u32>,
+    #[arg(long, value_name = "N")]
+    pub keep_daily: Option<u32>,
+    #[arg(long, value_name = "N")]
+    pub keep_weekly: Option<u32>,
+    #[arg(long, value_name = "N")]
+    pub keep_monthly: Option<u32>,
+    #[arg(long, value_name = "N")]
+    pub keep_yearly: Option<u32>,
+    /// Keep snapshots newer than this before the newest (e.g. 15d, 2w, 1y6m).
+    #[arg(long, value_name = "DURATION", value_parser = parse_keep_within)]
+    pub keep_within: Option<chrono::Duration>,
+    /// Keep snapshots with this tag (repeatable).
+    #[arg(long, value_name = "TAG")]
+    pub keep_tag: Vec<String>,
+    /// Group snapshots by these fields before applying the policy.
+    #[arg(long, default_value = "host,paths")]
+    pub group_by: haven_repo::retention::GroupBy,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    /// Show what would be removed without removing it.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Prune right after forgetting.
+    #[arg(long)]
+    pub prune: bool,
+}
+
+fn parse_keep_within(s: &str) -> Result<chrono::Duration, String> {
+    haven_repo::retention::parse_duration(s)
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Show what would be deleted without deleting it.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Repack packs with more than this percentage of unused bytes.
+    #[arg(long, default_value_t = 10.0)]
+    pub repack_unused_percent: f64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// List key slots.
+    List,
+    /// Add a key slot: a new passphrase (asked, or --new-password-file) or a new key file.
+    Add(NewSecretArgs),
+    /// Remove a key slot by id prefix.
+    Remove { id: String },
+    /// Change the passphrase of the slot in use.
+    Passwd(NewSecretArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct NewSecretArgs {
+    /// File holding the new passphrase.
+    #[arg(long)]
+    pub new_password_file: Option<PathBuf>,
+    /// Create a new random key file at this path (mode 0600) and add a slot for it.
+    #[arg(long, conflicts_with = "new_password_file")]
+    pub new_key_file: Option<PathBuf>,
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(8..=4096))]
+    pub kdf_memory_mib: u32,
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub kdf_iterations: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct UnlockArgs {
+    /// Remove every lock, not only stale ones (only when no other haven runs).
+    #[arg(long)]
+    pub all: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RepairCommand {
+    /// Rebuild the index from the pack headers.
+    Index,
+}

@@ -1,0 +1,43 @@
+use anyhow::Result;
+use haven_repo::check;
+
+use crate::cli::{CheckArgs, Global};
+use crate::output::bytes;
+
+pub fn run(g: &Global, a: CheckArgs) -> Result<i32> {
+    let (repo, _lock) = super::open_locked(g, false, "check")?;
+    let report = super::with_progress(g, "check", |p| check::check(&repo, a.read_data, p))?;
+    if g.json {
+        crate::output::json(&report);
+    } else {
+        for n in &report.notes {
+            super::say(g, format!("note: {n}"));
+        }
+        for p in &report.problems {
+            eprintln!("haven: problem: {p}");
+        }
+        let data = if a.read_data {
+            format!(
+                ", read {} blobs ({})",
+                report.blobs_read,
+                bytes(report.bytes_read)
+            )
+        } else {
+            String::new()
+        };
+        super::say(
+            g,
+            format!(
+                "checked {} snapshots, {} trees, {} packs{data}",
+                report.snapshots, report.trees, report.packs
+            ),
+        );
+    }
+    if report.ok() {
+        super::say(g, "no problems found");
+        Ok(0)
+    } else {
+        eprintln!("haven: {} problem(s) found; snapshots that use the damaged data cannot be fully restored", report.problems.len());
+        Ok(1)
+    }
+}

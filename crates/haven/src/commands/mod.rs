@@ -1,0 +1,93 @@
+//! One module per verb; `run` dispatches. Shared here: opening the repository with the
+//! right secret and lock.
+
+mod backup;
+mod check;
+mod forget;
+mod init;
+mod key;
+mod ls;
+mod restore;
+mod snapshots;
+mod stats;
+mod unlock;
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use haven_repo::lock::RepoLock;
+use haven_repo::progress::Progress;
+use haven_repo::{IndexedRepository, Repository};
+
+use crate::cli::{Cli, Command, Global, KeyCommand, RepairCommand};
+use crate::output::ProgressView;
+
+pub fn run(cli: Cli) -> Result<i32> {
+    let g = &cli.global;
+    match cli.command {
+        Command::Init(a) => init::run(g, a),
+        Command::Backup(a) => backup::run(g, a),
+        Command::Snapshots(a) => snapshots::run(g, a),
+        Command::Ls(a) => ls::run(g, a),
+        Command::Restore(a) => restore::run(g, a),
+        Command::Check(a) => check::run(g, a),
+        Command::Forget(a) => forget::run(g, a),
+        Command::Prune(a) => forget::prune(g, a.dry_run, a.repack_unused_percent),
+        Command::Key(KeyCommand::List) => key::list(g),
+        Command::Key(KeyCommand::Add(a)) => key::add(g, a),
+        Command::Key(KeyCommand::Remove { id }) => key::remove(g, &id),
+        Command::Key(KeyCommand::Passwd(a)) => key::passwd(g, a),
+        Command::Stats => stats::run(g),
+        Command::Unlock(a) => unlock::run(g, a),
+        Command::Repair(RepairCommand::Index) => unlock::repair_index(g),
+    }
+}
+
+pub fn location(g: &Global) -> Result<String> {
+    g.repo
+        .clone()
+        .context("no repository given: pass --repo PATH or set HAVEN_REPOSITORY")
+}
+
+/// Open the repository (key and config), without the index.
+pub fn open(g: &Global) -> Result<Repository> {
+    let loc = location(g)?;
+    let backend = haven_store::open_location(&loc)?;
+    // Fail fast (before asking for a passphrase) when there is no repository.
+    if backend.list(haven_store::FileKind::Marker)?.is_empty() {
+        return Err(haven_repo::RepoError::NotARepository(loc).into());
+    }
+    let secret = crate::secret::current(g, false)?;
+    Ok(Repository::open(backend, &secret)?)
+}
+
+/// Open, lock and load the index; the lock lives as long as the returned guard.
+pub fn open_locked(
+    g: &Global,
+    exclusive: bool,
+    purpose: &str,
+) -> Result<(IndexedRepository, RepoLock)> {
+    let repo = open(g)?;
+    let lock = RepoLock::acquire(&repo, exclusive, purpose, g.lock_wait)?;
+    let indexed = repo.indexed()?;
+    for (name, why) in &indexed.index.damaged {
+        eprintln!("haven: warning: index file {} is unreadable ({why}); its blobs are treated as missing. Run `haven check`, then `haven repair index`", &name[..8]);
+    }
+    Ok((indexed, lock))
+}
+
+/// Run `work` with a progress bar on a terminal.
+pub fn with_progress<T>(g: &Global, label: &str, work: impl FnOnce(Arc<Progress>) -> T) -> T {
+    let progress = Arc::new(Progress::default());
+    let view = ProgressView::start(progress.clone(), label, !g.json && !g.quiet);
+    let out = work(progress);
+    view.finish();
+    out
+}
+
+/// Print a line unless --quiet or --json.
+pub fn say(g: &Global, line: impl AsRef<str>) {
+    if !g.quiet && !g.json {
+        println!("{}", line.as_ref());
+    }
+}

@@ -1,0 +1,35 @@
+use anyhow::Result;
+
+use crate::cli::Global;
+use crate::output::bytes;
+
+pub fn run(g: &Global) -> Result<i32> {
+    let (repo, _lock) = super::open_locked(g, false, "stats")?;
+    let s = haven_repo::stats::stats(&repo)?;
+    if g.json {
+        crate::output::json(&s);
+        return Ok(0);
+    }
+    println!("snapshots:             {}", s.snapshots);
+    println!(
+        "packs:                 {} ({} stored)",
+        s.packs,
+        bytes(s.stored_bytes)
+    );
+    println!(
+        "blobs:                 {} ({} trees), {} unique before compression",
+        s.blobs,
+        s.tree_blobs,
+        bytes(s.unique_raw_bytes)
+    );
+    println!("all snapshots restore: {}", bytes(s.restore_bytes));
+    println!(
+        "space saving:          {:.2}x (dedup and compression)",
+        s.space_saving_ratio
+    );
+    println!(
+        "index memory:          {} bytes per blob",
+        s.index_bytes_per_blob
+    );
+    Ok(0)
+}

@@ -1,0 +1,114 @@
+//! Printing: usage errors on one line, sizes, JSON, and the progress bar (only on a
+//! terminal and never with --json or --quiet).
+
+use std::io::IsTerminal;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use haven_repo::progress::Progress;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// Print a clap error as one line (help and version print as usual); returns the exit code.
+pub fn usage_error(e: clap::Error) -> i32 {
+    use clap::error::ErrorKind as K;
+    if matches!(
+        e.kind(),
+        K::DisplayHelp | K::DisplayVersion | K::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = e.print();
+        return if e.kind() == K::DisplayHelpOnMissingArgumentOrSubcommand {
+            2
+        } else {
+            0
+        };
+    }
+    let text = e.render().to_string();
+    let first = text
+        .lines()
+        .next()
+        .unwrap_or("invalid arguments")
+        .trim_start_matches("error: ");
+    eprintln!("haven: error: {first} (see `haven --help` or `haven <command> --help`)");
+    2
+}
+
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+pub fn json<T: serde::Serialize>(value: &T) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("serializing results cannot fail")
+    );
+}
+
+/// A live progress bar fed from the engine's counters.
+pub struct ProgressView {
+    bar: Option<ProgressBar>,
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ProgressView {
+    pub fn start(progress: Arc<Progress>, label: &str, enabled: bool) -> ProgressView {
+        if !enabled || !std::io::stderr().is_terminal() {
+            return ProgressView {
+                bar: None,
+                stop: None,
+                thread: None,
+            };
+        }
+        let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr_with_hz(5));
+        bar.set_style(
+            ProgressStyle::with_template("{prefix} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {binary_bytes_per_sec} {msg} ETA {eta}")
+                .expect("valid template"),
+        );
+        bar.set_prefix(label.to_string());
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let b = bar.clone();
+        let thread = std::thread::spawn(move || loop {
+            let (items, bytes, items_total, bytes_total) = progress.snapshot();
+            b.set_length(bytes_total.max(bytes));
+            b.set_position(bytes);
+            let final_mark = if progress.totals_final.load(Ordering::Relaxed) {
+                ""
+            } else {
+                "+"
+            };
+            b.set_message(format!("{items}/{items_total}{final_mark} files"));
+            if rx.recv_timeout(Duration::from_millis(200)).is_ok() {
+                return;
+            }
+        });
+        ProgressView {
+            bar: Some(bar),
+            stop: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    pub fn finish(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+    }
+}

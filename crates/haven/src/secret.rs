@@ -1,0 +1,100 @@
+//! Where passphrases and key files come from: --key-file / HAVEN_KEY_FILE,
+//! --password-file / HAVEN_PASSWORD_FILE, HAVEN_PASSWORD, else a prompt on the terminal.
+//! Secrets are never printed or logged.
+
+use std::io::IsTerminal;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use haven_repo::keys::Secret;
+
+use crate::cli::Global;
+
+fn read_password_file(path: &Path) -> Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the password file {}", path.display()))?;
+    let pw = text.strip_suffix('\n').unwrap_or(&text);
+    let pw = pw.strip_suffix('\r').unwrap_or(pw);
+    if pw.is_empty() {
+        bail!(
+            "the password file {} is empty; put the passphrase in it",
+            path.display()
+        );
+    }
+    Ok(pw.to_string())
+}
+
+/// The secret that opens (or, with `confirm`, creates) the repository.
+pub fn current(g: &Global, confirm: bool) -> Result<Secret> {
+    if let Some(path) = &g.key_file {
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("reading the key file {}", path.display()))?;
+        if bytes.len() < 32 {
+            bail!("the key file {} holds fewer than 32 bytes; create one with `haven key add --new-key-file`", path.display());
+        }
+        return Ok(Secret::KeyFile(bytes));
+    }
+    if let Some(path) = &g.password_file {
+        return Ok(Secret::Passphrase(read_password_file(path)?));
+    }
+    if let Ok(pw) = std::env::var("HAVEN_PASSWORD") {
+        if !pw.is_empty() {
+            return Ok(Secret::Passphrase(pw));
+        }
+    }
+    prompt(
+        if confirm {
+            "new repository passphrase"
+        } else {
+            "repository passphrase"
+        },
+        confirm,
+    )
+}
+
+fn prompt(what: &str, confirm: bool) -> Result<Secret> {
+    if !std::io::stderr().is_terminal() {
+        bail!("no passphrase given: set HAVEN_PASSWORD_FILE to a file holding it (or HAVEN_PASSWORD), or run in a terminal to be asked");
+    }
+    let pw = rpassword::prompt_password(format!("enter {what}: "))
+        .context("reading the passphrase from the terminal")?;
+    if pw.is_empty() {
+        bail!("an empty passphrase is not allowed");
+    }
+    if confirm
+        && rpassword::prompt_password(format!("repeat {what}: "))
+            .context("reading the passphrase")?
+            != pw
+    {
+        bail!("the passphrases differ; nothing was changed");
+    }
+    Ok(Secret::Passphrase(pw))
+}
+
+/// A new secret for `key add` / `key passwd`.
+pub fn new_secret(password_file: Option<&Path>, key_file: Option<&Path>) -> Result<Secret> {
+    if let Some(path) = key_file {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let bytes = haven_repo::crypto::random_bytes::<64>().to_vec();
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .with_context(|| {
+                format!(
+                    "creating the key file {} (it must not exist yet)",
+                    path.display()
+                )
+            })?;
+        f.write_all(&bytes)
+            .and_then(|_| f.sync_all())
+            .with_context(|| format!("writing {}", path.display()))?;
+        return Ok(Secret::KeyFile(bytes));
+    }
+    if let Some(path) = password_file {
+        return Ok(Secret::Passphrase(read_password_file(path)?));
+    }
+    prompt("new passphrase", true)
+}

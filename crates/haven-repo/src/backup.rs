@@ -429,6 +429,7 @@ fn commit(ctx: Arc<Ctx>, mut snapshot: Snapshot, started: Instant) -> Result<Bac
         Arc::try_unwrap(ctx).map_err(|_| RepoError::InvalidInput("backup still running".into()))?;
     let error = ctx.error.into_inner().expect("error lock");
     let repo = ctx.saver.repo().clone();
+    crate::debug::phase("backup: readers done, flushing packs and index");
     let stats = ctx.saver.finish();
     if let Some(e) = error {
         return Err(e);
@@ -453,7 +454,9 @@ fn commit(ctx: Arc<Ctx>, mut snapshot: Snapshot, started: Instant) -> Result<Bac
         warnings: warnings.len() as u64,
         seconds: started.elapsed().as_secs_f64(),
     };
+    crate::debug::phase("backup: writing snapshot");
     let id = repo.repo.save_snapshot(&snapshot)?;
+    crate::debug::phase("backup: done");
     Ok(BackupResult {
         id,
         snapshot,
@@ -501,6 +504,7 @@ pub fn backup_paths(
         .collect();
     paths.sort();
     let host = opts.host.clone().unwrap_or_else(crate::host::hostname);
+    crate::debug::phase("backup: finding parent");
     let parent = find_parent(&repo, opts, &host, &paths)?;
     let parent_root = match &parent {
         Some((_, s)) => Some(
@@ -525,6 +529,7 @@ pub fn backup_paths(
             }
         }));
     }
+    crate::debug::phase("backup: walking");
     let root = DirState::new(None, None);
     {
         let walker = Walker {
@@ -535,6 +540,7 @@ pub fn backup_paths(
         walker.walk_layout(&layout, &root, parent_root.as_ref());
         root.listed(&ctx);
     }
+    crate::debug::phase("backup: walk done, waiting for readers");
     for t in threads {
         t.join()
             .map_err(|_| RepoError::InvalidInput("a backup reader thread panicked".into()))?;

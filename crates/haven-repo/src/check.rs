@@ -91,6 +91,7 @@ pub fn check(
         .filter_map(|f| Some((PackId::from_hex(&f.name)?, f.size)))
         .collect();
     let expected = expected_by_pack(repo);
+    crate::debug::phase("check: reading pack headers");
     let mut present = vec![];
     for (pack, blobs) in &expected {
         let Some(&size) = stored.get(pack) else {
@@ -112,6 +113,7 @@ pub fn check(
     }
     r.packs = present.len() as u64;
 
+    crate::debug::phase("check: snapshots and trees");
     let (snapshots, damaged) = repo.repo.snapshots()?;
     for (name, why) in damaged {
         r.problems
@@ -138,6 +140,7 @@ pub fn check(
             ));
         }
     }
+    crate::debug::phase("check: structure done");
     if read_data {
         read_all_packs(repo, &present, &expected, &mut r, &progress);
     }

@@ -123,12 +123,14 @@ impl Chunker {
     }
 }
 
-/// Chunks of a reader, in order.
+/// Chunks of a reader, in order. The buffer is allocated and zeroed once; refills
+/// move the unread tail to the front and read into the rest.
 pub struct ChunkStream<'c, R> {
     chunker: &'c Chunker,
     reader: R,
     buf: Vec<u8>,
     start: usize,
+    end: usize,
     eof: bool,
 }
 
@@ -138,34 +140,27 @@ impl<'c, R: Read> ChunkStream<'c, R> {
         ChunkStream {
             chunker,
             reader,
-            buf: Vec::with_capacity(cap),
+            buf: vec![0; cap],
             start: 0,
+            end: 0,
             eof: false,
         }
     }
 
     fn fill(&mut self) -> std::io::Result<()> {
         let max = self.chunker.params.max_size as usize;
-        if self.eof || self.buf.len() - self.start >= max {
+        if self.eof || self.end - self.start >= max {
             return Ok(());
         }
-        self.buf.drain(..self.start);
+        self.buf.copy_within(self.start..self.end, 0);
+        self.end -= self.start;
         self.start = 0;
-        let cap = self.buf.capacity().max(max * 2);
-        while !self.eof && self.buf.len() < cap {
-            let old = self.buf.len();
-            self.buf.resize(cap, 0);
-            match self.reader.read(&mut self.buf[old..]) {
-                Ok(0) => {
-                    self.buf.truncate(old);
-                    self.eof = true;
-                }
-                Ok(n) => self.buf.truncate(old + n),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => self.buf.truncate(old),
-                Err(e) => {
-                    self.buf.truncate(old);
-                    return Err(e);
-                }
+        while !self.eof && self.end < self.buf.len() {
+            match self.reader.read(&mut self.buf[self.end..]) {
+                Ok(0) => self.eof = true,
+                Ok(n) => self.end += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
             }
         }
         Ok(())
@@ -174,7 +169,7 @@ impl<'c, R: Read> ChunkStream<'c, R> {
     /// The next chunk, or `None` at the end of the input.
     pub fn next_chunk(&mut self) -> std::io::Result<Option<Vec<u8>>> {
         self.fill()?;
-        let avail = &self.buf[self.start..];
+        let avail = &self.buf[self.start..self.end];
         if avail.is_empty() {
             return Ok(None);
         }

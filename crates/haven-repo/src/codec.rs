@@ -66,9 +66,9 @@ pub fn encode<T: Serialize>(kind: ObjectKind, value: &T) -> Vec<u8> {
     out.extend_from_slice(kind.magic());
     out.push(kind.version());
     if body.len() > 256 {
-        let compressed =
-            zstd::bulk::compress(&body, 3).expect("zstd compression of a buffer cannot fail");
-        if compressed.len() < body.len() {
+        if let Some(compressed) =
+            crate::compress::compress_with(&body, 3).filter(|c| c.len() < body.len())
+        {
             out.push(COMPRESSION_ZSTD);
             out.extend_from_slice(&(body.len() as u32).to_le_bytes());
             out.extend_from_slice(&compressed);
@@ -114,11 +114,8 @@ pub fn decode<T: DeserializeOwned>(kind: ObjectKind, data: &[u8]) -> Result<T, S
                     kind.name()
                 ));
             }
-            body_owned = zstd::bulk::decompress(&data[10..], len)
-                .map_err(|e| format!("{} body does not decompress: {e}", kind.name()))?;
-            if body_owned.len() != len {
-                return Err(format!("{} body has the wrong length", kind.name()));
-            }
+            body_owned = crate::compress::decompress_chunk(&data[10..], len)
+                .map_err(|e| format!("{} body {e}", kind.name()))?;
             &body_owned[..]
         }
         other => {

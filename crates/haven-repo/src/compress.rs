@@ -4,7 +4,30 @@
 //! level 1: random or already-compressed data fails it in microseconds and is stored as
 //! is, so backups of media or encrypted files pay almost nothing for compression.
 
+use std::cell::RefCell;
+
 const SAMPLE: usize = 16 << 10;
+
+thread_local! {
+    /// One compressor per thread and level: creating a zstd context per chunk costs
+    /// more than compressing a small chunk.
+    static COMPRESSORS: RefCell<Vec<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(Vec::new()) };
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
+}
+
+pub(crate) fn compress_with(data: &[u8], level: i32) -> Option<Vec<u8>> {
+    COMPRESSORS.with(|cell| {
+        let mut all = cell.borrow_mut();
+        let i = match all.iter().position(|(l, _)| *l == level) {
+            Some(i) => i,
+            None => {
+                all.push((level, zstd::bulk::Compressor::new(level).ok()?));
+                all.len() - 1
+            }
+        };
+        all[i].1.compress(data).ok()
+    })
+}
 /// Store compressed only when it saves at least this fraction.
 const MIN_SAVING: f64 = 0.03;
 
@@ -16,16 +39,27 @@ pub fn compress_chunk(data: &[u8], level: i32) -> Option<Vec<u8>> {
     if data.len() > SAMPLE * 2 {
         let start = data.len() / 2 - SAMPLE / 2;
         let sample = &data[start..start + SAMPLE];
-        let trial = zstd::bulk::compress(sample, 1).ok()?;
+        let trial = compress_with(sample, 1)?;
         if trial.len() as f64 > sample.len() as f64 * (1.0 - MIN_SAVING) {
             return None;
         }
     }
-    let out = zstd::bulk::compress(data, level).ok()?;
+    let out = compress_with(data, level)?;
     (out.len() as f64 <= data.len() as f64 * (1.0 - MIN_SAVING)).then_some(out)
 }
 
+/// Upper bound for the raw length of a blob: data chunks are at most 64 MiB
+/// (`ChunkerParams`), tree blobs are encoded objects of at most
+/// [`crate::codec::MAX_OBJECT_BODY`] plus their 10-byte envelope.
+pub const MAX_RAW_LEN: usize = crate::codec::MAX_OBJECT_BODY + 10;
+
+/// Decompress a blob to exactly `raw_len` bytes. `raw_len` is checked against
+/// [`MAX_RAW_LEN`] before the output buffer is allocated, so a damaged length cannot
+/// make this allocate gigabytes (found by `fuzz/`, target `decompress_chunk`).
 pub fn decompress_chunk(data: &[u8], raw_len: usize) -> Result<Vec<u8>, String> {
+    if raw_len > MAX_RAW_LEN {
+        return Err(format!("claims an implausible size of {raw_len} bytes"));
+    }
     let out =
         zstd::bulk::decompress(data, raw_len).map_err(|e| format!("does not decompress: {e}"))?;
     if out.len() != raw_len {

@@ -5,8 +5,7 @@
 //! `nonce (12) || ciphertext || tag (16)`; the associated data names the object's kind
 //! and id, so a ciphertext moved to another name or kind fails to open.
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 
 pub const NONCE_LEN: usize = 12;
 pub const TAG_LEN: usize = 16;
@@ -23,7 +22,7 @@ pub fn random_bytes<const N: usize>() -> [u8; N] {
 /// The repository's master secret, unwrapped from a key slot.
 #[derive(Clone)]
 pub struct MasterKey {
-    cipher: Aes256Gcm,
+    cipher: LessSafeKey,
     id_key: [u8; 32],
     raw: [u8; 64],
 }
@@ -49,7 +48,7 @@ impl MasterKey {
         enc.copy_from_slice(&raw[..32]);
         id_key.copy_from_slice(&raw[32..]);
         MasterKey {
-            cipher: Aes256Gcm::new(&enc.into()),
+            cipher: cipher(&enc),
             id_key,
             raw: *raw,
         }
@@ -85,38 +84,49 @@ impl MasterKey {
 
 /// Seal with a one-off key (key slots wrap the master key this way).
 pub fn seal_with_key(key: &[u8; 32], aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
-    seal_with(&Aes256Gcm::new(key.into()), aad, plaintext)
+    seal_with(&cipher(key), aad, plaintext)
 }
 
 pub fn open_with_key(key: &[u8; 32], aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, OpenError> {
-    open_with(&Aes256Gcm::new(key.into()), aad, sealed)
+    open_with(&cipher(key), aad, sealed)
 }
 
-fn seal_with(cipher: &Aes256Gcm, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
+fn cipher(key: &[u8; 32]) -> LessSafeKey {
+    LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).expect("AES-256 keys are 32 bytes"))
+}
+
+fn seal_with(cipher: &LessSafeKey, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
     let nonce: [u8; NONCE_LEN] = random_bytes();
-    let ct = cipher
-        .encrypt(
-            Nonce::from_slice(&nonce),
-            Payload {
-                msg: plaintext,
-                aad,
-            },
-        )
-        .expect("AES-GCM encryption cannot fail for in-memory buffers");
-    let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
+    let mut out = Vec::with_capacity(NONCE_LEN + plaintext.len() + TAG_LEN);
     out.extend_from_slice(&nonce);
-    out.extend_from_slice(&ct);
+    out.extend_from_slice(plaintext);
+    let tag = cipher
+        .seal_in_place_separate_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(aad),
+            &mut out[NONCE_LEN..],
+        )
+        .expect("AES-GCM sealing of an in-memory buffer cannot fail");
+    out.extend_from_slice(tag.as_ref());
     out
 }
 
-fn open_with(cipher: &Aes256Gcm, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, OpenError> {
+fn open_with(cipher: &LessSafeKey, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, OpenError> {
     if sealed.len() < SEAL_OVERHEAD {
         return Err(OpenError);
     }
-    let (nonce, ct) = sealed.split_at(NONCE_LEN);
-    cipher
-        .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad })
-        .map_err(|_| OpenError)
+    let nonce: [u8; NONCE_LEN] = sealed[..NONCE_LEN].try_into().expect("length checked");
+    let mut buf = sealed[NONCE_LEN..].to_vec();
+    let plain_len = cipher
+        .open_in_place(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(aad),
+            &mut buf,
+        )
+        .map_err(|_| OpenError)?
+        .len();
+    buf.truncate(plain_len);
+    Ok(buf)
 }
 
 #[cfg(test)]

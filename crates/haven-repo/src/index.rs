@@ -193,6 +193,7 @@ impl Repository {
     /// Load the index.
     pub fn indexed(self) -> Result<IndexedRepository> {
         let index = load_index_files(&self)?;
+        crate::debug::phase("open: index loaded");
         Ok(IndexedRepository {
             repo: self,
             index: Arc::new(index),
@@ -280,6 +281,7 @@ impl IndexedRepository {
                 adopted.push(IndexPack { id, blobs });
             }
         }
+        crate::debug::phase("backup: unindexed packs looked for");
         let n = adopted.len();
         if n > 0 {
             self.repo.write_index(adopted)?;

@@ -18,6 +18,7 @@ pub mod chunker;
 pub mod codec;
 pub mod compress;
 pub mod crypto;
+pub mod debug;
 pub mod error;
 pub mod host;
 pub mod id;

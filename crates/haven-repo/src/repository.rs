@@ -81,6 +81,18 @@ fn marker_text() -> String {
     format!("{MARKER_HEAD}\nformat-version {FORMAT_VERSION}\n")
 }
 
+/// Parse the plaintext format marker: its format version, `None` when unreadable.
+/// The marker is not authenticated; this is fuzzed (`fuzz/`).
+pub fn parse_marker(data: &[u8]) -> Option<u32> {
+    let text = String::from_utf8_lossy(data);
+    let mut lines = text.lines();
+    (lines.next() == Some(MARKER_HEAD))
+        .then(|| lines.next())
+        .flatten()
+        .and_then(|l| l.strip_prefix("format-version "))
+        .and_then(|v| v.trim().parse::<u32>().ok())
+}
+
 /// Read the format marker: `Ok(())` when this build can read the repository.
 fn check_marker(backend: &DynBackend) -> Result<()> {
     let location = backend.location();
@@ -89,19 +101,12 @@ fn check_marker(backend: &DynBackend) -> Result<()> {
         Err(e) if e.is_not_found() => return Err(RepoError::NotARepository(location)),
         Err(e) => return Err(e.into()),
     };
-    let text = String::from_utf8_lossy(&data);
-    let mut lines = text.lines();
-    let version = (lines.next() == Some(MARKER_HEAD))
-        .then(|| lines.next())
-        .flatten()
-        .and_then(|l| l.strip_prefix("format-version "))
-        .and_then(|v| v.trim().parse::<u32>().ok())
-        .ok_or_else(|| {
-            RepoError::corrupt(
-                format!("the format marker of {location}"),
-                "unreadable; is this a Haven repository?",
-            )
-        })?;
+    let version = parse_marker(&data).ok_or_else(|| {
+        RepoError::corrupt(
+            format!("the format marker of {location}"),
+            "unreadable; is this a Haven repository?",
+        )
+    })?;
     if version > FORMAT_VERSION {
         return Err(RepoError::NewerFormat {
             location,
@@ -175,6 +180,7 @@ impl Repository {
                 break;
             }
         }
+        crate::debug::phase("open: key slots tried");
         let (key_id, key) = found.ok_or(RepoError::WrongPassword(location.clone()))?;
         let sealed = backend.read(FileKind::Config, "")?;
         let plain = key

@@ -1,36 +1,38 @@
-//! Restore: snapshot trees back to files, or one file to a stream.
+//! Restore: snapshot trees back to files, or one file to a stream ([`restore_to_writer`]).
 //!
-//! Plan, then work by pack:
-//! 1. Walk the trees; create directories; create every file under a temporary name
-//!    (`.haven-restore-N`) at its final size (holes stay sparse).
-//! 2. Group the needed blobs by pack and read each pack's needed ranges once;
-//!    worker threads decrypt, verify and write each blob at every offset that uses it
-//!    (out of order, all-zero blobs skipped to keep files sparse).
-//! 3. A file whose last blob lands gets its owner, mode and mtime and is renamed into
-//!    place. A file with a damaged or missing blob is removed and reported by name: a
-//!    restore never leaves wrong bytes under a real name, and the rest continues.
-//! 4. Hard links, symlinks, then directory metadata (deepest first).
+//! ```text
+//! plan (walk trees) -> directories created
+//!   -> pack reader (one thread, packs front to back, needed ranges only)
+//!   -> writers (N threads): decrypt, verify, write each blob at every offset that uses it
+//!   -> a file's last blob: owner, mode, mtime, rename into place (restore/file.rs)
+//! -> hard links, symlinks, directory metadata (deepest first)
+//! ```
+//! One sequential reader: on these machines cold parallel reads of several packs are
+//! slower than one sequential stream. A file with a damaged or missing blob is removed
+//! and reported by name: a restore never leaves wrong bytes under a real name, and the
+//! rest continues.
 
-use std::collections::{BTreeMap, HashMap};
-use std::fs::{self, OpenOptions};
-use std::io::Write;
+mod file;
+mod plan;
+mod stream;
+
+use std::fs;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::bounded;
 use haven_store::FileKind;
 
 use crate::error::{RepoError, Result};
-use crate::id::{BlobId, PackId};
 use crate::index::IndexedRepository;
-use crate::pack::{self, PackBlob};
+use crate::pack;
 use crate::progress::Progress;
 use crate::snapshot::Snapshot;
 use crate::tree::{Node, NodeKind};
-use crate::walk;
+
+pub use stream::restore_to_writer;
 
 #[derive(Debug, Clone, Default)]
 pub struct RestoreOptions {
@@ -49,157 +51,14 @@ pub struct RestoreReport {
     pub warnings: Vec<String>,
 }
 
-struct FileItem {
-    final_path: PathBuf,
-    temp_path: PathBuf,
-    node: Node,
-    remaining: AtomicUsize,
-    failure: Mutex<Option<String>>,
-}
-
-struct Plan {
-    dirs: Vec<(PathBuf, Node)>,
-    files: Vec<FileItem>,
-    links: Vec<(PathBuf, usize)>,
-    others: Vec<(PathBuf, Node)>,
-    packs: BTreeMap<PackId, Vec<(PackBlob, Vec<(usize, u64)>)>>,
-    bytes: u64,
-}
-
-fn target_path(target: &Path, snap_path: &Path) -> PathBuf {
-    target.join(snap_path.strip_prefix("/").unwrap_or(snap_path))
-}
-
-fn make_plan(
-    repo: &IndexedRepository,
-    snap: &Snapshot,
-    opts: &RestoreOptions,
-    report: &mut RestoreReport,
-) -> Result<Plan> {
-    let mut plan = Plan {
-        dirs: vec![],
-        files: vec![],
-        links: vec![],
-        others: vec![],
-        packs: BTreeMap::new(),
-        bytes: 0,
-    };
-    let mut first_link: HashMap<(u64, u64), usize> = HashMap::new();
-    let mut blob_uses: HashMap<BlobId, Vec<(usize, u64)>> = HashMap::new();
-    let mut errors = vec![];
-    walk::walk(
-        repo,
-        &snap.tree,
-        &mut |path, node| {
-            let (inside, descend) = walk::included(path, &opts.include);
-            let dest = target_path(&opts.target, path);
-            match node.kind {
-                NodeKind::Dir => {
-                    if descend {
-                        plan.dirs.push((dest, node.clone()));
-                    }
-                }
-                NodeKind::File if inside => {
-                    if node.links > 1 {
-                        if let Some(&first) = first_link.get(&(node.device, node.inode)) {
-                            plan.links.push((dest, first));
-                            return false;
-                        }
-                        first_link.insert((node.device, node.inode), plan.files.len());
-                    }
-                    let idx = plan.files.len();
-                    let mut offset = 0u64;
-                    for b in &node.content {
-                        blob_uses.entry(*b).or_default().push((idx, offset));
-                        offset += repo
-                            .index
-                            .get(b)
-                            .map(|l| l.blob.raw_length as u64)
-                            .unwrap_or(0);
-                    }
-                    plan.bytes += node.size;
-                    let temp = dest.with_file_name(format!(".haven-restore-{idx}"));
-                    plan.files.push(FileItem {
-                        final_path: dest,
-                        temp_path: temp,
-                        node: node.clone(),
-                        remaining: AtomicUsize::new(0),
-                        failure: Mutex::new(None),
-                    });
-                }
-                _ if inside => plan.others.push((dest, node.clone())),
-                _ => {}
-            }
-            descend
-        },
-        &mut |path, e| errors.push((path.display().to_string(), e.to_string())),
-    );
-    for (path, e) in errors {
-        report
-            .failed
-            .push((path, format!("the folder's listing could not be read: {e}")));
-    }
-    for (id, uses) in blob_uses {
-        match repo.index.get(&id) {
-            Some(loc) => {
-                for (f, _) in &uses {
-                    plan.files[*f].remaining.fetch_add(1, Ordering::Relaxed);
-                }
-                plan.packs
-                    .entry(loc.pack)
-                    .or_default()
-                    .push((loc.blob, uses));
-            }
-            None => {
-                for (f, _) in uses {
-                    let item = &plan.files[f];
-                    *item.failure.lock().expect("failure") = Some(format!(
-                        "blob {} is missing from the repository index",
-                        id.short()
-                    ));
-                }
-            }
-        }
-    }
-    for blobs in plan.packs.values_mut() {
-        blobs.sort_by_key(|(b, _)| b.offset);
-    }
-    Ok(plan)
-}
-
-/// Finish one file: metadata and rename, or removal when any blob failed.
-fn finalize_file(item: &FileItem, report: &Mutex<RestoreReport>) {
-    let failure = item.failure.lock().expect("failure").clone();
-    let mut rep = report.lock().expect("report");
-    match failure {
-        Some(why) => {
-            let _ = fs::remove_file(&item.temp_path);
-            rep.failed
-                .push((item.final_path.display().to_string(), why));
-        }
-        None => {
-            if let Err(e) = apply_metadata(&item.temp_path, &item.node, false)
-                .and_then(|_| fs::rename(&item.temp_path, &item.final_path))
-            {
-                let _ = fs::remove_file(&item.temp_path);
-                rep.failed
-                    .push((item.final_path.display().to_string(), e.to_string()));
-            } else {
-                rep.files += 1;
-            }
-        }
-    }
-}
-
-fn apply_metadata(path: &Path, node: &Node, is_symlink: bool) -> std::io::Result<()> {
+pub(crate) fn apply_metadata(path: &Path, node: &Node, is_symlink: bool) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     if crate::host::current_uid() == 0 {
         std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid))?;
     }
-    let mtime = filetime::FileTime::from_unix_time(
-        node.mtime_ns.div_euclid(1_000_000_000),
-        node.mtime_ns.rem_euclid(1_000_000_000) as u32,
-    );
+    let secs = node.mtime_ns.div_euclid(1_000_000_000);
+    let mtime =
+        filetime::FileTime::from_unix_time(secs, node.mtime_ns.rem_euclid(1_000_000_000) as u32);
     if is_symlink {
         return filetime::set_symlink_file_times(path, mtime, mtime);
     }
@@ -207,78 +66,63 @@ fn apply_metadata(path: &Path, node: &Node, is_symlink: bool) -> std::io::Result
     filetime::set_file_times(path, mtime, mtime)
 }
 
-/// Ranges of one pack to read together: blobs closer than this are read in one go.
-const MAX_GAP: u64 = 1 << 20;
-const MAX_RANGE: u64 = 8 << 20;
+/// A range of a pack read from storage, with the blobs inside it.
+struct ReadRange<'p> {
+    /// The pack's short name, for messages.
+    pack: String,
+    start: u64,
+    data: std::result::Result<Vec<u8>, String>,
+    blobs: &'p [plan::BlobUses],
+}
 
-fn restore_pack(
+fn write_range(
     repo: &IndexedRepository,
-    pack: &PackId,
-    blobs: &[(PackBlob, Vec<(usize, u64)>)],
-    files: &[FileItem],
+    r: &ReadRange<'_>,
+    files: &[file::FileItem],
     report: &Mutex<RestoreReport>,
     progress: &Progress,
 ) {
-    let mut i = 0;
-    while i < blobs.len() {
-        let start = blobs[i].0.offset as u64;
-        let mut j = i + 1;
-        let mut end = start + blobs[i].0.length as u64;
-        while j < blobs.len() {
-            let b = &blobs[j].0;
-            if (b.offset as u64) > end + MAX_GAP || (b.offset + b.length) as u64 - start > MAX_RANGE
-            {
-                break;
+    for (blob, uses) in r.blobs {
+        let plain = match &r.data {
+            Ok(buf) => {
+                let at = (blob.offset as u64 - r.start) as usize;
+                pack::open_blob(&repo.repo.key, blob, &buf[at..at + blob.length as usize]).map_err(
+                    |e| {
+                        format!(
+                            "blob {} in pack {} is damaged: {e}",
+                            blob.id.short(),
+                            r.pack
+                        )
+                    },
+                )
             }
-            end = end.max((b.offset + b.length) as u64);
-            j += 1;
-        }
-        let range =
-            repo.repo
-                .backend
-                .read_range(FileKind::Pack, &pack.to_hex(), start, end - start);
-        for (blob, uses) in &blobs[i..j] {
-            let plain = match &range {
-                Ok(buf) => {
-                    let at = (blob.offset as u64 - start) as usize;
-                    pack::open_blob(&repo.repo.key, blob, &buf[at..at + blob.length as usize])
-                        .map_err(|e| {
-                            format!(
-                                "blob {} in pack {} is damaged: {e}",
-                                blob.id.short(),
-                                pack.short()
-                            )
-                        })
-                }
-                Err(e) => Err(format!("blob {} could not be read: {e}", blob.id.short())),
-            };
-            let zero = plain
-                .as_ref()
-                .map(|p| p.iter().all(|&b| b == 0))
-                .unwrap_or(false);
-            for &(f, offset) in uses {
-                let item = &files[f];
-                let result = match &plain {
-                    Ok(_) if zero || item.failure.lock().expect("failure").is_some() => Ok(()),
-                    Ok(p) => OpenOptions::new()
-                        .write(true)
-                        .open(&item.temp_path)
-                        .and_then(|fh| fh.write_all_at(p, offset))
-                        .map_err(|e| format!("writing {} failed: {e}", item.temp_path.display())),
-                    Err(e) => Err(e.clone()),
-                };
-                if let Err(e) = result {
-                    item.failure.lock().expect("failure").get_or_insert(e);
-                }
-                progress.add_done(0, blob.raw_length as u64);
-                if item.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-                    finalize_file(item, report);
-                    progress.add_done(1, 0);
-                }
+            Err(e) => Err(e.clone()),
+        };
+        let zero = plain.as_ref().is_ok_and(|p| p.iter().all(|&b| b == 0));
+        for &(f, offset) in uses {
+            let item = &files[f];
+            match &plain {
+                Ok(p) => item.write(p, offset, zero),
+                Err(e) => item.fail(e.clone()),
+            }
+            progress.add_done(0, blob.raw_length as u64);
+            if item.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+                finish_file(item, report, progress);
             }
         }
-        i = j;
     }
+}
+
+fn finish_file(item: &file::FileItem, report: &Mutex<RestoreReport>, progress: &Progress) {
+    let result = item.finish();
+    let mut rep = report.lock().expect("report");
+    match result {
+        Ok(()) => rep.files += 1,
+        Err(why) => rep
+            .failed
+            .push((item.final_path.display().to_string(), why)),
+    }
+    progress.add_done(1, 0);
 }
 
 /// Restore (part of) a snapshot below `opts.target`.
@@ -289,7 +133,8 @@ pub fn restore(
     progress: Arc<Progress>,
 ) -> Result<RestoreReport> {
     let mut report = RestoreReport::default();
-    let plan = make_plan(repo, snap, opts, &mut report)?;
+    let plan = plan::make_plan(repo, snap, opts, &mut report);
+    crate::debug::phase("restore: planned");
     if plan.files.is_empty()
         && plan.dirs.is_empty()
         && plan.others.is_empty()
@@ -309,52 +154,60 @@ pub fn restore(
     }
     report.dirs = plan.dirs.len() as u64;
     let report = Mutex::new(report);
-    for item in &plan.files {
-        let created = fs::File::create(&item.temp_path).and_then(|f| f.set_len(item.node.size));
-        if let Err(e) = created {
-            if e.raw_os_error() == Some(libc::ENOSPC) {
-                return Err(RepoError::io(
-                    &item.final_path,
-                    "creating (no space left on the target device)",
-                    e,
-                ));
-            }
-            item.failure
-                .lock()
-                .expect("failure")
-                .get_or_insert(format!("creating failed: {e}"));
-        }
-    }
     // Files with no blob to wait for (empty, or every blob missing) finish now.
     for item in plan
         .files
         .iter()
         .filter(|f| f.remaining.load(Ordering::Acquire) == 0)
     {
-        finalize_file(item, &report);
-        progress.add_done(1, 0);
+        finish_file(item, &report, &progress);
     }
-    let workers = std::thread::available_parallelism()
-        .map(|n| n.get() + 1)
-        .unwrap_or(3)
+    let writers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
         .clamp(2, 8);
-    let (tx, rx) = bounded::<(&PackId, &Vec<(PackBlob, Vec<(usize, u64)>)>)>(workers);
+    let (tx, rx) = bounded::<ReadRange<'_>>(writers + 2);
     std::thread::scope(|s| {
-        for _ in 0..workers {
+        for _ in 0..writers {
             let rx = rx.clone();
             let (files, report, progress) = (&plan.files, &report, &progress);
             s.spawn(move || {
-                for (pack, blobs) in rx {
-                    restore_pack(repo, pack, blobs, files, report, progress);
+                for r in rx {
+                    write_range(repo, &r, files, report, progress);
                 }
             });
         }
-        for p in &plan.packs {
-            let _ = tx.send(p);
+        for (pack, blobs) in &plan.packs {
+            for (start, end, blobs) in plan::read_ranges(blobs) {
+                let data = repo
+                    .repo
+                    .backend
+                    .read_range(FileKind::Pack, &pack.to_hex(), start, end - start)
+                    .map_err(|e| format!("pack {} could not be read: {e}", pack.short()));
+                if tx
+                    .send(ReadRange {
+                        pack: pack.short(),
+                        start,
+                        data,
+                        blobs,
+                    })
+                    .is_err()
+                {
+                    break;
+                }
+            }
         }
         drop(tx);
     });
+    crate::debug::phase("restore: packs done");
     let mut report = report.into_inner().expect("report");
+    finish_links_and_dirs(&plan, &mut report);
+    crate::debug::phase("restore: metadata done");
+    report.bytes = progress.bytes_done.load(Ordering::Relaxed);
+    Ok(report)
+}
+
+fn finish_links_and_dirs(plan: &plan::Plan, report: &mut RestoreReport) {
     for (path, first) in &plan.links {
         let src = &plan.files[*first].final_path;
         let _ = fs::remove_file(path);
@@ -392,69 +245,4 @@ pub fn restore(
                 .push(format!("{}: setting metadata failed: {e}", path.display()));
         }
     }
-    report.bytes = progress.bytes_done.load(Ordering::Relaxed);
-    Ok(report)
-}
-
-/// Write one file of a snapshot to `out`: the only file of a `--stdin` snapshot, or
-/// the file at `path`. Blobs are read ahead in a second thread; memory stays constant.
-pub fn restore_to_writer(
-    repo: &IndexedRepository,
-    snap: &Snapshot,
-    path: Option<&Path>,
-    out: &mut dyn Write,
-) -> Result<u64> {
-    let mut found: Vec<(PathBuf, Node)> = vec![];
-    walk::walk(
-        repo,
-        &snap.tree,
-        &mut |p, n| {
-            if n.kind == NodeKind::File && path.is_none_or(|want| want == p) {
-                found.push((p.to_path_buf(), n.clone()));
-            }
-            true
-        },
-        &mut |_, _| {},
-    );
-    let (fpath, node) = match found.len() {
-        1 => found.pop().expect("one"),
-        0 => {
-            return Err(RepoError::InvalidInput(
-                "no such file in the snapshot; see `haven ls`".into(),
-            ))
-        }
-        n => {
-            return Err(RepoError::InvalidInput(format!(
-                "the snapshot holds {n} files; name one with --include PATH"
-            )))
-        }
-    };
-    let (tx, rx) = bounded::<Result<Vec<u8>>>(4);
-    let mut written = 0u64;
-    std::thread::scope(|s| -> Result<()> {
-        s.spawn(move || {
-            for id in &node.content {
-                let r = repo.read_blob(id);
-                let stop = r.is_err();
-                if tx.send(r).is_err() || stop {
-                    return;
-                }
-            }
-        });
-        for r in rx {
-            let data = r.map_err(|e| {
-                RepoError::InvalidInput(format!(
-                    "{}: {e}; the output is incomplete",
-                    fpath.display()
-                ))
-            })?;
-            out.write_all(&data)
-                .map_err(|e| RepoError::io("standard output", "writing", e))?;
-            written += data.len() as u64;
-        }
-        Ok(())
-    })?;
-    out.flush()
-        .map_err(|e| RepoError::io("standard output", "writing", e))?;
-    Ok(written)
 }

@@ -1,0 +1,76 @@
+//! Restore of one file to a stream (`restore --stdout`): blobs are read and verified
+//! ahead in a second thread; memory stays constant whatever the file's size.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crossbeam_channel::bounded;
+
+use crate::error::{RepoError, Result};
+use crate::index::IndexedRepository;
+use crate::snapshot::Snapshot;
+use crate::tree::{Node, NodeKind};
+use crate::walk;
+
+/// Write one file of a snapshot to `out`: the only file of a `--stdin` snapshot, or
+/// the file at `path`.
+pub fn restore_to_writer(
+    repo: &IndexedRepository,
+    snap: &Snapshot,
+    path: Option<&Path>,
+    out: &mut dyn Write,
+) -> Result<u64> {
+    let mut found: Vec<(PathBuf, Node)> = vec![];
+    walk::walk(
+        repo,
+        &snap.tree,
+        &mut |p, n| {
+            if n.kind == NodeKind::File && path.is_none_or(|want| want == p) {
+                found.push((p.to_path_buf(), n.clone()));
+            }
+            true
+        },
+        &mut |_, _| {},
+    );
+    let (fpath, node) = match found.len() {
+        1 => found.pop().expect("one"),
+        0 => {
+            return Err(RepoError::InvalidInput(
+                "no such file in the snapshot; see `haven ls`".into(),
+            ))
+        }
+        n => {
+            return Err(RepoError::InvalidInput(format!(
+                "the snapshot holds {n} files; name one with --include PATH"
+            )))
+        }
+    };
+    let (tx, rx) = bounded::<Result<Vec<u8>>>(4);
+    let mut written = 0u64;
+    std::thread::scope(|s| -> Result<()> {
+        s.spawn(move || {
+            for id in &node.content {
+                let r = repo.read_blob(id);
+                let stop = r.is_err();
+                if tx.send(r).is_err() || stop {
+                    return;
+                }
+            }
+        });
+        for r in rx {
+            let data = r.map_err(|e| {
+                RepoError::InvalidInput(format!(
+                    "{}: {e}; the output is incomplete",
+                    fpath.display()
+                ))
+            })?;
+            out.write_all(&data)
+                .map_err(|e| RepoError::io("standard output", "writing", e))?;
+            written += data.len() as u64;
+        }
+        Ok(())
+    })?;
+    out.flush()
+        .map_err(|e| RepoError::io("standard output", "writing", e))?;
+    Ok(written)
+}

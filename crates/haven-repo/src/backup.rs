@@ -327,6 +327,11 @@ fn read_dir_sorted(path: &Path) -> std::io::Result<Vec<OsString>> {
     Ok(names)
 }
 
+thread_local! {
+    /// Each reader thread's chunking buffer, reused from file to file.
+    static CHUNK_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 fn read_file(ctx: &Ctx, job: FileJob) {
     let FileJob {
         path,
@@ -339,7 +344,8 @@ fn read_file(ctx: &Ctx, job: FileJob) {
     }
     let result = (|| -> Result<()> {
         let f = std::fs::File::open(&path).map_err(|e| RepoError::io(&path, "opening", e))?;
-        let mut stream = ChunkStream::new(ctx.saver.repo().repo.chunker(), f);
+        let buf = CHUNK_BUFFER.with(|b| std::mem::take(&mut *b.borrow_mut()));
+        let mut stream = ChunkStream::with_buffer(ctx.saver.repo().repo.chunker(), f, buf);
         let mut size = 0u64;
         while let Some(chunk) = stream
             .next_chunk()
@@ -352,6 +358,7 @@ fn read_file(ctx: &Ctx, job: FileJob) {
             ctx.progress.add_done(0, n);
         }
         node.size = size;
+        CHUNK_BUFFER.with(|b| *b.borrow_mut() = stream.into_buffer());
         Ok(())
     })();
     ctx.progress.add_done(1, 0);

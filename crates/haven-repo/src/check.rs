@@ -207,18 +207,20 @@ fn read_all_packs(
         .map(|n| n.get())
         .unwrap_or(2)
         .clamp(1, 8);
-    let (tx, rx) = bounded::<&(PackId, u64)>(workers);
+    // One sequential reader, several verifiers: cold parallel reads are slower here.
+    let (tx, rx) = bounded::<(&PackId, u64, Result<Vec<u8>, String>)>(1);
     std::thread::scope(|s| {
         for _ in 0..workers {
             let (rx, results) = (rx.clone(), &results);
             s.spawn(move || {
-                for (pack, size) in rx {
+                for (pack, size, data) in rx {
                     let (problems, blobs) = verify_pack(
                         repo,
                         pack,
+                        data,
                         expected.get(pack).map(|v| v.as_slice()).unwrap_or(&[]),
                     );
-                    progress.add_done(1, *size);
+                    progress.add_done(1, size);
                     let mut g = results.lock().expect("results");
                     g.0.extend(problems);
                     g.1 += blobs;
@@ -226,8 +228,15 @@ fn read_all_packs(
                 }
             });
         }
-        for p in packs {
-            let _ = tx.send(p);
+        for (pack, size) in packs {
+            let data = repo
+                .repo
+                .backend
+                .read(FileKind::Pack, &pack.to_hex())
+                .map_err(|e| e.to_string());
+            if tx.send((pack, *size, data)).is_err() {
+                break;
+            }
         }
         drop(tx);
     });
@@ -241,10 +250,11 @@ fn read_all_packs(
 fn verify_pack(
     repo: &IndexedRepository,
     pack: &PackId,
+    data: Result<Vec<u8>, String>,
     expected: &[PackBlob],
 ) -> (Vec<String>, u64) {
     let mut problems = vec![];
-    let data = match repo.repo.backend.read(FileKind::Pack, &pack.to_hex()) {
+    let data = match data {
         Ok(d) => d,
         Err(e) => return (vec![format!("pack {}: {e}", pack.short())], 0),
     };

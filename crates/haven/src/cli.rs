@@ -95,7 +95,7 @@ pub struct InitArgs {
     #[arg(long, default_value_t = 256)]
     pub chunk_avg_kib: u32,
     /// zstd level for file data (1-22).
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=22))]
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=22))]
     pub compression: i32,
     /// Target pack file size in MiB.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]

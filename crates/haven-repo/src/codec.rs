@@ -61,11 +61,21 @@ const COMPRESSION_ZSTD: u8 = 1;
 
 /// Encode `value` as an object of `kind`, compressing bodies larger than 256 bytes.
 pub fn encode<T: Serialize>(kind: ObjectKind, value: &T) -> Vec<u8> {
+    encode_with(kind, value, true)
+}
+
+/// Encode without compression: for objects stored as blobs (trees), which the blob
+/// layer compresses, so their ids depend only on their content, never on zstd's output.
+pub fn encode_uncompressed<T: Serialize>(kind: ObjectKind, value: &T) -> Vec<u8> {
+    encode_with(kind, value, false)
+}
+
+fn encode_with<T: Serialize>(kind: ObjectKind, value: &T, compress: bool) -> Vec<u8> {
     let body = postcard::to_stdvec(value).expect("serializing to memory cannot fail");
     let mut out = Vec::with_capacity(body.len() / 2 + 6);
     out.extend_from_slice(kind.magic());
     out.push(kind.version());
-    if body.len() > 256 {
+    if compress && body.len() > 256 {
         if let Some(compressed) =
             crate::compress::compress_with(&body, 3).filter(|c| c.len() < body.len())
         {

@@ -35,6 +35,9 @@ pub struct IndexFile {
     pub packs: Vec<IndexPack>,
 }
 
+/// Index files are split so that none lists more blobs than this (about 3 MiB encoded).
+pub const MAX_BLOBS_PER_INDEX_FILE: usize = 65_536;
+
 const FLAG_TREE: u32 = 1 << 31;
 const FLAG_COMPRESSED: u32 = 1 << 30;
 const RAW_MASK: u32 = FLAG_COMPRESSED - 1;
@@ -226,8 +229,27 @@ impl Repository {
         pack::decode_header(&self.key, &sealed, size).map_err(|e| RepoError::corrupt(what(), e))
     }
 
-    /// Write an index file for `packs`; returns its id.
-    pub fn write_index(&self, packs: Vec<IndexPack>) -> Result<IndexId> {
+    /// Write index files for `packs`, at most [`MAX_BLOBS_PER_INDEX_FILE`] blobs each
+    /// (so every file stays far below the decoder's size limit); returns their ids.
+    pub fn write_index(&self, packs: Vec<IndexPack>) -> Result<Vec<IndexId>> {
+        let mut ids = vec![];
+        let mut batch = vec![];
+        let mut blobs = 0;
+        for p in packs {
+            if blobs + p.blobs.len() > MAX_BLOBS_PER_INDEX_FILE && !batch.is_empty() {
+                ids.push(self.write_index_file(std::mem::take(&mut batch))?);
+                blobs = 0;
+            }
+            blobs += p.blobs.len();
+            batch.push(p);
+        }
+        if !batch.is_empty() {
+            ids.push(self.write_index_file(batch)?);
+        }
+        Ok(ids)
+    }
+
+    fn write_index_file(&self, packs: Vec<IndexPack>) -> Result<IndexId> {
         let file = IndexFile { packs };
         Ok(IndexId(self.save_object(
             FileKind::Index,

@@ -2,14 +2,14 @@
 //!
 //! | operation                         | lock      | conflicts with |
 //! |-----------------------------------|-----------|----------------|
-//! | backup, copy into, key changes    | shared    | exclusive      |
+//! | backup, key add/remove/passwd     | shared    | exclusive      |
 //! | restore, ls, snapshots, check     | shared    | exclusive      |
 //! | forget (without prune)            | shared    | exclusive      |
 //! | prune                             | exclusive | everything     |
 //!
 //! Prune is the only operation that deletes data a running operation might use, so it
 //! alone is exclusive. A lock is an encrypted file in `locks/`, refreshed every five
-//! minutes while its holder runs. Taking a lock: write ours, then list the others; on
+//! minutes while its holder runs. An unreadable lock file conflicts with everything. Taking a lock: write ours, then list the others; on
 //! conflict, remove ours and wait or fail. A lock is stale (ignored, and removed by
 //! prune and `unlock`) when it was not refreshed for 30 minutes, or when it names a
 //! process of this host that no longer exists (a `kill -9`).
@@ -44,7 +44,9 @@ impl LockInfo {
     pub fn is_stale(&self) -> bool {
         let age = chrono::Utc::now().timestamp() - self.time_unix;
         age > STALE_AFTER.as_secs() as i64
-            || (self.host == crate::host::hostname() && !crate::host::process_alive(self.pid))
+            || (self.host != "unknown"
+                && self.host == crate::host::hostname()
+                && !crate::host::process_alive(self.pid))
     }
 
     fn describe(&self) -> String {
@@ -126,10 +128,20 @@ impl RepoLock {
         let started = Instant::now();
         loop {
             let name = write_lock(repo, &info)?;
-            let conflict = list_locks(repo)?.into_iter().find_map(|(other, oi)| {
-                let oi = oi?;
-                (other != name && !oi.is_stale() && (exclusive || oi.exclusive)).then_some(oi)
-            });
+            // An unreadable lock (damaged, or written by a newer haven) conflicts with
+            // everything: ignoring it could let a prune run beside a backup.
+            let conflict = list_locks(repo)?
+                .into_iter()
+                .find_map(|(other, oi)| match oi {
+                    _ if other == name => None,
+                    None => Some(format!(
+                        "an unreadable lock file {} (damaged, or from a newer haven)",
+                        &other[..8]
+                    )),
+                    Some(oi) => {
+                        (!oi.is_stale() && (exclusive || oi.exclusive)).then(|| oi.describe())
+                    }
+                });
             let Some(holder) = conflict else {
                 return Ok(Self::start_refresher(repo.clone(), name, info));
             };
@@ -138,7 +150,7 @@ impl RepoLock {
                 return Err(RepoError::Locked(format!(
                     "the repository at {} is in use by {}; wait for it to finish, or retry with --lock-wait 10m (if that process is gone, `haven unlock` removes its lock)",
                     repo.location(),
-                    holder.describe()
+                    holder
                 )));
             }
             let jitter = u64::from(crate::crypto::random_bytes::<1>()[0]) * 4;

@@ -132,6 +132,16 @@ pub fn prune(
         .into_iter()
         .filter_map(|f| Some((PackId::from_hex(&f.name)?, f.size)))
         .collect();
+    for id in &used {
+        let loc = repo.index.get(id).expect("checked above");
+        if !stored.contains_key(&loc.pack) {
+            return Err(RepoError::InvalidInput(format!(
+                "cannot prune safely: blob {} that a snapshot uses is indexed in pack {}, which is missing; run `haven check`, then `haven repair index`",
+                id.short(),
+                loc.pack.short()
+            )));
+        }
+    }
     let mut by_pack: HashMap<PackId, Vec<PackBlob>> = HashMap::new();
     for loc in repo.index.iter() {
         by_pack.entry(loc.pack).or_default().push(loc.blob);
@@ -166,21 +176,23 @@ pub fn prune(
             });
         }
     }
-    // Blobs indexed in packs that are gone cannot be used (checked above) and are dropped.
+    // Blobs indexed in packs that are gone are unused (checked above) and are dropped.
     report.blobs_removed += by_pack.values().map(|v| v.len() as u64).sum::<u64>();
     report.index_files_replaced = repo.index.files.len() as u64;
     if opts.dry_run {
         return Ok(report);
     }
+    // Under the exclusive lock no other haven runs: leftovers of killed ones can go.
+    crate::lock::remove_locks(&repo.repo, false)?;
+    repo.repo
+        .backend
+        .remove_stale_temporaries(std::time::Duration::from_secs(600))?;
 
     let repacked = repack(repo, &to_repack)?;
     report.packs_written = repacked.len() as u64;
     keep_index.extend(repacked);
     let old_index = repo.index.files.clone();
-    let mut new_index = vec![];
-    for chunk in keep_index.chunks(256) {
-        new_index.push(repo.repo.write_index(chunk.to_vec())?);
-    }
+    let new_index = repo.repo.write_index(keep_index)?;
     for id in old_index.iter().filter(|id| !new_index.contains(id)) {
         repo.repo.backend.remove(FileKind::Index, &id.to_hex())?;
     }
@@ -250,10 +262,8 @@ pub fn repair_index(repo: &IndexedRepository) -> Result<(u64, Vec<String>)> {
             Err(e) => problems.push(format!("pack {}: {e}", id.short())),
         }
     }
-    let mut new_index = vec![];
-    for chunk in packs.chunks(256) {
-        new_index.push(repo.repo.write_index(chunk.to_vec())?);
-    }
+    let packs_found = packs.len() as u64;
+    let new_index = repo.repo.write_index(packs)?;
     let mut old: Vec<String> = repo.index.files.iter().map(|i| i.to_hex()).collect();
     old.extend(repo.index.damaged.iter().map(|(n, _)| n.clone()));
     for name in old
@@ -262,5 +272,5 @@ pub fn repair_index(repo: &IndexedRepository) -> Result<(u64, Vec<String>)> {
     {
         repo.repo.backend.remove(FileKind::Index, name)?;
     }
-    Ok((packs.len() as u64, problems))
+    Ok((packs_found, problems))
 }

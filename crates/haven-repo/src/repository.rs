@@ -93,6 +93,24 @@ pub fn parse_marker(data: &[u8]) -> Option<u32> {
         .and_then(|v| v.trim().parse::<u32>().ok())
 }
 
+/// The settings a config may hold; checked at `init` and every time a config is read.
+fn validate_settings(
+    chunker: &ChunkerParams,
+    compression_level: i32,
+    pack_size: u32,
+) -> std::result::Result<(), String> {
+    chunker.validate()?;
+    if !(1..=22).contains(&compression_level) {
+        return Err(format!(
+            "compression level {compression_level} out of range 1..22"
+        ));
+    }
+    if !(1 << 20..=1 << 30).contains(&pack_size) {
+        return Err("pack size must be between 1 MiB and 1 GiB".into());
+    }
+    Ok(())
+}
+
 /// Read the format marker: `Ok(())` when this build can read the repository.
 fn check_marker(backend: &DynBackend) -> Result<()> {
     let location = backend.location();
@@ -107,6 +125,12 @@ fn check_marker(backend: &DynBackend) -> Result<()> {
             "unreadable; is this a Haven repository?",
         )
     })?;
+    if version == 0 {
+        return Err(RepoError::corrupt(
+            format!("the format marker of {location}"),
+            "it names format version 0, which never existed",
+        ));
+    }
     if version > FORMAT_VERSION {
         return Err(RepoError::NewerFormat {
             location,
@@ -120,19 +144,9 @@ fn check_marker(backend: &DynBackend) -> Result<()> {
 impl Repository {
     /// Create a repository at an empty location; the secret becomes its first key slot.
     pub fn init(backend: DynBackend, secret: &Secret, opts: &InitOptions) -> Result<Repository> {
-        opts.chunker.validate().map_err(RepoError::InvalidInput)?;
         opts.kdf.validate().map_err(RepoError::InvalidInput)?;
-        if !(1..=22).contains(&opts.compression_level) {
-            return Err(RepoError::InvalidInput(format!(
-                "compression level {} out of range 1..22",
-                opts.compression_level
-            )));
-        }
-        if !(1 << 20..=1 << 30).contains(&opts.pack_size) {
-            return Err(RepoError::InvalidInput(
-                "pack size must be between 1 MiB and 1 GiB".into(),
-            ));
-        }
+        validate_settings(&opts.chunker, opts.compression_level, opts.pack_size)
+            .map_err(RepoError::InvalidInput)?;
         if !backend.list(FileKind::Marker)?.is_empty() {
             return Err(RepoError::InvalidInput(format!(
                 "a repository exists at {} already",
@@ -193,9 +207,7 @@ impl Repository {
             })?;
         let config: RepoConfig = codec::decode(ObjectKind::Config, &plain)
             .map_err(|e| RepoError::corrupt("the config", e))?;
-        config
-            .chunker
-            .validate()
+        validate_settings(&config.chunker, config.compression_level, config.pack_size)
             .map_err(|e| RepoError::corrupt("the config", e))?;
         Ok(Self::assemble(backend, key, config, key_id))
     }

@@ -173,7 +173,7 @@ impl BlobSaver {
         if !log.all.is_empty() {
             let merged = shared.repo.repo.write_index(log.all)?;
             for partial in log.partial_files {
-                if partial != merged {
+                if !merged.contains(&partial) {
                     shared
                         .repo
                         .repo
@@ -268,12 +268,12 @@ fn uploader(rx: Receiver<(PackId, Vec<u8>, Vec<PackBlob>)>, sh: Arc<Shared>) {
         };
         if !to_flush.is_empty() {
             match sh.repo.repo.write_index(to_flush) {
-                Ok(id) => sh
+                Ok(ids) => sh
                     .written
                     .lock()
                     .expect("index log lock")
                     .partial_files
-                    .push(id),
+                    .extend(ids),
                 Err(e) => sh.fail(e),
             }
         }

@@ -91,7 +91,7 @@ pub struct Tree {
 
 impl Tree {
     pub fn encode(&self) -> Vec<u8> {
-        codec::encode(ObjectKind::Tree, self)
+        codec::encode_uncompressed(ObjectKind::Tree, self)
     }
 
     pub fn decode(data: &[u8]) -> Result<Tree, String> {

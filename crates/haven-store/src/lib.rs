@@ -116,8 +116,13 @@ pub trait WriteBackend: ReadBackend {
     fn create(&self) -> Result<(), StoreError>;
     /// Write a whole file atomically and durably (see the crate doc for the contract).
     fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<(), StoreError>;
-    /// Remove a file; removing a missing file succeeds.
+    /// Remove a file; removing a missing file succeeds. Durable when it returns.
     fn remove(&self, kind: FileKind, name: &str) -> Result<(), StoreError>;
+    /// Remove what crashed writers left behind (temporary files, unfinished uploads)
+    /// older than `min_age`; returns how many. Backends without such leftovers do nothing.
+    fn remove_stale_temporaries(&self, _min_age: std::time::Duration) -> Result<usize, StoreError> {
+        Ok(0)
+    }
 }
 
 /// Either side of a backend behind one pointer, as the repository engine holds it.

@@ -189,7 +189,15 @@ impl WriteBackend for LocalBackend {
             let dir = self.root.join("data").join(hex::encode([i]));
             fs::create_dir_all(&dir).map_err(|e| self.err("data", "creating", e))?;
         }
-        sync_dir(&self.root).map_err(|e| self.err("", "syncing", e))
+        let data = self.root.join("data");
+        for dir in [&data, &self.root] {
+            sync_dir(dir).map_err(|e| self.err("", "syncing", e))?;
+        }
+        Ok(())
+    }
+
+    fn remove_stale_temporaries(&self, min_age: std::time::Duration) -> Result<usize, StoreError> {
+        LocalBackend::remove_stale_temporaries(self, min_age)
     }
 
     fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<(), StoreError> {
@@ -201,7 +209,11 @@ impl WriteBackend for LocalBackend {
             .to_path_buf();
         if kind == FileKind::Pack {
             // Packs live in 256 sub-folders; tolerate a layout created by another tool.
-            fs::create_dir_all(&dir).map_err(|e| self.err(&rel, "creating folder", e))?;
+            if !dir.is_dir() {
+                fs::create_dir_all(&dir).map_err(|e| self.err(&rel, "creating folder", e))?;
+                sync_dir(dir.parent().expect("data/xx has a parent"))
+                    .map_err(|e| self.err(&rel, "syncing", e))?;
+            }
         }
         let tmp = dir.join(format!("{TMP_PREFIX}{}", random_suffix()));
         let result = (|| {
@@ -221,8 +233,12 @@ impl WriteBackend for LocalBackend {
 
     fn remove(&self, kind: FileKind, name: &str) -> Result<(), StoreError> {
         let rel = kind.path(name);
-        match fs::remove_file(self.full_path(kind, name)) {
-            Ok(()) => Ok(()),
+        let path = self.full_path(kind, name);
+        match fs::remove_file(&path) {
+            // The folder is synced so a removal survives a power loss: prune relies on
+            // old index files staying removed once their packs are deleted.
+            Ok(()) => sync_dir(path.parent().expect("files live in folders"))
+                .map_err(|e| self.err(&rel, "syncing", e)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(self.err(&rel, "removing", e)),
         }

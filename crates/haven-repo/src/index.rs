@@ -103,7 +103,7 @@ impl MasterIndex {
                 }
             }
         }
-        entries.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        entries.sort_unstable_by_key(|e| e.id);
         entries.dedup_by(|a, b| a.id == b.id);
         entries.shrink_to_fit();
         MasterIndex {

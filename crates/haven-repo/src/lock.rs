@@ -167,7 +167,7 @@ impl RepoLock {
             let mut stopped = m.lock().expect("lock stop flag");
             loop {
                 let (guard, timeout) = cv
-                    .wait_timeout(stopped, REFRESH_INTERVAL)
+                    .wait_timeout_while(stopped, REFRESH_INTERVAL, |stop| !*stop)
                     .expect("lock stop flag");
                 stopped = guard;
                 if *stopped {

@@ -5,9 +5,13 @@ use std::sync::Mutex;
 
 use crate::{ErrorClass, FileInfo, FileKind, ReadBackend, StoreError, WriteBackend};
 
+/// Files by kind and name.
+type Files = BTreeMap<(FileKind, String), Vec<u8>>;
+
 #[derive(Debug, Default)]
 pub struct MemoryBackend {
-    files: Mutex<Option<BTreeMap<(FileKind, String), Vec<u8>>>>,
+    /// `None` until `create`.
+    files: Mutex<Option<Files>>,
 }
 
 impl MemoryBackend {
@@ -17,7 +21,7 @@ impl MemoryBackend {
 
     fn with<T>(
         &self,
-        f: impl FnOnce(&mut BTreeMap<(FileKind, String), Vec<u8>>) -> Result<T, StoreError>,
+        f: impl FnOnce(&mut Files) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let mut guard = self.files.lock().expect("memory backend lock poisoned");
         match guard.as_mut() {

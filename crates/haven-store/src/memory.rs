@@ -57,15 +57,17 @@ impl ReadBackend for MemoryBackend {
     }
 
     fn list(&self, kind: FileKind) -> Result<Vec<FileInfo>, StoreError> {
-        self.with(|m| {
-            Ok(m.iter()
-                .filter(|((k, _), _)| *k == kind)
-                .map(|((_, n), d)| FileInfo {
-                    name: n.clone(),
-                    size: d.len() as u64,
-                })
-                .collect())
-        })
+        // Listing where nothing was created yet finds nothing, as on a folder.
+        let guard = self.files.lock().expect("memory backend lock poisoned");
+        Ok(guard
+            .iter()
+            .flatten()
+            .filter(|((k, _), _)| *k == kind)
+            .map(|((_, n), d)| FileInfo {
+                name: n.clone(),
+                size: d.len() as u64,
+            })
+            .collect())
     }
 
     fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>, StoreError> {

@@ -6,6 +6,10 @@ use crate::{ErrorClass, FileKind, WriteBackend};
 
 /// Run every check against a backend whose `create` has not been called yet.
 pub fn run_all(b: &dyn WriteBackend) {
+    assert!(b
+        .list(FileKind::Marker)
+        .expect("listing an empty location finds nothing, not an error")
+        .is_empty());
     b.create()
         .expect("create on an empty location must succeed");
     assert!(

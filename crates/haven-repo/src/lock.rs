@@ -30,6 +30,28 @@ use crate::repository::Repository;
 pub const REFRESH_INTERVAL: Duration = Duration::from_secs(300);
 pub const STALE_AFTER: Duration = Duration::from_secs(1800);
 
+/// Every lock this process holds, by the time its file was last written. A lock whose
+/// refreshes have failed for so long that others may judge it stale is lost: the holder
+/// must stop before it commits anything ([`ensure_held`]).
+static HELD: Mutex<Vec<Arc<Mutex<Instant>>>> = Mutex::new(Vec::new());
+
+/// Fail if any lock this process holds may have gone stale for others (its refreshes
+/// failed for longer than `STALE_AFTER - REFRESH_INTERVAL`). Called before writing a
+/// snapshot and before prune deletes anything.
+pub fn ensure_held() -> Result<()> {
+    let limit = STALE_AFTER - REFRESH_INTERVAL;
+    for fresh in HELD.lock().expect("held locks").iter() {
+        let age = fresh.lock().expect("lock freshness").elapsed();
+        if age > limit {
+            return Err(RepoError::Locked(format!(
+                "the repository lock could not be refreshed for {} s, so another haven may have taken over; stopping without committing. Check access to the repository and run the command again",
+                age.as_secs()
+            )));
+        }
+    }
+    Ok(())
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LockInfo {
     pub exclusive: bool,
@@ -42,7 +64,10 @@ pub struct LockInfo {
 
 impl LockInfo {
     pub fn is_stale(&self) -> bool {
-        let age = chrono::Utc::now().timestamp() - self.time_unix;
+        // Saturating: a damaged time far in the past must not overflow (found by `fuzz/`).
+        let age = chrono::Utc::now()
+            .timestamp()
+            .saturating_sub(self.time_unix);
         age > STALE_AFTER.as_secs() as i64
             || (self.host != "unknown"
                 && self.host == crate::host::hostname()
@@ -64,6 +89,8 @@ impl LockInfo {
 pub struct RepoLock {
     repo: Repository,
     name: Arc<Mutex<String>>,
+    /// When the lock file was last written; shared with [`HELD`].
+    fresh: Arc<Mutex<Instant>>,
     stop: Arc<(Mutex<bool>, Condvar)>,
     refresher: Option<JoinHandle<()>>,
 }
@@ -161,7 +188,9 @@ impl RepoLock {
     fn start_refresher(repo: Repository, name: String, info: LockInfo) -> RepoLock {
         let name = Arc::new(Mutex::new(name));
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
-        let (r, n, s) = (repo.clone(), name.clone(), stop.clone());
+        let fresh = Arc::new(Mutex::new(Instant::now()));
+        HELD.lock().expect("held locks").push(fresh.clone());
+        let (r, n, s, f) = (repo.clone(), name.clone(), stop.clone(), fresh.clone());
         let refresher = std::thread::spawn(move || {
             let (m, cv) = &*s;
             let mut stopped = m.lock().expect("lock stop flag");
@@ -178,7 +207,9 @@ impl RepoLock {
                         time_unix: chrono::Utc::now().timestamp(),
                         ..info.clone()
                     };
+                    let written = Instant::now();
                     if let Ok(new_name) = write_lock(&r, &fresh) {
+                        *f.lock().expect("lock freshness") = written;
                         let old = std::mem::replace(&mut *n.lock().expect("lock name"), new_name);
                         let _ = r.backend.remove(FileKind::Lock, &old);
                     }
@@ -188,6 +219,7 @@ impl RepoLock {
         RepoLock {
             repo,
             name,
+            fresh,
             stop,
             refresher: Some(refresher),
         }
@@ -196,6 +228,9 @@ impl RepoLock {
 
 impl Drop for RepoLock {
     fn drop(&mut self) {
+        HELD.lock()
+            .expect("held locks")
+            .retain(|f| !Arc::ptr_eq(f, &self.fresh));
         {
             let (m, cv) = &*self.stop;
             *m.lock().expect("lock stop flag") = true;

@@ -106,8 +106,14 @@ pub struct PackBuilder {
 
 impl PackBuilder {
     pub fn new(capacity: usize) -> Self {
+        Self::with_buffer(Vec::with_capacity(capacity))
+    }
+
+    /// Build into a recycled buffer (its contents are discarded, its capacity kept).
+    pub fn with_buffer(mut buffer: Vec<u8>) -> Self {
+        buffer.clear();
         PackBuilder {
-            data: Vec::with_capacity(capacity),
+            data: buffer,
             blobs: vec![],
         }
     }

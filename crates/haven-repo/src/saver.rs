@@ -1,15 +1,16 @@
 //! The write pipeline: blobs in, packs and index files out.
 //!
 //! ```text
-//! save() ─(id, dedup)─> [seal workers: compress + encrypt] ─> [packer] ─> [uploaders] ─> index files
+//! save() ─(id, dedup)─> [seal workers: compress + encrypt] ─> [packer] ─> [uploader] ─> index files
 //! ```
 //! `save` hashes in the caller's thread and returns the blob id at once; a blob that
 //! is already indexed or already queued is not stored again. Channels are bounded, so
-//! memory stays bounded: at most a few chunks per worker, one open pack per blob kind
-//! and one pack per uploader. Uploaders write a partial index file at least every two
-//! seconds, so a killed backup leaves almost everything it uploaded indexed (and
-//! `adopt_unindexed_packs` catches the rest). `finish` writes one index file for all
-//! packs of this run and removes the partial ones.
+//! memory stays bounded: a few chunks per worker, the data pack being filled and the one
+//! being written (two 16 MiB pack buffers circulate between packer and uploader), and a
+//! small tree pack. The uploader writes a partial index file at least every two seconds,
+//! so a killed backup leaves almost everything it uploaded indexed (and
+//! `adopt_unindexed_packs` catches the rest). `finish` writes the index for all packs of
+//! this run and removes the partial ones.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};

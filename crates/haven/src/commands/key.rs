@@ -46,7 +46,11 @@ pub fn add(g: &Global, a: NewSecretArgs) -> Result<i32> {
     let secret =
         crate::secret::new_secret(a.new_password_file.as_deref(), a.new_key_file.as_deref())?;
     let id = repo.add_key(&secret, kdf(&a))?;
-    super::say(g, format!("added key slot {}", id.short()));
+    super::report(
+        g,
+        format!("added key slot {}", id.short()),
+        serde_json::json!({"added": id}),
+    );
     Ok(0)
 }
 
@@ -54,7 +58,11 @@ pub fn remove(g: &Global, id: &str) -> Result<i32> {
     let repo = super::open(g)?;
     let _lock = RepoLock::acquire(&repo, false, "key remove", g.lock_wait)?;
     let removed = repo.remove_key(id)?;
-    super::say(g, format!("removed key slot {}", removed.short()));
+    super::report(
+        g,
+        format!("removed key slot {}", removed.short()),
+        serde_json::json!({"removed": removed}),
+    );
     Ok(0)
 }
 
@@ -64,9 +72,10 @@ pub fn passwd(g: &Global, a: NewSecretArgs) -> Result<i32> {
     let secret =
         crate::secret::new_secret(a.new_password_file.as_deref(), a.new_key_file.as_deref())?;
     let id = repo.change_password(&secret, kdf(&a))?;
-    super::say(
+    super::report(
         g,
         format!("replaced the key slot in use with {}", id.short()),
+        serde_json::json!({"new_slot": id}),
     );
     Ok(0)
 }

@@ -85,6 +85,15 @@ pub fn with_progress<T>(g: &Global, label: &str, work: impl FnOnce(Arc<Progress>
     out
 }
 
+/// The result of a verb: `json` with --json, else `line` unless --quiet.
+pub fn report(g: &Global, line: impl AsRef<str>, json: serde_json::Value) {
+    if g.json {
+        crate::output::json(&json);
+    } else {
+        say(g, line);
+    }
+}
+
 /// Print a line unless --quiet or --json.
 pub fn say(g: &Global, line: impl AsRef<str>) {
     if !g.quiet && !g.json {

@@ -5,7 +5,11 @@ use crate::cli::{Global, UnlockArgs};
 pub fn run(g: &Global, a: UnlockArgs) -> Result<i32> {
     let repo = super::open(g)?;
     let n = haven_repo::lock::remove_locks(&repo, a.all)?;
-    super::say(g, format!("removed {n} lock(s)"));
+    super::report(
+        g,
+        format!("removed {n} lock(s)"),
+        serde_json::json!({"locks_removed": n}),
+    );
     Ok(0)
 }
 
@@ -15,6 +19,10 @@ pub fn repair_index(g: &Global) -> Result<i32> {
     for p in &problems {
         eprintln!("haven: problem: {p} (left out of the index)");
     }
-    super::say(g, format!("rebuilt the index from {packs} pack header(s)"));
+    super::report(
+        g,
+        format!("rebuilt the index from {packs} pack header(s)"),
+        serde_json::json!({"packs_indexed": packs, "problems": problems}),
+    );
     Ok(if problems.is_empty() { 0 } else { 1 })
 }

@@ -20,7 +20,6 @@ use crate::id::{BlobId, PackId};
 use crate::index::IndexedRepository;
 use crate::pack::{self, PackBlob};
 use crate::progress::Progress;
-use crate::tree::NodeKind;
 use crate::walk;
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -154,35 +153,19 @@ fn check_snapshot_trees(
     seen: &mut HashSet<BlobId>,
     r: &mut CheckReport,
 ) {
-    if !seen.insert(*root) {
-        return;
-    }
     let problems = std::cell::RefCell::new(vec![]);
-    walk::walk(
+    walk::walk_distinct(
         repo,
         root,
+        seen,
         &mut |path, node| {
-            match node.kind {
-                NodeKind::File => {
-                    for b in &node.content {
-                        if !repo.index.contains(b) {
-                            problems.borrow_mut().push(format!(
-                                "snapshot {snap}: {}: data blob {} is not in the index",
-                                path.display(),
-                                b.short()
-                            ));
-                        }
-                    }
-                }
-                NodeKind::Dir => {
-                    if let Some(sub) = node.subtree {
-                        // Identical subtrees are checked once.
-                        return seen.insert(sub);
-                    }
-                }
-                _ => {}
+            for b in node.content.iter().filter(|b| !repo.index.contains(b)) {
+                problems.borrow_mut().push(format!(
+                    "snapshot {snap}: {}: data blob {} is not in the index",
+                    path.display(),
+                    b.short()
+                ));
             }
-            true
         },
         &mut |path, e| {
             problems

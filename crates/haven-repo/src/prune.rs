@@ -23,7 +23,6 @@ use crate::id::{BlobId, PackId};
 use crate::index::{IndexPack, IndexedRepository};
 use crate::pack::{PackBlob, PackBuilder};
 use crate::progress::Progress;
-use crate::tree::NodeKind;
 use crate::walk;
 
 #[derive(Debug, Clone)]
@@ -65,24 +64,14 @@ fn used_blobs(repo: &IndexedRepository) -> Result<HashSet<BlobId>> {
         )));
     }
     let mut used = HashSet::new();
+    let mut trees = HashSet::new();
     let mut error = None;
     for s in &snaps {
-        used.insert(s.snapshot.tree);
-        walk::walk(
+        walk::walk_distinct(
             repo,
             &s.snapshot.tree,
-            &mut |_, node| {
-                match node.kind {
-                    NodeKind::File => used.extend(node.content.iter().copied()),
-                    NodeKind::Dir => {
-                        if let Some(t) = node.subtree {
-                            return used.insert(t);
-                        }
-                    }
-                    _ => {}
-                }
-                true
-            },
+            &mut trees,
+            &mut |_, node| used.extend(node.content.iter().copied()),
             &mut |path, e| {
                 error.get_or_insert(format!(
                     "snapshot {}: tree of {}: {e}",
@@ -92,6 +81,7 @@ fn used_blobs(repo: &IndexedRepository) -> Result<HashSet<BlobId>> {
             },
         );
     }
+    used.extend(trees);
     if let Some(e) = error {
         return Err(RepoError::InvalidInput(format!(
             "cannot prune safely: {e}; run `haven check`"

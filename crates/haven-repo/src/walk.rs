@@ -1,5 +1,6 @@
 //! Depth-first walks over snapshot trees, shared by ls, restore, check, prune and copy.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use crate::error::{RepoError, Result};
@@ -45,6 +46,30 @@ fn walk_inner(
             }
         }
     }
+}
+
+/// Visit every file node reachable from `root`, reading each distinct tree once across
+/// all calls that share `seen` (identical folders of many snapshots are read once).
+/// `seen` ends up holding every tree id reached.
+pub fn walk_distinct(
+    repo: &IndexedRepository,
+    root: &BlobId,
+    seen: &mut HashSet<BlobId>,
+    on_file: &mut dyn FnMut(&Path, &Node),
+    on_error: &mut dyn FnMut(&Path, RepoError),
+) {
+    if !seen.insert(*root) {
+        return;
+    }
+    let mut visit = |path: &Path, node: &Node| match node.kind {
+        NodeKind::File => {
+            on_file(path, node);
+            true
+        }
+        NodeKind::Dir => node.subtree.is_none_or(|t| seen.insert(t)),
+        _ => true,
+    };
+    walk(repo, root, &mut visit, on_error)
 }
 
 /// Raw-bytes file names as `OsStr`.

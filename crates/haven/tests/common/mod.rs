@@ -33,6 +33,8 @@ pub struct Out {
     pub code: i32,
     pub stdout: String,
     pub stderr: String,
+    /// Standard output as bytes (for `restore --stdout`).
+    pub stdout_bytes: Vec<u8>,
 }
 
 impl Out {
@@ -41,6 +43,7 @@ impl Out {
             code: exit_code(o.status),
             stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+            stdout_bytes: o.stdout,
         }
     }
 
@@ -100,6 +103,24 @@ impl Out {
     }
 }
 
+impl Out {
+    /// Like `assert_one_line_error`, but `haven: warning:` lines may come before the
+    /// one error line (e.g. a damaged index file is warned about by every command).
+    #[track_caller]
+    pub fn assert_error_after_warnings(&self, code: i32, hints: &[&str]) -> String {
+        let errors: Vec<&str> = self
+            .stderr
+            .lines()
+            .filter(|l| !l.starts_with("haven: warning: "))
+            .collect();
+        let only_errors = Out {
+            stderr: errors.join("\n"),
+            ..self.clone()
+        };
+        only_errors.assert_one_line_error(code, hints)
+    }
+}
+
 pub fn exit_code(status: std::process::ExitStatus) -> i32 {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
@@ -125,31 +146,84 @@ pub fn haven_command(args: &[&str], env: &[(&str, &str)]) -> Command {
     cmd
 }
 
+/// No single `haven` run in this suite may take longer than this: a hang fails the
+/// test with a message instead of stalling the whole run.
+pub const RUN_LIMIT: Duration = Duration::from_secs(120);
+
 /// Run `haven` with `args` and extra environment; returns code, stdout and stderr.
 pub fn haven(args: &[&str], env: &[(&str, &str)]) -> Out {
-    let out = haven_command(args, env)
-        .output()
-        .expect("starting the haven binary");
-    Out::from_output(out)
+    run_to_end(haven_command(args, env), None, RUN_LIMIT)
 }
 
 /// Run `haven`, feeding `input` on standard input.
 pub fn haven_with_stdin(args: &[&str], env: &[(&str, &str)], input: &[u8]) -> Out {
-    let mut child = haven_command(args, env)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting the haven binary");
-    let mut stdin = child.stdin.take().expect("piped stdin");
-    let data = input.to_vec();
-    let writer = std::thread::spawn(move || {
+    run_to_end(haven_command(args, env), Some(input.to_vec()), RUN_LIMIT)
+}
+
+/// Run a command to its end with captured output, failing the test (after killing
+/// the process) when it runs longer than `limit`.
+#[track_caller]
+pub fn run_to_end(mut cmd: Command, input: Option<Vec<u8>>, limit: Duration) -> Out {
+    let what = format!("{cmd:?}");
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    if input.is_some() {
+        cmd.stdin(Stdio::piped());
+    }
+    let mut child = cmd.spawn().expect("starting the haven binary");
+    let writer = input.map(|data| {
+        let mut stdin = child.stdin.take().expect("piped stdin");
         // A broken pipe means haven stopped reading (an error); its exit code tells.
-        let _ = stdin.write_all(&data);
+        std::thread::spawn(move || {
+            let _ = stdin.write_all(&data);
+        })
     });
-    let out = child.wait_with_output().expect("waiting for haven");
-    writer.join().expect("stdin writer");
-    Out::from_output(out)
+    let out = collect_within(child, limit, &what);
+    if let Some(w) = writer {
+        w.join().expect("stdin writer");
+    }
+    out
+}
+
+/// Wait for a spawned child whose stdout and stderr are piped and collect its output;
+/// kill it and fail the test when it runs longer than `limit`.
+#[track_caller]
+pub fn collect_within(mut child: Child, limit: Duration, what: &str) -> Out {
+    let mut out_pipe = child.stdout.take().expect("piped stdout");
+    let mut err_pipe = child.stderr.take().expect("piped stderr");
+    let out_reader = std::thread::spawn(move || {
+        let mut v = vec![];
+        let _ = out_pipe.read_to_end(&mut v);
+        v
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut v = vec![];
+        let _ = err_pipe.read_to_end(&mut v);
+        v
+    });
+    let started = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("polling haven") {
+            break st;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            let err = err_reader.join().unwrap_or_default();
+            panic!(
+                "{what} did not finish within {limit:?} (killed); stderr so far:\n{}",
+                String::from_utf8_lossy(&err)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    let stdout = out_reader.join().expect("stdout reader");
+    let stderr = err_reader.join().expect("stderr reader");
+    Out {
+        code: exit_code(status),
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        stdout_bytes: stdout,
+    }
 }
 
 /// A repository in a folder, with its passphrase, driven through the CLI.
@@ -371,12 +445,17 @@ impl Rng {
             "ipsum", "dolor", "sit", "amet", "prune", "check", "lock",
         ];
         let mut out = Vec::with_capacity(n + 16);
-        let mut line = 0u64;
+        let mut words_on_line = 0;
         while out.len() < n {
             let w = WORDS[self.below(WORDS.len())];
             out.extend_from_slice(w.as_bytes());
-            line += 1;
-            out.push(if line % 12 == 0 { b'\n' } else { b' ' });
+            words_on_line += 1;
+            if words_on_line == 12 {
+                words_on_line = 0;
+                out.push(b'\n');
+            } else {
+                out.push(b' ');
+            }
         }
         out.truncate(n);
         out
@@ -425,6 +504,8 @@ pub struct TreeSpec {
     /// Add the special entries: symlink, hard link pair, empty file, sparse file,
     /// an executable and a read-only file.
     pub specials: bool,
+    /// Size of the sparse file (holes but for three small pieces of data).
+    pub sparse_size: u64,
 }
 
 impl TreeSpec {
@@ -435,6 +516,7 @@ impl TreeSpec {
         big_random: 2 << 20,
         big_text: 3 << 19,
         specials: true,
+        sparse_size: 32 << 20,
     };
 
     /// Small trees for many-round tests.
@@ -444,6 +526,7 @@ impl TreeSpec {
         big_random: 0,
         big_text: 0,
         specials: true,
+        sparse_size: 1 << 20,
     };
 }
 
@@ -523,7 +606,7 @@ pub fn make_tree(root: &Path, seed: u64, spec: TreeSpec) -> Vec<PathBuf> {
         std::os::unix::fs::symlink("../dir00/nowhere-or-somewhere", sp.join("link-rel"))
             .expect("symlink");
         std::os::unix::fs::symlink("hard-a", sp.join("link-to-file")).expect("symlink");
-        make_sparse(&sp.join("sparse.img"), &mut rng, 8 << 20);
+        make_sparse(&sp.join("sparse.img"), &mut rng, spec.sparse_size);
         fs::set_permissions(&sp, fs::Permissions::from_mode(0o750)).expect("chmod dir");
     }
     files
@@ -825,7 +908,7 @@ pub fn assert_same_tree(expected: &Path, actual: &Path) {
 
 /// A full listing of a folder: relative path -> (size, mtime in ns, mode) for every
 /// entry (folders included), to prove that a command wrote nothing.
-pub fn listing(root: &Path) -> BTreeMap<PathBuf, (u64, i128, u32)> {
+pub fn listing(root: &Path) -> Listing {
     let mut out = BTreeMap::new();
     if let Ok(m) = fs::symlink_metadata(root) {
         out.insert(PathBuf::from("."), (m.len(), mtime_ns(&m), m.mode()));
@@ -838,6 +921,38 @@ pub fn listing(root: &Path) -> BTreeMap<PathBuf, (u64, i128, u32)> {
         );
     }
     out
+}
+
+pub type Listing = BTreeMap<PathBuf, (u64, i128, u32)>;
+
+/// What changed between two listings, one line per path.
+pub fn listing_diff(before: &Listing, after: &Listing) -> Vec<String> {
+    let mut out = vec![];
+    for (p, v) in before {
+        match after.get(p) {
+            None => out.push(format!("removed: {}", p.display())),
+            Some(w) if w != v => out.push(format!(
+                "changed: {} (size, mtime ns, mode) {v:?} -> {w:?}",
+                p.display()
+            )),
+            _ => {}
+        }
+    }
+    for p in after.keys().filter(|p| !before.contains_key(*p)) {
+        out.push(format!("added: {}", p.display()));
+    }
+    out
+}
+
+/// Panic with the differences when a folder's listing changed.
+#[track_caller]
+pub fn assert_unchanged(before: &Listing, after: &Listing, what: &str) {
+    let d = listing_diff(before, after);
+    assert!(
+        d.is_empty(),
+        "{what} changed the folder:\n{}",
+        d.into_iter().take(30).collect::<Vec<_>>().join("\n")
+    );
 }
 
 fn mtime_ns(m: &fs::Metadata) -> i128 {
@@ -930,7 +1045,8 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// Wait for a child with piped stdout/stderr and collect its output.
+/// Wait (at most `RUN_LIMIT`) for a child with piped stdout/stderr; collect its output.
+#[track_caller]
 pub fn collect(child: Child) -> Out {
-    Out::from_output(child.wait_with_output().expect("waiting for haven"))
+    collect_within(child, RUN_LIMIT, "a spawned haven")
 }

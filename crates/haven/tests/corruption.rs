@@ -394,11 +394,12 @@ fn bit_flip_in_a_pack_header() {
 }
 
 /// A truncated pack loses the blobs beyond the cut, but restore reads each pack in
-/// merged ranges (restore.rs `restore_pack`, up to 8 MiB) and one failed ranged read
-/// fails every blob of the range: files whose data lies wholly before the cut are
-/// reported as not restored although they restore fine on their own.
+/// merged ranges (restore/plan.rs `read_ranges`: up to 8 MiB) and one failed ranged
+/// read (restore.rs, `read_range` of the whole group) fails every blob of the range:
+/// files whose data lies wholly before the cut are reported as not restored although
+/// they restore fine on their own.
 #[test]
-#[ignore = "BUG: restore.rs restore_pack fails every blob of a merged range when the ranged read fails (truncated pack): intact files are lost"]
+#[ignore = "BUG: restore.rs fails every blob of a merged read range (restore/plan.rs read_ranges) when the ranged read fails (truncated pack): intact files are lost"]
 fn truncated_pack_loses_only_the_files_beyond_the_cut() {
     let case = setup(42);
     let size = fs::metadata(&case.victim_pack).unwrap().len();

@@ -178,21 +178,37 @@ pub fn restore(
             });
         }
         for (pack, blobs) in &plan.packs {
-            for (start, end, blobs) in plan::read_ranges(blobs) {
-                let data = repo
-                    .repo
+            let read = |start: u64, end: u64| {
+                repo.repo
                     .backend
                     .read_range(FileKind::Pack, &pack.to_hex(), start, end - start)
-                    .map_err(|e| format!("pack {} could not be read: {e}", pack.short()));
-                if tx
-                    .send(ReadRange {
+                    .map_err(|e| format!("pack {} could not be read: {e}", pack.short()))
+            };
+            for (start, end, range_blobs) in plan::read_ranges(blobs) {
+                let data = read(start, end);
+                // A range that cannot be read whole (a truncated pack) is read blob by
+                // blob, so blobs before the damage still restore.
+                let parts: Vec<ReadRange<'_>> = match data {
+                    Err(_) if range_blobs.len() > 1 => (0..range_blobs.len())
+                        .map(|i| {
+                            let b = &range_blobs[i].0;
+                            let (s, e) = (b.offset as u64, b.offset as u64 + b.length as u64);
+                            ReadRange {
+                                pack: pack.short(),
+                                start: s,
+                                data: read(s, e),
+                                blobs: &range_blobs[i..=i],
+                            }
+                        })
+                        .collect(),
+                    data => vec![ReadRange {
                         pack: pack.short(),
                         start,
                         data,
-                        blobs,
-                    })
-                    .is_err()
-                {
+                        blobs: range_blobs,
+                    }],
+                };
+                if parts.into_iter().any(|part| tx.send(part).is_err()) {
                     break;
                 }
             }

@@ -86,7 +86,17 @@ impl Repository {
 
     /// Resolve `latest`, a full id or a unique id prefix.
     pub fn find_snapshot(&self, spec: &str) -> Result<SnapshotEntry> {
-        let (all, _) = self.snapshots()?;
+        let (all, damaged) = self.snapshots()?;
+        let spec_lower = spec.to_lowercase();
+        if let Some((name, why)) = damaged
+            .iter()
+            .find(|(name, _)| spec != "latest" && name.starts_with(&spec_lower))
+        {
+            return Err(RepoError::corrupt(
+                format!("snapshot {}", &name[..8]),
+                format!("{why}; run `haven check`, and restore from another snapshot"),
+            ));
+        }
         if spec == "latest" {
             return all.into_iter().last().ok_or_else(|| {
                 RepoError::InvalidInput(format!(
@@ -97,7 +107,7 @@ impl Repository {
         }
         let matches: Vec<_> = all
             .into_iter()
-            .filter(|s| s.id.to_hex().starts_with(&spec.to_lowercase()))
+            .filter(|s| s.id.to_hex().starts_with(&spec_lower))
             .collect();
         match matches.len() {
             1 => Ok(matches.into_iter().next().expect("one")),

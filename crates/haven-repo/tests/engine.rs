@@ -15,7 +15,7 @@ use haven_repo::progress::Progress;
 use haven_repo::restore::{restore, restore_to_writer, RestoreOptions};
 use haven_repo::tree::{Node, NodeKind, Tree};
 use haven_repo::{InitOptions, RepoError, Repository};
-use haven_store::{DynBackend, FileKind, MemoryBackend, ReadBackend};
+use haven_store::{DynBackend, FileKind, MemoryBackend};
 use proptest::prelude::*;
 
 fn fast_opts() -> InitOptions {

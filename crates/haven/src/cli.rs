@@ -35,6 +35,9 @@ pub struct Global {
     /// Print only errors.
     #[arg(long, short = 'q', global = true)]
     pub quiet: bool,
+    /// Run read-only commands (snapshots, ls, restore, check, stats) without taking a lock.
+    #[arg(long, global = true)]
+    pub no_lock: bool,
     /// Wait this long for a lock held by another haven process (e.g. 30s, 10m).
     #[arg(long, global = true, value_parser = parse_wait, default_value = "0s")]
     pub lock_wait: std::time::Duration,

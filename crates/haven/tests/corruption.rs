@@ -360,10 +360,9 @@ fn bit_flip_in_a_snapshot_file() {
         .assert_restores(&case.first, &case.src, &case.first_tree);
 }
 
-/// `restore` of a snapshot whose file is damaged says "no snapshot matches ...; list
-/// them with `haven snapshots`": it should say that the snapshot exists but is damaged.
+/// `restore` of a snapshot whose file is damaged names the damage (a regression test:
+/// it used to say "no snapshot matches").
 #[test]
-#[ignore = "BUG: restore/ls of a damaged snapshot report `no snapshot matches` instead of naming the damage (snapshot.rs find_snapshot ignores the damaged list)"]
 fn restoring_a_damaged_snapshot_names_the_damage() {
     let case = setup(46);
     let snap = case.repo.path.join("snapshots").join(&case.second);
@@ -393,13 +392,10 @@ fn bit_flip_in_a_pack_header() {
         .assert_restores(&case.second, &case.src, &case.src);
 }
 
-/// A truncated pack loses the blobs beyond the cut, but restore reads each pack in
-/// merged ranges (restore/plan.rs `read_ranges`: up to 8 MiB) and one failed ranged
-/// read (restore.rs, `read_range` of the whole group) fails every blob of the range:
-/// files whose data lies wholly before the cut are reported as not restored although
-/// they restore fine on their own.
+/// A truncated pack loses only the blobs beyond the cut: when a merged ranged read
+/// fails, restore reads that range blob by blob (a regression test: every file of the
+/// range used to be reported as lost).
 #[test]
-#[ignore = "BUG: restore.rs fails every blob of a merged read range (restore/plan.rs read_ranges) when the ranged read fails (truncated pack): intact files are lost"]
 fn truncated_pack_loses_only_the_files_beyond_the_cut() {
     let case = setup(42);
     let size = fs::metadata(&case.victim_pack).unwrap().len();

@@ -6,7 +6,7 @@ use crate::cli::{BackupArgs, Global};
 use crate::output::bytes;
 
 pub fn run(g: &Global, a: BackupArgs) -> Result<i32> {
-    let (mut repo, _lock) = super::open_locked(g, false, "backup")?;
+    let (mut repo, _lock) = super::open_locked(g, super::Write, "backup")?;
     let adopted = repo.adopt_unindexed_packs()?;
     if adopted > 0 && !g.quiet && !g.json {
         eprintln!("haven: reusing {adopted} pack(s) uploaded by an interrupted backup");

@@ -5,7 +5,7 @@ use crate::cli::{CheckArgs, Global};
 use crate::output::bytes;
 
 pub fn run(g: &Global, a: CheckArgs) -> Result<i32> {
-    let (repo, _lock) = super::open_locked(g, false, "check")?;
+    let (repo, _lock) = super::open_locked(g, super::Read, "check")?;
     let report = super::with_progress(g, "check", |p| check::check(&repo, a.read_data, p))?;
     if g.json {
         crate::output::json(&report);

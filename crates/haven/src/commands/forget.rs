@@ -26,7 +26,7 @@ pub fn run(g: &Global, a: ForgetArgs) -> Result<i32> {
         bail!("give either snapshot ids or a --keep-* policy, not both");
     }
     let repo = super::open(g)?;
-    let lock = haven_repo::lock::RepoLock::acquire(&repo, false, "forget", g.lock_wait)?;
+    let lock = super::lock(g, &repo, super::Write, "forget")?;
     let (all, _) = repo.snapshots()?;
     let mut remove = vec![];
     if a.snapshots.is_empty() {
@@ -106,7 +106,7 @@ pub fn prune(g: &Global, dry_run: bool, repack_unused_percent: f64) -> Result<i3
     if !(0.0..=100.0).contains(&repack_unused_percent) {
         bail!("--repack-unused-percent must be between 0 and 100");
     }
-    let (repo, _lock) = super::open_locked(g, true, "prune")?;
+    let (repo, _lock) = super::open_locked(g, super::Exclusive, "prune")?;
     let opts = PruneOptions {
         dry_run,
         repack_threshold: repack_unused_percent / 100.0,

@@ -1,6 +1,5 @@
 use anyhow::Result;
 use haven_repo::keys::KdfParams;
-use haven_repo::lock::RepoLock;
 
 use crate::cli::{Global, NewSecretArgs};
 
@@ -42,7 +41,7 @@ pub fn list(g: &Global) -> Result<i32> {
 
 pub fn add(g: &Global, a: NewSecretArgs) -> Result<i32> {
     let repo = super::open(g)?;
-    let _lock = RepoLock::acquire(&repo, false, "key add", g.lock_wait)?;
+    let _lock = super::lock(g, &repo, super::Write, "key add")?;
     let secret =
         crate::secret::new_secret(a.new_password_file.as_deref(), a.new_key_file.as_deref())?;
     let id = repo.add_key(&secret, kdf(&a))?;
@@ -56,7 +55,7 @@ pub fn add(g: &Global, a: NewSecretArgs) -> Result<i32> {
 
 pub fn remove(g: &Global, id: &str) -> Result<i32> {
     let repo = super::open(g)?;
-    let _lock = RepoLock::acquire(&repo, false, "key remove", g.lock_wait)?;
+    let _lock = super::lock(g, &repo, super::Write, "key remove")?;
     let removed = repo.remove_key(id)?;
     super::report(
         g,
@@ -68,7 +67,7 @@ pub fn remove(g: &Global, id: &str) -> Result<i32> {
 
 pub fn passwd(g: &Global, a: NewSecretArgs) -> Result<i32> {
     let mut repo = super::open(g)?;
-    let _lock = RepoLock::acquire(&repo, false, "key passwd", g.lock_wait)?;
+    let _lock = super::lock(g, &repo, super::Write, "key passwd")?;
     let secret =
         crate::secret::new_secret(a.new_password_file.as_deref(), a.new_key_file.as_deref())?;
     let id = repo.change_password(&secret, kdf(&a))?;

@@ -7,7 +7,7 @@ use haven_repo::walk;
 use crate::cli::{Global, LsArgs};
 
 pub fn run(g: &Global, a: LsArgs) -> Result<i32> {
-    let (repo, _lock) = super::open_locked(g, false, "ls")?;
+    let (repo, _lock) = super::open_locked(g, super::Read, "ls")?;
     let snap = repo.repo.find_snapshot(&a.snapshot)?;
     let includes: Vec<_> = a.path.into_iter().collect();
     let mut rows = vec![];

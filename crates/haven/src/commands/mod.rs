@@ -18,6 +18,7 @@ use anyhow::{Context, Result};
 use haven_repo::lock::RepoLock;
 use haven_repo::progress::Progress;
 use haven_repo::{IndexedRepository, Repository};
+pub use Access::{Exclusive, Read, Write};
 
 use crate::cli::{Cli, Command, Global, KeyCommand, RepairCommand};
 use crate::output::ProgressView;
@@ -61,14 +62,49 @@ pub fn open(g: &Global) -> Result<Repository> {
     Ok(Repository::open(backend, &secret)?)
 }
 
+/// What a verb does to the repository, which decides its lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Reads only: a shared lock, or none with `--no-lock` or when the device is too
+    /// full to write a lock file (a warning says so).
+    Read,
+    /// Adds files: a shared lock.
+    Write,
+    /// May delete data others use: the exclusive lock.
+    Exclusive,
+}
+
+/// Take the lock `access` needs; `None` when a read-only verb runs without one.
+pub fn lock(
+    g: &Global,
+    repo: &Repository,
+    access: Access,
+    purpose: &str,
+) -> Result<Option<RepoLock>> {
+    if access == Access::Read && g.no_lock {
+        return Ok(None);
+    }
+    match RepoLock::acquire(repo, access == Access::Exclusive, purpose, g.lock_wait) {
+        Ok(l) => Ok(Some(l)),
+        Err(e) if access == Access::Read && e.is_no_space() => {
+            eprintln!("haven: warning: no space left to write a lock file; reading without a lock (a concurrent prune could make this command fail, never damage data)");
+            Ok(None)
+        }
+        Err(e) if e.is_no_space() => Err(anyhow::anyhow!(
+            "{e}; free space on the repository's device first (read-only commands still work, e.g. `haven snapshots`)"
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Open, lock and load the index; the lock lives as long as the returned guard.
 pub fn open_locked(
     g: &Global,
-    exclusive: bool,
+    access: Access,
     purpose: &str,
-) -> Result<(IndexedRepository, RepoLock)> {
+) -> Result<(IndexedRepository, Option<RepoLock>)> {
     let repo = open(g)?;
-    let lock = RepoLock::acquire(&repo, exclusive, purpose, g.lock_wait)?;
+    let lock = lock(g, &repo, access, purpose)?;
     let indexed = repo.indexed()?;
     for (name, why) in &indexed.index.damaged {
         eprintln!("haven: warning: index file {} is unreadable ({why}); its blobs are treated as missing. Run `haven check`, then `haven repair index`", &name[..8]);

@@ -5,7 +5,7 @@ use crate::cli::{Global, RestoreArgs};
 use crate::output::bytes;
 
 pub fn run(g: &Global, a: RestoreArgs) -> Result<i32> {
-    let (repo, _lock) = super::open_locked(g, false, "restore")?;
+    let (repo, _lock) = super::open_locked(g, super::Read, "restore")?;
     let snap = repo.repo.find_snapshot(&a.snapshot)?;
     if a.stdout {
         if a.include.len() > 1 {

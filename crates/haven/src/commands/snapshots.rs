@@ -12,7 +12,7 @@ pub fn matches(s: &SnapshotEntry, f: &FilterArgs) -> bool {
 
 pub fn run(g: &Global, f: FilterArgs) -> Result<i32> {
     let repo = super::open(g)?;
-    let _lock = haven_repo::lock::RepoLock::acquire(&repo, false, "snapshots", g.lock_wait)?;
+    let _lock = super::lock(g, &repo, super::Read, "snapshots")?;
     let (all, damaged) = repo.snapshots()?;
     for (name, why) in &damaged {
         eprintln!(

@@ -4,7 +4,7 @@ use crate::cli::Global;
 use crate::output::bytes;
 
 pub fn run(g: &Global) -> Result<i32> {
-    let (repo, _lock) = super::open_locked(g, false, "stats")?;
+    let (repo, _lock) = super::open_locked(g, super::Read, "stats")?;
     let s = haven_repo::stats::stats(&repo)?;
     if g.json {
         crate::output::json(&s);

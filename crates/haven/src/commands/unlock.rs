@@ -14,7 +14,7 @@ pub fn run(g: &Global, a: UnlockArgs) -> Result<i32> {
 }
 
 pub fn repair_index(g: &Global) -> Result<i32> {
-    let (repo, _lock) = super::open_locked(g, true, "repair index")?;
+    let (repo, _lock) = super::open_locked(g, super::Exclusive, "repair index")?;
     let (packs, problems) = haven_repo::prune::repair_index(&repo)?;
     for p in &problems {
         eprintln!("haven: problem: {p} (left out of the index)");

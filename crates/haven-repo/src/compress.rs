@@ -56,6 +56,30 @@ pub const MAX_RAW_LEN: usize = crate::codec::MAX_OBJECT_BODY + 10;
 /// Decompress a blob to exactly `raw_len` bytes. `raw_len` is checked against
 /// [`MAX_RAW_LEN`] before the output buffer is allocated, so a damaged length cannot
 /// make this allocate gigabytes (found by `fuzz/`, target `decompress_chunk`).
+/// Decompress into `out` (cleared first), reusing its allocation.
+pub fn decompress_into(data: &[u8], raw_len: usize, out: &mut Vec<u8>) -> Result<(), String> {
+    if raw_len > MAX_RAW_LEN {
+        return Err(format!("claims an implausible size of {raw_len} bytes"));
+    }
+    out.clear();
+    out.reserve(raw_len);
+    let n = DECOMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(zstd::bulk::Decompressor::new().map_err(|e| e.to_string())?);
+        }
+        slot.as_mut()
+            .expect("set above")
+            .decompress_to_buffer(data, out)
+            .map_err(|e| e.to_string())
+    });
+    let n = n.map_err(|e| format!("does not decompress: {e}"))?;
+    if n != raw_len {
+        return Err(format!("decompressed to {n} bytes, expected {raw_len}"));
+    }
+    Ok(())
+}
+
 pub fn decompress_chunk(data: &[u8], raw_len: usize) -> Result<Vec<u8>, String> {
     if raw_len > MAX_RAW_LEN {
         return Err(format!("claims an implausible size of {raw_len} bytes"));

@@ -80,6 +80,25 @@ impl MasterKey {
     pub fn open(&self, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, OpenError> {
         open_with(&self.cipher, aad, sealed)
     }
+
+    /// Open without copying: the plaintext is decrypted where the ciphertext was and
+    /// returned as a slice of `sealed` (restore and check own their read buffers).
+    pub fn open_in_place<'a>(
+        &self,
+        aad: &[u8],
+        sealed: &'a mut [u8],
+    ) -> Result<&'a [u8], OpenError> {
+        if sealed.len() < SEAL_OVERHEAD {
+            return Err(OpenError);
+        }
+        let (nonce, rest) = sealed.split_at_mut(NONCE_LEN);
+        let nonce: [u8; NONCE_LEN] = (&*nonce).try_into().expect("length checked");
+        let plain = self
+            .cipher
+            .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(aad), rest)
+            .map_err(|_| OpenError)?;
+        Ok(plain)
+    }
 }
 
 /// Seal with a one-off key (key slots wrap the master key this way).

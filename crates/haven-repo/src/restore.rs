@@ -77,24 +77,24 @@ struct ReadRange<'p> {
 
 fn write_range(
     repo: &IndexedRepository,
-    r: &ReadRange<'_>,
+    r: &mut ReadRange<'_>,
     files: &[file::FileItem],
     report: &Mutex<RestoreReport>,
     progress: &Progress,
 ) {
+    let mut scratch = Vec::new();
     for (blob, uses) in r.blobs {
-        let plain = match &r.data {
+        let plain = match &mut r.data {
             Ok(buf) => {
                 let at = (blob.offset as u64 - r.start) as usize;
-                pack::open_blob(&repo.repo.key, blob, &buf[at..at + blob.length as usize]).map_err(
-                    |e| {
-                        format!(
-                            "blob {} in pack {} is damaged: {e}",
-                            blob.id.short(),
-                            r.pack
-                        )
-                    },
-                )
+                let sealed = &mut buf[at..at + blob.length as usize];
+                pack::open_blob_in_place(&repo.repo.key, blob, sealed, &mut scratch).map_err(|e| {
+                    format!(
+                        "blob {} in pack {} is damaged: {e}",
+                        blob.id.short(),
+                        r.pack
+                    )
+                })
             }
             Err(e) => Err(e.clone()),
         };
@@ -172,8 +172,8 @@ pub fn restore(
             let rx = rx.clone();
             let (files, report, progress) = (&plan.files, &report, &progress);
             s.spawn(move || {
-                for r in rx {
-                    write_range(repo, &r, files, report, progress);
+                for mut r in rx {
+                    write_range(repo, &mut r, files, report, progress);
                 }
             });
         }

@@ -24,7 +24,7 @@ use haven_store::FileKind;
 use crate::error::{RepoError, Result};
 use crate::id::{BlobId, IndexId, PackId};
 use crate::index::{IndexPack, IndexedRepository};
-use crate::pack::{self, BlobKind, PackBlob, PackBuilder, SealedBlob};
+use crate::pack::{self, BlobKind, PackBlob, PackBuilder, PackBytes, SealedBlob};
 
 /// What a save run added to the repository.
 #[derive(Debug, Default)]
@@ -79,13 +79,13 @@ impl std::fmt::Debug for BlobSaver {
 
 /// Hands a pack buffer back to the packer when the upload is done with it.
 struct Recycle<'a> {
-    buffer: Option<Vec<u8>>,
+    buffer: Option<PackBytes>,
     to: &'a Sender<Vec<u8>>,
 }
 
 impl std::ops::Deref for Recycle<'_> {
-    type Target = Vec<u8>;
-    fn deref(&self) -> &Vec<u8> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
         self.buffer.as_ref().expect("present until drop")
     }
 }
@@ -93,7 +93,7 @@ impl std::ops::Deref for Recycle<'_> {
 impl Drop for Recycle<'_> {
     fn drop(&mut self) {
         if let Some(b) = self.buffer.take() {
-            let _ = self.to.try_send(b);
+            let _ = self.to.try_send(b.into_buffer());
         }
     }
 }
@@ -114,7 +114,7 @@ impl BlobSaver {
         });
         let (seal_tx, seal_rx) = bounded::<(BlobKind, BlobId, Vec<u8>)>(workers * 2);
         let (pack_tx, pack_rx) = bounded::<SealedBlob>(workers * 2);
-        let (upload_tx, upload_rx) = bounded::<(PackId, Vec<u8>, Vec<PackBlob>)>(0);
+        let (upload_tx, upload_rx) = bounded::<(PackId, PackBytes, Vec<PackBlob>)>(0);
         let mut threads = vec![];
         for _ in 0..workers {
             let (rx, tx, sh) = (seal_rx.clone(), pack_tx.clone(), shared.clone());
@@ -240,7 +240,7 @@ const PACK_BUFFERS: usize = 2;
 
 fn packer(
     rx: Receiver<SealedBlob>,
-    tx: Sender<(PackId, Vec<u8>, Vec<PackBlob>)>,
+    tx: Sender<(PackId, PackBytes, Vec<PackBlob>)>,
     free: Receiver<Vec<u8>>,
     sh: Arc<Shared>,
 ) {
@@ -280,7 +280,7 @@ fn packer(
 }
 
 fn uploader(
-    rx: Receiver<(PackId, Vec<u8>, Vec<PackBlob>)>,
+    rx: Receiver<(PackId, PackBytes, Vec<PackBlob>)>,
     free: Sender<Vec<u8>>,
     sh: Arc<Shared>,
 ) {

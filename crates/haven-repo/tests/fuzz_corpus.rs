@@ -233,7 +233,7 @@ fn sample_pack() -> (Vec<u8>, Vec<pack::PackBlob>) {
     }
     let (_, bytes, blobs) = b.finish(k);
     assert!(blobs[0].compressed && !blobs[1].compressed);
-    (bytes, blobs)
+    (bytes.to_vec(), blobs)
 }
 
 fn with_u32(prefix: &[u8], n: u32, rest: &[u8]) -> Vec<u8> {

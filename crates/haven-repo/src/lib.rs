@@ -17,6 +17,7 @@ pub mod check;
 pub mod chunker;
 pub mod codec;
 pub mod compress;
+pub mod copy;
 pub mod crypto;
 pub mod debug;
 pub mod error;

@@ -53,12 +53,21 @@ pub struct SnapshotEntry {
 pub type Damaged = Vec<(String, String)>;
 
 impl Repository {
+    /// Store a new snapshot under a fresh random id (FORMAT.md 6.3: snapshot ids are
+    /// random so that they survive `copy` into another repository).
     pub fn save_snapshot(&self, snap: &Snapshot) -> Result<SnapshotId> {
-        Ok(SnapshotId(self.save_object(
+        let id = SnapshotId(crate::crypto::random_bytes());
+        self.save_snapshot_as(&id, snap)?;
+        Ok(id)
+    }
+
+    /// Store a snapshot under a given id (`copy` keeps the source's id).
+    pub fn save_snapshot_as(&self, id: &SnapshotId, snap: &Snapshot) -> Result<()> {
+        self.save_object_named(
             FileKind::Snapshot,
-            ObjectKind::Snapshot,
-            snap,
-        )?))
+            &id.to_hex(),
+            &crate::codec::encode(ObjectKind::Snapshot, snap),
+        )
     }
 
     pub fn load_snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {

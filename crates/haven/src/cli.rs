@@ -74,6 +74,8 @@ pub enum Command {
     Forget(ForgetArgs),
     /// Delete data no snapshot references.
     Prune(PruneArgs),
+    /// Copy snapshots to another repository (incremental; re-encrypts for its key).
+    Copy(CopyArgs),
     /// Manage the key slots that open the repository.
     #[command(subcommand)]
     Key(KeyCommand),
@@ -219,6 +221,33 @@ pub struct PruneArgs {
     /// Repack packs with more than this percentage of unused bytes.
     #[arg(long, default_value_t = 10.0)]
     pub repack_unused_percent: f64,
+}
+
+#[derive(Debug, Args)]
+pub struct CopyArgs {
+    /// Snapshots to copy by id or unique prefix (default: all that pass the filters).
+    pub snapshots: Vec<String>,
+    /// Source repository (opened with the usual secret: --password-file, --key-file, ...).
+    #[arg(long)]
+    pub from_repo: String,
+    /// Destination repository.
+    #[arg(long)]
+    pub to_repo: String,
+    /// File holding the destination's passphrase (default: the source's secret). Also HAVEN_TO_PASSWORD.
+    #[arg(long, env = "HAVEN_TO_PASSWORD_FILE")]
+    pub to_password_file: Option<PathBuf>,
+    /// Key file opening the destination.
+    #[arg(long, conflicts_with = "to_password_file")]
+    pub to_key_file: Option<PathBuf>,
+    /// Only snapshots with this tag (repeatable: any of them).
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    /// Only snapshots of this host.
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Only the newest N snapshots (after the other filters).
+    #[arg(long, value_name = "N")]
+    pub latest: Option<usize>,
 }
 
 #[derive(Debug, Subcommand)]

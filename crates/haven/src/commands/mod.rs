@@ -3,6 +3,7 @@
 
 mod backup;
 mod check;
+mod copy;
 mod forget;
 mod init;
 mod key;
@@ -33,6 +34,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Restore(a) => restore::run(g, a),
         Command::Check(a) => check::run(g, a),
         Command::Forget(a) => forget::run(g, a),
+        Command::Copy(a) => copy::run(g, a),
         Command::Prune(a) => forget::prune(g, a.dry_run, a.repack_unused_percent),
         Command::Key(KeyCommand::List) => key::list(g),
         Command::Key(KeyCommand::Add(a)) => key::add(g, a),

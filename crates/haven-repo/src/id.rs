@@ -71,7 +71,8 @@ id_type!(
     PackId
 );
 id_type!(
-    /// The id of a snapshot file: keyed hash of its plaintext.
+    /// The id of a snapshot file: random, so it survives `copy` between repositories
+    /// (older repositories hold keyed hashes of the plaintext; both read the same way).
     SnapshotId
 );
 id_type!(

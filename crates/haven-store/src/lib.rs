@@ -18,14 +18,27 @@
 //! * `remove` of a missing file succeeds (idempotent).
 //! * `list` never returns partially written files.
 
+mod compose;
 mod error;
+mod flaky;
+mod limit;
 mod local;
 mod memory;
+mod mirror;
+mod retry;
 pub mod suite;
 
+pub use compose::{mirror_stack, wrap, StackOptions};
 pub use error::{ErrorClass, StoreError};
+pub use flaky::FlakyBackend;
+pub use limit::LimitBackend;
 pub use local::LocalBackend;
 pub use memory::MemoryBackend;
+pub use mirror::{
+    parse_mirror_sites, CompareReport, Copied, Disagreement, DisagreementKind, MinSites,
+    MirrorBackend, MirrorEvent, RepairReport, MIRRORED_KINDS,
+};
+pub use retry::{RetryBackend, RetryPolicy};
 
 /// The kinds of files in a repository. Each kind lives in its own namespace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

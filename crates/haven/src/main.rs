@@ -6,6 +6,7 @@
 
 mod cli;
 mod commands;
+mod location;
 mod output;
 mod secret;
 

@@ -7,7 +7,7 @@ use crate::cli::{Global, InitArgs};
 
 pub fn run(g: &Global, a: InitArgs) -> Result<i32> {
     let loc = super::location(g)?;
-    let backend = haven_store::open_location(&loc)?;
+    let backend = crate::location::open_backend(&loc)?;
     if !backend.list(haven_store::FileKind::Marker)?.is_empty() {
         anyhow::bail!("a repository exists at {loc} already; nothing was changed");
     }

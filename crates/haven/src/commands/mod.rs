@@ -55,7 +55,7 @@ pub fn location(g: &Global) -> Result<String> {
 /// Open the repository (key and config), without the index.
 pub fn open(g: &Global) -> Result<Repository> {
     let loc = location(g)?;
-    let backend = haven_store::open_location(&loc)?;
+    let backend = crate::location::open_backend(&loc)?;
     // Fail fast (before asking for a passphrase) when there is no repository.
     if backend.list(haven_store::FileKind::Marker)?.is_empty() {
         return Err(haven_repo::RepoError::NotARepository(loc).into());

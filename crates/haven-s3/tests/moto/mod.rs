@@ -1,0 +1,170 @@
+//! A real S3 server for tests: moto (`pip install 'moto[server]'`) on a free loopback
+//! port, installed when missing, stopped on drop. Shared by haven-s3's tests and the
+//! CLI's `tests/s3.rs` (included there by path). Std only.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+/// Credentials the tests pass; moto accepts any unless started with auth.
+pub const ACCESS_KEY: &str = "haven-test-access";
+pub const SECRET_KEY: &str = "haven-test-secret";
+
+pub struct Moto {
+    child: Child,
+    pub port: u16,
+    /// `http://127.0.0.1:PORT`
+    pub endpoint: String,
+}
+
+fn moto_present() -> bool {
+    Command::new("moto_server")
+        .arg("--help")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Install moto's server with pip when `moto_server` is not on the PATH.
+fn ensure_moto() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        if moto_present() {
+            return;
+        }
+        let ok = Command::new("python3")
+            .args(["-m", "pip", "install", "-q", "moto[server]"])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            ok && moto_present(),
+            "the S3 tests need moto's server and installing it failed: run `python3 -m pip install 'moto[server]'` and make sure `moto_server` is on the PATH"
+        );
+    });
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("binding a loopback port")
+        .port()
+}
+
+/// A port nothing listens on (for the wrong-endpoint cases).
+pub fn closed_port() -> u16 {
+    free_port()
+}
+
+impl Moto {
+    /// A server that accepts any credentials.
+    pub fn start() -> Moto {
+        Self::spawn(false)
+    }
+
+    /// A server that checks credentials against its (empty) IAM: every key is refused.
+    pub fn start_with_auth() -> Moto {
+        Self::spawn(true)
+    }
+
+    fn spawn(auth: bool) -> Moto {
+        ensure_moto();
+        for _attempt in 0..5 {
+            let port = free_port();
+            let mut cmd = Command::new("moto_server");
+            cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            if auth {
+                cmd.env("INITIAL_NO_AUTH_ACTION_COUNT", "0");
+            }
+            let mut child = cmd.spawn().expect("starting moto_server");
+            // Ready when the port accepts connections; give up if the process exits.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let ready = loop {
+                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    break true;
+                }
+                if child.try_wait().ok().flatten().is_some() || Instant::now() > deadline {
+                    break false;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            };
+            if ready {
+                return Moto {
+                    child,
+                    port,
+                    endpoint: format!("http://127.0.0.1:{port}"),
+                };
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("moto_server did not start on a loopback port");
+    }
+
+    /// One unsigned HTTP request (moto without auth needs no signature); returns the status.
+    pub fn request(&self, method: &str, path: &str, body: &[u8]) -> u16 {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connecting to moto");
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            self.port,
+            body.len()
+        );
+        s.write_all(head.as_bytes()).unwrap();
+        s.write_all(body).unwrap();
+        let mut resp = String::new();
+        let _ = s.read_to_string(&mut resp);
+        resp.split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or_else(|| panic!("bad answer from moto: {resp}"))
+    }
+
+    pub fn create_bucket(&self, bucket: &str) {
+        let status = self.request("PUT", &format!("/{bucket}"), b"");
+        assert_eq!(status, 200, "creating bucket {bucket}");
+    }
+
+    pub fn put_object(&self, bucket: &str, key: &str, body: &[u8]) {
+        let status = self.request("PUT", &format!("/{bucket}/{key}"), body);
+        assert_eq!(status, 200, "writing {bucket}/{key}");
+    }
+
+    /// All keys in a bucket (first 1000), sorted.
+    pub fn keys(&self, bucket: &str) -> Vec<String> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        let head = format!(
+            "GET /{bucket}?list-type=2 HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n",
+            self.port
+        );
+        s.write_all(head.as_bytes()).unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).unwrap();
+        let mut keys: Vec<String> = resp
+            .split("<Key>")
+            .skip(1)
+            .filter_map(|p| p.split("</Key>").next())
+            .map(str::to_string)
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    /// Whether a bucket exists (HEAD).
+    pub fn bucket_exists(&self, bucket: &str) -> bool {
+        self.request("HEAD", &format!("/{bucket}"), b"") == 200
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

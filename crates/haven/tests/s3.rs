@@ -1,0 +1,143 @@
+//! The CLI against a real S3 server (moto on loopback, see haven-s3's tests/moto):
+//! init, backup, restore and check --read-data byte-identical; and bad input (closed
+//! port, refused credentials, missing bucket, a bucket holding something else), each a
+//! one-line error naming the URL, with nothing written.
+
+mod common;
+#[path = "../../haven-s3/tests/moto/mod.rs"]
+mod moto;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+use moto::Moto;
+
+/// The child processes take their S3 credentials from the environment.
+fn set_credentials() {
+    std::env::set_var("AWS_ACCESS_KEY_ID", moto::ACCESS_KEY);
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", moto::SECRET_KEY);
+    std::env::remove_var("AWS_ENDPOINT_URL");
+}
+
+fn init_args() -> Vec<&'static str> {
+    let mut args = vec!["init"];
+    args.extend_from_slice(&FAST_KDF);
+    args
+}
+
+#[test]
+fn init_backup_restore_check_on_s3() {
+    set_credentials();
+    let server = Moto::start();
+    server.create_bucket("backups");
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    make_tree(&src, 7, TreeSpec::SAMPLE);
+    let expected = tmp.path().join("expected");
+    copy_tree(&src, &expected);
+
+    let url = format!("s3:{}/backups/host-a", server.endpoint);
+    let repo = Repo::init(&PathBuf::from(&url), &["--pack-size-mib", "4"]);
+    let (id, _) = repo.backup(&[&src], &[]);
+    repo.assert_restores(&id, &src, &expected);
+    repo.check_ok(true);
+    let keys = server.keys("backups");
+    assert!(
+        keys.iter().any(|k| k.starts_with("host-a/data/")),
+        "{keys:?}"
+    );
+    assert!(keys.iter().all(|k| k.starts_with("host-a/")), "{keys:?}");
+
+    // The same repository through the s3:// form with AWS_ENDPOINT_URL.
+    let same = Repo::at(Path::new("s3://backups/host-a"));
+    let out = same.run_env(
+        &["snapshots", "--json"],
+        &[("AWS_ENDPOINT_URL", &server.endpoint)],
+    );
+    out.ok("snapshots via s3://");
+    assert!(out.stdout.contains(&id), "{}", out.stdout);
+
+    // A second init on the same prefix refuses.
+    let out = repo.run(&init_args());
+    out.assert_one_line_error(1, &[&url, "exists"]);
+}
+
+/// Commands that open an existing repository.
+fn opening_commands(tmp: &Path) -> Vec<Vec<String>> {
+    let t = tmp.to_str().unwrap().to_string();
+    [
+        vec!["snapshots"],
+        vec!["check"],
+        vec!["backup", t.as_str()],
+        vec!["restore", "latest", "--target", t.as_str()],
+    ]
+    .iter()
+    .map(|c| c.iter().map(|s| s.to_string()).collect())
+    .collect()
+}
+
+#[track_caller]
+fn assert_refused(url: &str, args: &[&str], hints: &[&str]) {
+    let repo = Repo::at(Path::new(url));
+    let out = repo.run(args);
+    let mut all = vec![url];
+    all.extend_from_slice(hints);
+    out.assert_one_line_error(1, &all);
+}
+
+#[test]
+fn bad_locations_fail_with_one_line_naming_the_url_and_write_nothing() {
+    set_credentials();
+    let server = Moto::start();
+    let tmp = tempfile::tempdir().unwrap();
+
+    // Nothing listening on the endpoint.
+    let url = format!("s3:http://127.0.0.1:{}/b/p", moto::closed_port());
+    assert_refused(&url, &init_args(), &["did not answer"]);
+    for cmd in opening_commands(tmp.path()) {
+        let args: Vec<&str> = cmd.iter().map(String::as_str).collect();
+        assert_refused(&url, &args, &["did not answer"]);
+    }
+
+    // A bucket that does not exist: said so, and not created.
+    let url = format!("s3:{}/nosuchbucket/p", server.endpoint);
+    assert_refused(&url, &init_args(), &["bucket nosuchbucket does not exist"]);
+    for cmd in opening_commands(tmp.path()) {
+        let args: Vec<&str> = cmd.iter().map(String::as_str).collect();
+        assert_refused(&url, &args, &["bucket nosuchbucket does not exist"]);
+    }
+    assert!(!server.bucket_exists("nosuchbucket"));
+
+    // A bucket holding something that is not a Haven repository.
+    server.create_bucket("foreign");
+    server.put_object("foreign", "p/notes.txt", b"not a repository");
+    let url = format!("s3:{}/foreign/p", server.endpoint);
+    assert_refused(&url, &init_args(), &["already holds objects"]);
+    for cmd in opening_commands(tmp.path()) {
+        let args: Vec<&str> = cmd.iter().map(String::as_str).collect();
+        assert_refused(&url, &args, &["no haven repository", "haven init"]);
+    }
+    assert_eq!(server.keys("foreign"), vec!["p/notes.txt".to_string()]);
+    assert!(
+        std::fs::read_dir(tmp.path()).unwrap().next().is_none(),
+        "restore wrote nothing"
+    );
+}
+
+#[test]
+fn refused_credentials_fail_with_one_line_naming_the_url() {
+    set_credentials();
+    // moto checks signatures against its own IAM when INITIAL_NO_AUTH_ACTION_COUNT is
+    // 0; its IAM is empty, so every key is refused (403 InvalidAccessKeyId).
+    let server = Moto::start_with_auth();
+    let url = format!("s3:{}/bucket/p", server.endpoint);
+    let hint = "access denied: check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY";
+    assert_refused(&url, &init_args(), &[hint]);
+    let tmp = tempfile::tempdir().unwrap();
+    for cmd in opening_commands(tmp.path()) {
+        let args: Vec<&str> = cmd.iter().map(String::as_str).collect();
+        let out = Repo::at(Path::new(&url)).run(&args);
+        let line = out.assert_one_line_error(1, &[&url, hint]);
+        assert!(!line.contains(moto::SECRET_KEY), "{line}");
+    }
+}

@@ -35,6 +35,9 @@ pub struct Global {
     /// Print only errors.
     #[arg(long, short = 'q', global = true)]
     pub quiet: bool,
+    /// For mirror: repositories, how many sites must take each write (default: all).
+    #[arg(long, global = true, env = "HAVEN_MIN_SITES", value_parser = clap::value_parser!(u32).range(1..))]
+    pub min_sites: Option<u32>,
     /// Run read-only commands (snapshots, ls, restore, check, stats) without taking a lock.
     #[arg(long, global = true)]
     pub no_lock: bool,
@@ -83,9 +86,8 @@ pub enum Command {
     Stats,
     /// Remove stale locks (left by killed processes), or all with --all.
     Unlock(UnlockArgs),
-    /// Repair repository structures.
-    #[command(subcommand)]
-    Repair(RepairCommand),
+    /// Bring the sites of a mirror: repository back in sync, or `repair index`.
+    Repair(RepairArgs),
 }
 
 #[derive(Debug, Args)]
@@ -281,6 +283,12 @@ pub struct UnlockArgs {
     /// Remove every lock, not only stale ones (only when no other haven runs).
     #[arg(long)]
     pub all: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RepairArgs {
+    #[command(subcommand)]
+    pub what: Option<RepairCommand>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -2,18 +2,57 @@
 //!
 //! * `s3://BUCKET/PREFIX` and `s3:http(s)://HOST:PORT/BUCKET/PREFIX`: [`haven_s3::S3Backend`]
 //!   (endpoint, region and credentials from the `AWS_*` environment variables).
+//! * `mirror:NAME=LOCATION,NAME=LOCATION,...`: one repository on several sites
+//!   ([`haven_store::MirrorBackend`], semantics in `docs/MIRROR.md`), each site a location
+//!   of the other kinds, wrapped in the standard retry/limit stack.
 //! * anything else: a local folder (`haven_store::open_location`).
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 
-use anyhow::Result;
-use haven_store::DynBackend;
+use anyhow::{Context, Result};
+use haven_store::{DynBackend, MinSites, MirrorBackend, MirrorEvent, StackOptions};
 
 /// Open the backend for a location given with `--repo` or `HAVEN_REPOSITORY`.
-pub fn open_backend(location: &str) -> Result<DynBackend> {
+pub fn open_backend(location: &str, min_sites: MinSites) -> Result<DynBackend> {
+    match open_mirror(location, min_sites)? {
+        Some(m) => Ok(m),
+        None => open_site(location),
+    }
+}
+
+/// The mirror behind a `mirror:` location, or `None` for any other location.
+pub fn open_mirror(location: &str, min_sites: MinSites) -> Result<Option<Arc<MirrorBackend>>> {
+    let Some(spec) = location.strip_prefix("mirror:") else {
+        return Ok(None);
+    };
+    let mut sites = vec![];
+    for (name, loc) in haven_store::parse_mirror_sites(spec)? {
+        if loc.starts_with("mirror:") {
+            anyhow::bail!(
+                "mirror site {name} is itself a mirror; list every site in one mirror: location"
+            );
+        }
+        let backend = open_site(&loc).with_context(|| format!("mirror site {name}"))?;
+        sites.push((name, backend));
+    }
+    let warned = Mutex::new(HashSet::new());
+    let mirror = haven_store::mirror_stack(sites, min_sites, &StackOptions::default())?.with_warning_hook(move |event| {
+        if let MirrorEvent::Degraded { missed, .. } = event {
+            for (site, why) in missed {
+                if warned.lock().expect("warned sites").insert(site.clone()) {
+                    eprintln!("haven: warning: mirror site {site} missed a write ({why}); continuing on the other sites (--min-sites). Run `haven repair` when it is back");
+                }
+            }
+        }
+    });
+    Ok(Some(Arc::new(mirror)))
+}
+
+/// One site: S3 or a local folder.
+fn open_site(location: &str) -> Result<DynBackend> {
     if haven_s3::is_s3_url(location) {
         return Ok(Arc::new(haven_s3::S3Backend::open(location)?));
     }
-    // `mirror:` locations (haven_store::mirror) are dispatched here once that lands.
     Ok(haven_store::open_location(location)?)
 }

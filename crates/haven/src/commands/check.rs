@@ -6,7 +6,21 @@ use crate::output::bytes;
 
 pub fn run(g: &Global, a: CheckArgs) -> Result<i32> {
     let (repo, _lock) = super::open_locked(g, super::Read, "check")?;
-    let report = super::with_progress(g, "check", |p| check::check(&repo, a.read_data, p))?;
+    let mut report = super::with_progress(g, "check", |p| check::check(&repo, a.read_data, p))?;
+    if let Some(mirror) = crate::location::open_mirror(&super::location(g)?, super::min_sites(g))? {
+        let c = mirror.compare();
+        for d in &c.disagreements {
+            report.problems.push(format!(
+                "mirror site {} disagrees on {:?} {}: {:?}; run `haven repair`",
+                d.site, d.kind, d.name, d.problem
+            ));
+        }
+        for (site, why) in &c.unreachable {
+            report
+                .problems
+                .push(format!("mirror site {site} is unreachable ({why})"));
+        }
+    }
     if g.json {
         crate::output::json(&report);
     } else {

@@ -23,6 +23,7 @@ pub use Access::{Exclusive, Read, Write};
 
 use crate::cli::{Cli, Command, Global, KeyCommand, RepairCommand};
 use crate::output::ProgressView;
+use haven_store::MinSites;
 
 pub fn run(cli: Cli) -> Result<i32> {
     let g = &cli.global;
@@ -42,8 +43,17 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Key(KeyCommand::Passwd(a)) => key::passwd(g, a),
         Command::Stats => stats::run(g),
         Command::Unlock(a) => unlock::run(g, a),
-        Command::Repair(RepairCommand::Index) => unlock::repair_index(g),
+        Command::Repair(a) => match a.what {
+            Some(RepairCommand::Index) => unlock::repair_index(g),
+            None => unlock::repair_mirror(g),
+        },
     }
+}
+
+/// The --min-sites setting for mirror: repositories.
+pub fn min_sites(g: &Global) -> MinSites {
+    g.min_sites
+        .map_or(MinSites::All, |n| MinSites::AtLeast(n as usize))
 }
 
 pub fn location(g: &Global) -> Result<String> {
@@ -55,7 +65,7 @@ pub fn location(g: &Global) -> Result<String> {
 /// Open the repository (key and config), without the index.
 pub fn open(g: &Global) -> Result<Repository> {
     let loc = location(g)?;
-    let backend = crate::location::open_backend(&loc)?;
+    let backend = crate::location::open_backend(&loc, min_sites(g))?;
     // Fail fast (before asking for a passphrase) when there is no repository.
     if backend.list(haven_store::FileKind::Marker)?.is_empty() {
         return Err(haven_repo::RepoError::NotARepository(loc).into());

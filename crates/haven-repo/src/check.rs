@@ -82,13 +82,7 @@ pub fn check(
         r.problems
             .push(format!("index file {}: {why}", &name[..8.min(name.len())]));
     }
-    let stored: HashMap<PackId, u64> = repo
-        .repo
-        .backend
-        .list(FileKind::Pack)?
-        .into_iter()
-        .filter_map(|f| Some((PackId::from_hex(&f.name)?, f.size)))
-        .collect();
+    let stored = repo.repo.stored_packs()?;
     let expected = expected_by_pack(repo);
     crate::debug::phase("check: reading pack headers");
     let mut present = vec![];

@@ -203,6 +203,17 @@ impl Repository {
         })
     }
 
+    /// Every pack file in storage, by id, with its size (files not named by an id are
+    /// not packs and are left out).
+    pub fn stored_packs(&self) -> Result<HashMap<PackId, u64>> {
+        Ok(self
+            .backend
+            .list(FileKind::Pack)?
+            .into_iter()
+            .filter_map(|f| Some((PackId::from_hex(&f.name)?, f.size)))
+            .collect())
+    }
+
     /// Read and decode the header of a stored pack (two ranged reads).
     pub fn read_pack_header(&self, id: &PackId, size: u64) -> Result<Vec<PackBlob>> {
         let name = id.to_hex();
@@ -292,14 +303,11 @@ impl IndexedRepository {
     pub fn adopt_unindexed_packs(&mut self) -> Result<usize> {
         let known: HashSet<PackId> = self.index.pack_ids().iter().copied().collect();
         let mut adopted = vec![];
-        for info in self.repo.backend.list(FileKind::Pack)? {
-            let Some(id) = PackId::from_hex(&info.name) else {
-                continue;
-            };
+        for (id, size) in self.repo.stored_packs()? {
             if known.contains(&id) {
                 continue;
             }
-            if let Ok(blobs) = self.repo.read_pack_header(&id, info.size) {
+            if let Ok(blobs) = self.repo.read_pack_header(&id, size) {
                 adopted.push(IndexPack { id, blobs });
             }
         }

@@ -115,13 +115,7 @@ pub fn prune(
             )));
         }
     }
-    let stored: HashMap<PackId, u64> = repo
-        .repo
-        .backend
-        .list(FileKind::Pack)?
-        .into_iter()
-        .filter_map(|f| Some((PackId::from_hex(&f.name)?, f.size)))
-        .collect();
+    let stored = repo.repo.stored_packs()?;
     for id in &used {
         let loc = repo.index.get(id).expect("checked above");
         if !stored.contains_key(&loc.pack) {
@@ -245,11 +239,8 @@ fn repack(repo: &IndexedRepository, packs: &[(PackId, Vec<PackBlob>)]) -> Result
 pub fn repair_index(repo: &IndexedRepository) -> Result<(u64, Vec<String>)> {
     let mut packs = vec![];
     let mut problems = vec![];
-    for f in repo.repo.backend.list(FileKind::Pack)? {
-        let Some(id) = PackId::from_hex(&f.name) else {
-            continue;
-        };
-        match repo.repo.read_pack_header(&id, f.size) {
+    for (id, size) in repo.repo.stored_packs()? {
+        match repo.repo.read_pack_header(&id, size) {
             Ok(blobs) => packs.push(IndexPack { id, blobs }),
             Err(e) => problems.push(format!("pack {}: {e}", id.short())),
         }

@@ -250,12 +250,22 @@ fn prune_killed_at_random_moments() {
     eprintln!("uninterrupted prune takes {limit:?}; kills fall in 0..that");
 
     let (mut killed, mut completed, mut mid_work) = (0, 0, 0);
-    for _ in 0..ROUNDS {
+    // ROUNDS rounds with kills anywhere in 0..limit; if under this machine's load none
+    // of them landed while prune was changing files, up to ROUNDS more with kills in
+    // the later part of a prune (limit/2..3*limit/2) before judging.
+    let mut rounds_done = 0;
+    while rounds_done < ROUNDS || (mid_work == 0 && rounds_done < 2 * ROUNDS) {
+        let late = rounds_done >= ROUNDS;
+        rounds_done += 1;
         round += 1;
         // The backup in here is also "the next backup succeeds" of the previous round.
         snapshot_and_forget(&mut rng, &mut files, &mut expected, round);
         let before = repo_files(&repo.path);
-        let delay = random_delay(&mut rng, limit);
+        let delay = if late {
+            limit / 2 + random_delay(&mut rng, limit)
+        } else {
+            random_delay(&mut rng, limit)
+        };
         match run_and_kill(&repo, &["prune"], delay) {
             137 => killed += 1,
             0 => completed += 1,
@@ -273,7 +283,7 @@ fn prune_killed_at_random_moments() {
         expected.verify(&repo, &src, false);
     }
     eprintln!(
-        "{ROUNDS} rounds (kill delay 0..{limit:?}): {killed} killed, {completed} finished; {mid_work} changed packs or index files before they ended"
+        "{rounds_done} rounds (kill delay 0..{limit:?}, later ones up to 1.5x): {killed} killed, {completed} finished; {mid_work} changed packs or index files before they ended"
     );
     assert!(
         killed >= ROUNDS / 4,

@@ -437,11 +437,12 @@ fn commit(ctx: Arc<Ctx>, mut snapshot: Snapshot, started: Instant) -> Result<Bac
     let error = ctx.error.into_inner().expect("error lock");
     let repo = ctx.saver.repo().clone();
     crate::debug::phase("backup: readers done, flushing packs and index");
-    let stats = ctx.saver.finish();
+    // The saver's own error comes first: what readers hold is a re-wrapped copy of it
+    // (the original keeps its class, e.g. a full disk).
+    let stats = ctx.saver.finish()?;
     if let Some(e) = error {
         return Err(e);
     }
-    let stats = stats?;
     let tree = ctx
         .root_tree
         .into_inner()

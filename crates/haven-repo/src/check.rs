@@ -39,15 +39,6 @@ impl CheckReport {
     }
 }
 
-/// What the index says each pack holds.
-fn expected_by_pack(repo: &IndexedRepository) -> HashMap<PackId, Vec<PackBlob>> {
-    let mut m: HashMap<PackId, Vec<PackBlob>> = HashMap::new();
-    for loc in repo.index.iter() {
-        m.entry(loc.pack).or_default().push(loc.blob);
-    }
-    m
-}
-
 fn compare_header(
     pack: &PackId,
     header: &[PackBlob],
@@ -83,7 +74,7 @@ pub fn check(
             .push(format!("index file {}: {why}", &name[..8.min(name.len())]));
     }
     let stored = repo.repo.stored_packs()?;
-    let expected = expected_by_pack(repo);
+    let expected = repo.index.by_pack();
     crate::debug::phase("check: reading pack headers");
     let mut present = vec![];
     for (pack, blobs) in &expected {

@@ -155,6 +155,15 @@ impl MasterIndex {
         self.entries.is_empty()
     }
 
+    /// The blobs of each indexed pack (one entry per blob id, as loaded).
+    pub fn by_pack(&self) -> HashMap<PackId, Vec<PackBlob>> {
+        let mut m: HashMap<PackId, Vec<PackBlob>> = HashMap::new();
+        for loc in self.iter() {
+            m.entry(loc.pack).or_default().push(loc.blob);
+        }
+        m
+    }
+
     /// Every indexed pack id.
     pub fn pack_ids(&self) -> &[PackId] {
         &self.packs

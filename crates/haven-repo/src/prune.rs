@@ -126,10 +126,7 @@ pub fn prune(
             )));
         }
     }
-    let mut by_pack: HashMap<PackId, Vec<PackBlob>> = HashMap::new();
-    for loc in repo.index.iter() {
-        by_pack.entry(loc.pack).or_default().push(loc.blob);
-    }
+    let mut by_pack = repo.index.by_pack();
     let mut keep_index: Vec<IndexPack> = vec![];
     let mut to_repack: Vec<(PackId, Vec<PackBlob>)> = vec![];
     let mut to_delete: Vec<PackId> = vec![];

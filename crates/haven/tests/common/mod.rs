@@ -353,15 +353,9 @@ impl Repo {
         let restored = restored_path(target.path(), source);
         if let Err(diffs) = compare_trees(expected, &restored) {
             panic!(
-                "snapshot {snapshot} did not restore byte-identical to {} ({} difference(s)):\n{}",
+                "snapshot {snapshot} did not restore byte-identical to {} {}",
                 expected.display(),
-                diffs.len(),
-                diffs
-                    .iter()
-                    .take(20)
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join("\n")
+                describe_differences(&diffs)
             );
         }
         assert_no_restore_leftovers(target.path());

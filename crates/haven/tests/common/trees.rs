@@ -500,19 +500,19 @@ pub fn compare_trees(expected: &Path, actual: &Path) -> Result<(), Vec<String>> 
 }
 
 #[track_caller]
+/// "(N difference(s)):" and the first 20, one per line, for panic messages.
+pub fn describe_differences(diffs: &[String]) -> String {
+    let first: Vec<&str> = diffs.iter().take(20).map(String::as_str).collect();
+    format!("({} difference(s)):\n{}", diffs.len(), first.join("\n"))
+}
+
 pub fn assert_same_tree(expected: &Path, actual: &Path) {
     if let Err(diffs) = compare_trees(expected, actual) {
         panic!(
-            "{} differs from {} ({} difference(s)):\n{}",
+            "{} differs from {} {}",
             actual.display(),
             expected.display(),
-            diffs.len(),
-            diffs
-                .iter()
-                .take(20)
-                .cloned()
-                .collect::<Vec<_>>()
-                .join("\n")
+            describe_differences(&diffs)
         );
     }
 }

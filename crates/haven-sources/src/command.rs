@@ -1,0 +1,251 @@
+//! `command`: any system with a dump command and a restore command. The dump command
+//! writes the backup to stdout; the restore command reads it from stdin. Both run with
+//! `sh -c`. The optional fingerprint command prints facts, one per line, as
+//! `NAME VALUE` (split at the first whitespace); the optional probe command exits 0 when
+//! the system is healthy.
+//!
+//! The fingerprint command runs right after the dump, outside any transaction of the
+//! dumped system: for a system that changes meanwhile it can differ. Prefer a dump and a
+//! fingerprint that describe the same state (see the README's MariaDB recipe).
+//!
+//! `tenant verify` restores into a scratch target only when `verify-restore` is set (with
+//! `verify-fingerprint` and `verify-cleanup`, the latter always run afterwards).
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use serde::Deserialize;
+
+use crate::process::{self, ChildOutput};
+use crate::{Feed, Fingerprint, RestoreOptions, Result, ScratchTarget, Sink, SourceError, StreamComponent};
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CommandConfig {
+    /// Writes the dump to stdout.
+    pub backup: String,
+    /// Reads a dump from stdin and restores it.
+    pub restore: Option<String>,
+    /// Prints `NAME VALUE` lines describing the data.
+    pub fingerprint: Option<String>,
+    /// Exits 0 when the system is healthy.
+    pub probe: Option<String>,
+    /// `tenant verify`: restores a dump from stdin into a scratch target.
+    pub verify_restore: Option<String>,
+    /// `tenant verify`: the fingerprint command of the scratch target.
+    pub verify_fingerprint: Option<String>,
+    /// `tenant verify`: removes the scratch target; always runs after a verify.
+    pub verify_cleanup: Option<String>,
+}
+
+const HINT: &str = "the command runs with `sh -c`; install what it calls";
+
+fn shell(script: &str) -> Command {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c").arg(script);
+    cmd
+}
+
+#[derive(Debug, Clone)]
+pub struct CommandComponent {
+    pub config: CommandConfig,
+}
+
+impl CommandComponent {
+    pub fn new(config: CommandConfig) -> Self {
+        CommandComponent { config }
+    }
+}
+
+/// Parse the output of a fingerprint command.
+pub fn parse_facts(output: &str) -> Fingerprint {
+    let mut fp = Fingerprint::default();
+    let mut n = 0;
+    for line in output.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let (name, value) = line
+            .split_once(char::is_whitespace)
+            .map_or((line, ""), |(a, b)| (a, b.trim()));
+        fp.fact(name, value);
+        n += 1;
+    }
+    fp.summary = format!("{n} facts from the fingerprint command");
+    fp
+}
+
+impl StreamComponent for CommandComponent {
+    fn kind(&self) -> &'static str {
+        "command"
+    }
+
+    fn describe(&self) -> String {
+        format!("`{}`", self.config.backup)
+    }
+
+    fn stream_name(&self) -> &'static str {
+        "dump"
+    }
+
+    fn backup(&self, sink: &mut Sink<'_>, _work: &Path) -> Result<Fingerprint> {
+        let what = format!("the backup command `{}`", self.config.backup);
+        let mut out = ChildOutput::spawn(shell(&self.config.backup).stdin(Stdio::null()), &what, HINT)?;
+        sink(&mut out)?;
+        out.finish()?;
+        self.fingerprint()
+    }
+
+    fn restore(&self, feed: &mut Feed<'_>, _work: &Path, _opts: &RestoreOptions) -> Result<()> {
+        let script = self.config.restore.as_deref().ok_or_else(|| {
+            SourceError::Unsupported(
+                "this command component has no `restore` command; add one to the config".into(),
+            )
+        })?;
+        let what = format!("the restore command `{script}`");
+        let mut cmd = shell(script);
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| process::spawn_error(&cmd, HINT, e))?;
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        let fed = feed(&mut stdin);
+        let _ = stdin.flush();
+        drop(stdin);
+        let out = child
+            .wait_with_output()
+            .map_err(|e| SourceError::io(format!("waiting for {what}"), e))?;
+        if !out.status.success() {
+            return Err(SourceError::failed(
+                what,
+                format!("{} ({})", process::stderr_tail(&out.stderr), out.status),
+            ));
+        }
+        fed.map(|_| ())
+    }
+
+    fn fingerprint(&self) -> Result<Fingerprint> {
+        let Some(script) = &self.config.fingerprint else {
+            return Ok(Fingerprint::new("no fingerprint command configured"));
+        };
+        let what = format!("the fingerprint command `{script}`");
+        let out = process::run(&mut shell(script), &what, HINT)?;
+        Ok(parse_facts(&String::from_utf8_lossy(&out.stdout)))
+    }
+
+    fn probe(&self) -> Result<String> {
+        let Some(script) = &self.config.probe else {
+            return Ok("no probe command configured".into());
+        };
+        process::run(&mut shell(script), &format!("the probe `{script}`"), HINT)?;
+        Ok(format!("`{script}` exited 0"))
+    }
+
+    fn scratch(&self, _work: &Path) -> Result<Box<dyn ScratchTarget>> {
+        let Some(restore) = &self.config.verify_restore else {
+            return Err(SourceError::Unsupported(
+                "no `verify-restore` command configured, so verify cannot restore this component into a scratch target".into(),
+            ));
+        };
+        let config = CommandConfig {
+            restore: Some(restore.clone()),
+            fingerprint: self.config.verify_fingerprint.clone(),
+            probe: None,
+            ..self.config.clone()
+        };
+        Ok(Box::new(CommandScratch {
+            component: CommandComponent { config },
+            cleanup: self.config.verify_cleanup.clone(),
+        }))
+    }
+}
+
+struct CommandScratch {
+    component: CommandComponent,
+    cleanup: Option<String>,
+}
+
+impl ScratchTarget for CommandScratch {
+    fn component(&self) -> &dyn StreamComponent {
+        &self.component
+    }
+}
+
+impl Drop for CommandScratch {
+    fn drop(&mut self) {
+        if let Some(script) = &self.cleanup {
+            if let Err(e) = process::run(&mut shell(script), "the verify-cleanup command", HINT) {
+                eprintln!("haven: warning: {e}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn component(backup: &str, restore: &str, fingerprint: &str) -> CommandComponent {
+        CommandComponent::new(CommandConfig {
+            backup: backup.into(),
+            restore: Some(restore.into()),
+            fingerprint: Some(fingerprint.into()),
+            probe: None,
+            verify_restore: None,
+            verify_fingerprint: None,
+            verify_cleanup: None,
+        })
+    }
+
+    #[test]
+    fn dump_restore_and_fingerprint_round_trip_through_shell_commands() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        let dst = dir.path().join("dst");
+        std::fs::write(&src, "alpha 1\nbeta 2\n").unwrap();
+        let c = component(
+            &format!("cat {}", src.display()),
+            &format!("cat > {}", dst.display()),
+            &format!("cat {}", src.display()),
+        );
+        let mut stored = vec![];
+        let fp = c
+            .backup(
+                &mut |r| {
+                    r.read_to_end(&mut stored).unwrap();
+                    Ok(())
+                },
+                dir.path(),
+            )
+            .unwrap();
+        assert_eq!(fp.facts["alpha"], "1");
+        c.restore(
+            &mut |w| {
+                w.write_all(&stored).unwrap();
+                Ok(stored.len() as u64)
+            },
+            dir.path(),
+            &RestoreOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(std::fs::read(&dst).unwrap(), stored);
+    }
+
+    #[test]
+    fn a_failing_dump_command_fails_the_backup() {
+        let c = component("echo half; exit 1", "cat >/dev/null", "true");
+        let err = c
+            .backup(
+                &mut |r| {
+                    let mut buf = vec![];
+                    r.read_to_end(&mut buf)
+                        .map(|_| ())
+                        .map_err(|e| SourceError::io("storing", e))
+                },
+                Path::new("/tmp"),
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains("echo half"), "{err}");
+    }
+}

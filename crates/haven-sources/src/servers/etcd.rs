@@ -1,0 +1,1 @@
+//! A throwaway etcd server: to be written.

@@ -1,0 +1,1 @@
+//! A throwaway postgres server: to be written.

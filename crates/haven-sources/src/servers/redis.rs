@@ -1,0 +1,1 @@
+//! A throwaway redis server: to be written.

@@ -598,7 +598,7 @@ pub fn backup_stream(
     let mut stream = ChunkStream::new(ctx.saver.repo().repo.chunker(), reader);
     while let Some(chunk) = stream
         .next_chunk()
-        .map_err(|e| RepoError::io("standard input", "reading", e))?
+        .map_err(|e| RepoError::io(name, "reading", e))?
     {
         node.size += chunk.len() as u64;
         progress.add_done(0, chunk.len() as u64);

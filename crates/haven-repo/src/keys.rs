@@ -88,6 +88,36 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+impl Secret {
+    /// A passphrase kept in a file (one line; a trailing newline is ignored).
+    pub fn from_password_file(path: &std::path::Path) -> Result<Secret> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| RepoError::io(path, "reading the password file", e))?;
+        let pw = text.strip_suffix('\n').unwrap_or(&text);
+        let pw = pw.strip_suffix('\r').unwrap_or(pw);
+        if pw.is_empty() {
+            return Err(RepoError::InvalidInput(format!(
+                "the password file {} is empty; put the passphrase in it",
+                path.display()
+            )));
+        }
+        Ok(Secret::Passphrase(pw.to_string()))
+    }
+
+    /// A key file made by `haven key add --new-key-file` (at least 32 bytes).
+    pub fn from_key_file(path: &std::path::Path) -> Result<Secret> {
+        let bytes =
+            std::fs::read(path).map_err(|e| RepoError::io(path, "reading the key file", e))?;
+        if bytes.len() < 32 {
+            return Err(RepoError::InvalidInput(format!(
+                "the key file {} holds fewer than 32 bytes; create one with `haven key add --new-key-file`",
+                path.display()
+            )));
+        }
+        Ok(Secret::KeyFile(bytes))
+    }
+}
+
 fn slot_aad(id: &FileId) -> Vec<u8> {
     format!("haven/v1/keyslot/{id}").into_bytes()
 }

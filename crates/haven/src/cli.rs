@@ -88,6 +88,70 @@ pub enum Command {
     Unlock(UnlockArgs),
     /// Bring the sites of a mirror: repository back in sync, or `repair index`.
     Repair(RepairArgs),
+    /// Tenants from the config file: back up, list recovery points, restore, verify.
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArg {
+    /// The config file (default: ./haven.toml, else /etc/haven/haven.toml). Also HAVEN_CONFIG.
+    #[arg(long, env = "HAVEN_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// Back up every component of a tenant as one recovery point.
+    Backup {
+        tenant: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// List a tenant's recovery points.
+    Points {
+        tenant: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Restore a recovery point into the tenant itself or into another one (--into), then validate.
+    Restore(TenantRestoreArgs),
+    /// Restore a recovery point into scratch targets, validate, measure, clean up.
+    Verify {
+        tenant: String,
+        #[command(flatten)]
+        point: PointArgs,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct PointArgs {
+    /// The recovery point (id or unique prefix; default: the newest complete one).
+    #[arg(long, conflicts_with = "at")]
+    pub point: Option<String>,
+    /// The newest complete point taken at or before this time (UTC: 2026-11-21T03:00:00Z, "2026-11-21 03:00").
+    #[arg(long)]
+    pub at: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct TenantRestoreArgs {
+    pub tenant: String,
+    #[command(flatten)]
+    pub point: PointArgs,
+    /// Restore only this component (repeatable).
+    #[arg(long = "component")]
+    pub components: Vec<String>,
+    /// The tenant (from the config) whose components receive the data (default: the tenant itself).
+    #[arg(long)]
+    pub into: Option<String>,
+    /// Overwrite targets that already hold data.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub config: ConfigArg,
 }
 
 #[derive(Debug, Args)]

@@ -10,32 +10,13 @@ use haven_repo::keys::Secret;
 
 use crate::cli::Global;
 
-fn read_password_file(path: &Path) -> Result<String> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading the password file {}", path.display()))?;
-    let pw = text.strip_suffix('\n').unwrap_or(&text);
-    let pw = pw.strip_suffix('\r').unwrap_or(pw);
-    if pw.is_empty() {
-        bail!(
-            "the password file {} is empty; put the passphrase in it",
-            path.display()
-        );
-    }
-    Ok(pw.to_string())
-}
-
 /// The secret that opens (or, with `confirm`, creates) the repository.
 pub fn current(g: &Global, confirm: bool) -> Result<Secret> {
     if let Some(path) = &g.key_file {
-        let bytes = std::fs::read(path)
-            .with_context(|| format!("reading the key file {}", path.display()))?;
-        if bytes.len() < 32 {
-            bail!("the key file {} holds fewer than 32 bytes; create one with `haven key add --new-key-file`", path.display());
-        }
-        return Ok(Secret::KeyFile(bytes));
+        return Ok(Secret::from_key_file(path)?);
     }
     if let Some(path) = &g.password_file {
-        return Ok(Secret::Passphrase(read_password_file(path)?));
+        return Ok(Secret::from_password_file(path)?);
     }
     if let Ok(pw) = std::env::var("HAVEN_PASSWORD") {
         if !pw.is_empty() {
@@ -94,7 +75,7 @@ pub fn new_secret(password_file: Option<&Path>, key_file: Option<&Path>) -> Resu
         return Ok(Secret::KeyFile(bytes));
     }
     if let Some(path) = password_file {
-        return Ok(Secret::Passphrase(read_password_file(path)?));
+        return Ok(Secret::from_password_file(path)?);
     }
     prompt("new passphrase", true)
 }

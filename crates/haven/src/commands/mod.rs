@@ -11,6 +11,7 @@ mod ls;
 mod restore;
 mod snapshots;
 mod stats;
+mod tenant;
 mod unlock;
 
 use std::sync::Arc;
@@ -47,6 +48,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             Some(RepairCommand::Index) => unlock::repair_index(g),
             None => unlock::repair_mirror(g),
         },
+        Command::Tenant(t) => tenant::run(g, t),
     }
 }
 

@@ -1,0 +1,274 @@
+//! `tenant backup`: one recovery point, every component of the tenant in one run.
+//!
+//! ```text
+//! open (create when empty) + shared lock + index
+//!   for each component: stream kinds: dump ──> snapshot, fingerprint
+//!                       files:        pre-hook, tree backup, post-hook, fingerprint
+//!   manifest (RecoveryPoint) written last: complete only if every component succeeded
+//! ```
+//! A failing component does not stop the others; it makes the point `failed` with the
+//! reason. Errors that prevent any point (no repository, wrong key, lock) are returned.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+
+use haven_repo::backup::backup_stream;
+use haven_repo::lock::RepoLock;
+use haven_repo::progress::Progress;
+use haven_repo::IndexedRepository;
+use haven_sources::{SourceError, StreamComponent};
+
+use crate::config::{ComponentConfig, Config, Tenant};
+use crate::point::{
+    component_tag, new_point_id, point_tag, save_manifest, tenant_tag, ComponentRecord,
+    ComponentStatus, PointStatus, RecoveryPoint, MANIFEST_FORMAT,
+};
+use crate::OpsError;
+
+/// Receives progress of a tenant operation: a line per step, and byte counters.
+pub struct Observer {
+    pub progress: Arc<Progress>,
+    on_line: Box<dyn Fn(&str) + Send + Sync>,
+}
+
+impl Observer {
+    pub fn new(on_line: impl Fn(&str) + Send + Sync + 'static) -> Self {
+        Observer {
+            progress: Arc::new(Progress::default()),
+            on_line: Box::new(on_line),
+        }
+    }
+
+    /// An observer that reports nothing.
+    pub fn quiet() -> Self {
+        Observer::new(|_| {})
+    }
+
+    pub fn line(&self, text: &str) {
+        (self.on_line)(text)
+    }
+}
+
+/// The stream component behind a config entry (`None` for `files`).
+pub fn stream_component(c: &ComponentConfig) -> Option<Box<dyn StreamComponent>> {
+    use haven_sources::{command, etcd, postgres, redis};
+    match c {
+        ComponentConfig::Postgres(p) => Some(Box::new(postgres::PostgresComponent::new(p.clone()))),
+        ComponentConfig::Redis(r) => Some(Box::new(redis::RedisComponent::new(r.clone()))),
+        ComponentConfig::Etcd(e) => Some(Box::new(etcd::EtcdComponent::new(e.clone()))),
+        ComponentConfig::Command(x) => Some(Box::new(command::CommandComponent::new(x.clone()))),
+        ComponentConfig::Files(_) => None,
+    }
+}
+
+/// How a component is named in reports: the system behind it, without passwords.
+pub fn describe(c: &ComponentConfig) -> String {
+    match (c, stream_component(c)) {
+        (_, Some(s)) => s.describe(),
+        (ComponentConfig::Files(f), None) => f
+            .paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        _ => String::new(),
+    }
+}
+
+/// A private scratch directory for one component, removed on drop.
+pub(crate) struct WorkDir(pub PathBuf);
+
+impl WorkDir {
+    pub fn new(point: &str, component: &str) -> Result<WorkDir, OpsError> {
+        let dir = std::env::temp_dir().join(format!("haven-{point}-{component}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| {
+            OpsError::Invalid(format!("creating the work folder {}: {e}", dir.display()))
+        })?;
+        Ok(WorkDir(dir))
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Open the tenant's repository, lock it (shared) and load the index.
+pub(crate) fn open_tenant_repository(
+    config: &Config,
+    tenant: &Tenant,
+    create: bool,
+    purpose: &str,
+    lock_wait: Duration,
+    observer: &Observer,
+) -> Result<(IndexedRepository, RepoLock), OpsError> {
+    let rc = config.repository_of(tenant);
+    let (repo, created) = crate::open_repository(rc, create)?;
+    if created {
+        observer.line(&format!(
+            "created repository {} at {} (it did not exist)",
+            rc.name, rc.url
+        ));
+    }
+    let lock = RepoLock::acquire(&repo, false, purpose, lock_wait)?;
+    Ok((repo.indexed()?, lock))
+}
+
+/// Back up every component of `tenant` as one recovery point. Returns the manifest,
+/// which says whether the point is complete.
+pub fn backup_tenant(
+    config: &Config,
+    tenant: &str,
+    lock_wait: Duration,
+    observer: &Observer,
+) -> Result<RecoveryPoint, OpsError> {
+    let t = config.tenant(tenant)?;
+    let started = Utc::now();
+    let (repo, _lock) = open_tenant_repository(
+        config,
+        t,
+        true,
+        &format!("tenant backup {tenant}"),
+        lock_wait,
+        observer,
+    )?;
+    let id = new_point_id();
+    let mut components = std::collections::BTreeMap::new();
+    for (name, c) in &t.components {
+        observer.line(&format!(
+            "{name} ({}): backing up {}",
+            c.kind(),
+            describe(c)
+        ));
+        let record = backup_component(&repo, t, &id, name, c, observer);
+        match &record.error {
+            None => observer.line(&format!(
+                "{name}: done in {:.2} s, {} ({}), {} added",
+                record.seconds,
+                crate::report::human_bytes(record.bytes),
+                record
+                    .fingerprint
+                    .as_ref()
+                    .map(|f| f.summary.as_str())
+                    .unwrap_or(""),
+                crate::report::human_bytes(record.bytes_added)
+            )),
+            Some(e) => observer.line(&format!("{name}: FAILED: {e}")),
+        }
+        components.insert(name.clone(), record);
+    }
+    let status = if components.values().all(|c| c.status == ComponentStatus::Ok) {
+        PointStatus::Complete
+    } else {
+        PointStatus::Failed
+    };
+    let point = RecoveryPoint {
+        format: MANIFEST_FORMAT,
+        id,
+        tenant: tenant.to_string(),
+        started,
+        finished: Utc::now(),
+        status,
+        components,
+    };
+    save_manifest(&repo, &point)?;
+    Ok(point)
+}
+
+fn backup_component(
+    repo: &IndexedRepository,
+    tenant: &Tenant,
+    point: &str,
+    name: &str,
+    c: &ComponentConfig,
+    observer: &Observer,
+) -> ComponentRecord {
+    let started = Instant::now();
+    let tags = vec![
+        tenant_tag(&tenant.name),
+        point_tag(point),
+        component_tag(name),
+    ];
+    let mut record = ComponentRecord {
+        kind: c.kind().to_string(),
+        source: describe(c),
+        status: ComponentStatus::Failed,
+        error: None,
+        snapshot: None,
+        bytes: 0,
+        bytes_added: 0,
+        seconds: 0.0,
+        fingerprint: None,
+        paths: vec![],
+        warnings: vec![],
+    };
+    let outcome = match c {
+        ComponentConfig::Files(f) => {
+            record.paths = f.paths.iter().map(|p| p.display().to_string()).collect();
+            crate::files::backup_files(repo, f, tags, observer.progress.clone()).map(
+                |(result, fp, warnings)| {
+                    record.warnings = warnings;
+                    (result, fp)
+                },
+            )
+        }
+        _ => {
+            let component = stream_component(c).expect("a stream kind");
+            backup_stream_component(repo, name, component.as_ref(), tags, point, observer)
+        }
+    };
+    match outcome {
+        Ok((result, fingerprint)) => {
+            let s = &result.snapshot.summary;
+            record.status = ComponentStatus::Ok;
+            record.snapshot = Some(result.id.to_hex());
+            record.bytes = s.bytes_total;
+            record.bytes_added = s.bytes_added_stored;
+            record.fingerprint = Some(fingerprint);
+        }
+        Err(e) => record.error = Some(e.to_string()),
+    }
+    record.seconds = started.elapsed().as_secs_f64();
+    record
+}
+
+fn backup_stream_component(
+    repo: &IndexedRepository,
+    name: &str,
+    component: &dyn StreamComponent,
+    tags: Vec<String>,
+    point: &str,
+    observer: &Observer,
+) -> Result<(haven_repo::backup::BackupResult, haven_sources::Fingerprint), OpsError> {
+    let work = WorkDir::new(point, name)?;
+    let file_name = format!("{name}.{}", component.stream_name());
+    let mut stored = None;
+    let fingerprint = component.backup(
+        &mut |reader| {
+            let result = backup_stream(
+                repo.clone(),
+                reader,
+                &file_name,
+                tags.clone(),
+                None,
+                observer.progress.clone(),
+            )
+            .map_err(|e| SourceError::failed("storing the stream", e.to_string()))?;
+            stored = Some(result);
+            Ok(())
+        },
+        &work.0,
+    )?;
+    let result = stored.ok_or_else(|| {
+        OpsError::Invalid(format!(
+            "the {} component produced no stream",
+            component.kind()
+        ))
+    })?;
+    Ok((result, fingerprint))
+}

@@ -1,0 +1,312 @@
+//! `haven.toml`: repositories and tenants. Two layers: a raw serde layer
+//! (`deny_unknown_fields`, kebab-case keys, spans kept) checked by [`Config::parse`] into
+//! the validated [`Config`]. Every error names the file, the line and the key.
+//!
+//! ```toml
+//! [repositories.main]
+//! url = "/var/backups/haven"           # a folder, s3://..., s3:http://..., or mirror:...
+//! password-file = "/etc/haven/password" # or key-file = "..."; relative paths are relative to this file
+//!
+//! [tenants.acme]
+//! repository = "main"
+//! [tenants.acme.components.db]
+//! kind = "postgres"                     # postgres | redis | etcd | files | command
+//! url = "postgresql://postgres@127.0.0.1:5432/app"
+//! ```
+//! The keys of each component kind are those of its config struct
+//! (`haven_sources::postgres::PostgresConfig`, ..., [`FilesConfig`]); `docs/CONFIG.md`
+//! lists them all.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use haven_sources::command::CommandConfig;
+use haven_sources::etcd::EtcdConfig;
+use haven_sources::postgres::PostgresConfig;
+use haven_sources::redis::RedisConfig;
+
+/// A config error: which file, which line, which key, and what to do.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{file}{}{}: {message}", line.map(|l| format!(", line {l}")).unwrap_or_default(), if key.is_empty() { String::new() } else { format!(", key {key}") })]
+pub struct ConfigError {
+    pub file: String,
+    pub line: Option<usize>,
+    pub key: String,
+    pub message: String,
+}
+
+/// A file-tree component: the folders to back up, and optional hooks run with `sh -c`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FilesConfig {
+    /// Absolute paths of the folders (or files). Restoring into another tenant puts the
+    /// contents of the n-th path of the source into the n-th path of the target.
+    pub paths: Vec<PathBuf>,
+    /// Runs before the backup (e.g. to quiesce); when it fails, the component fails.
+    pub pre: Option<String>,
+    /// Runs after the backup, whether it succeeded or not.
+    pub post: Option<String>,
+}
+
+/// One component of a tenant, by `kind`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum ComponentConfig {
+    Postgres(PostgresConfig),
+    Redis(RedisConfig),
+    Etcd(EtcdConfig),
+    Files(FilesConfig),
+    Command(CommandConfig),
+}
+
+impl ComponentConfig {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ComponentConfig::Postgres(_) => "postgres",
+            ComponentConfig::Redis(_) => "redis",
+            ComponentConfig::Etcd(_) => "etcd",
+            ComponentConfig::Files(_) => "files",
+            ComponentConfig::Command(_) => "command",
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawConfig {
+    #[serde(default)]
+    repositories: BTreeMap<String, Spanned<RawRepository>>,
+    #[serde(default)]
+    tenants: BTreeMap<String, Spanned<RawTenant>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawRepository {
+    url: Spanned<String>,
+    password_file: Option<Spanned<PathBuf>>,
+    key_file: Option<Spanned<PathBuf>>,
+    min_sites: Option<Spanned<u32>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawTenant {
+    repository: Spanned<String>,
+    #[serde(default)]
+    components: BTreeMap<String, Spanned<ComponentConfig>>,
+}
+
+/// Where a repository is and how to open it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RepositoryConfig {
+    pub name: String,
+    pub url: String,
+    pub password_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// For `mirror:` URLs: how many sites must take each write (default: all).
+    pub min_sites: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tenant {
+    pub name: String,
+    pub repository: String,
+    pub components: BTreeMap<String, ComponentConfig>,
+}
+
+/// The validated config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub file: PathBuf,
+    pub repositories: BTreeMap<String, RepositoryConfig>,
+    pub tenants: BTreeMap<String, Tenant>,
+}
+
+/// 1-based line of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// Names of tenants and components end up in tags and scratch names: keep them plain.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+impl Config {
+    /// Read and validate the config at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.display().to_string(),
+            line: None,
+            key: String::new(),
+            message: format!(
+                "cannot read the config file: {e}; pass --config FILE or set HAVEN_CONFIG"
+            ),
+        })?;
+        Config::parse(path, &text)
+    }
+
+    /// Validate config text; `path` names the file in errors and anchors relative paths.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let err = |span: Option<Range<usize>>, key: String, message: String| ConfigError {
+            file: file.clone(),
+            line: span.map(|s| line_of(text, s.start)),
+            key,
+            message,
+        };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let message = e.message().trim().to_string();
+            err(e.span(), String::new(), message)
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let resolve = |p: &Path| {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            }
+        };
+
+        let mut repositories = BTreeMap::new();
+        for (name, raw_repo) in raw.repositories {
+            let span = raw_repo.span();
+            let r = raw_repo.into_inner();
+            let key = format!("repositories.{name}");
+            if r.url.get_ref().trim().is_empty() {
+                return Err(err(
+                    Some(r.url.span()),
+                    format!("{key}.url"),
+                    "the url is empty; give a folder, s3://bucket/prefix or mirror:... location"
+                        .into(),
+                ));
+            }
+            if let Some(m) = &r.min_sites {
+                if *m.get_ref() == 0 {
+                    return Err(err(
+                        Some(m.span()),
+                        format!("{key}.min-sites"),
+                        "min-sites must be at least 1".into(),
+                    ));
+                }
+            }
+            if r.password_file.is_some() && r.key_file.is_some() {
+                return Err(err(
+                    Some(span),
+                    key,
+                    "give either password-file or key-file, not both".into(),
+                ));
+            }
+            repositories.insert(
+                name.clone(),
+                RepositoryConfig {
+                    name,
+                    url: r.url.into_inner(),
+                    password_file: r.password_file.map(|p| resolve(p.get_ref())),
+                    key_file: r.key_file.map(|p| resolve(p.get_ref())),
+                    min_sites: r.min_sites.map(Spanned::into_inner),
+                },
+            );
+        }
+
+        let mut tenants = BTreeMap::new();
+        for (name, raw_tenant) in raw.tenants {
+            let span = raw_tenant.span();
+            let t = raw_tenant.into_inner();
+            let key = format!("tenants.{name}");
+            if !valid_name(&name) {
+                return Err(err(
+                    Some(span),
+                    key,
+                    "tenant names use letters, digits, - and _ only (at most 64)".into(),
+                ));
+            }
+            if !repositories.contains_key(t.repository.get_ref()) {
+                let declared: Vec<&str> = repositories.keys().map(String::as_str).collect();
+                return Err(err(
+                    Some(t.repository.span()),
+                    format!("{key}.repository"),
+                    format!(
+                        "no repository {:?} is declared (declared: {}); add a [repositories.{}] table",
+                        t.repository.get_ref(),
+                        if declared.is_empty() { "none".to_string() } else { declared.join(", ") },
+                        t.repository.get_ref()
+                    ),
+                ));
+            }
+            if t.components.is_empty() {
+                return Err(err(Some(span), key, format!("the tenant has no components; add a [tenants.{name}.components.NAME] table with a kind")));
+            }
+            let mut components = BTreeMap::new();
+            for (cname, c) in t.components {
+                let ckey = format!("{key}.components.{cname}");
+                let cspan = c.span();
+                if !valid_name(&cname) {
+                    return Err(err(
+                        Some(cspan),
+                        ckey,
+                        "component names use letters, digits, - and _ only (at most 64)".into(),
+                    ));
+                }
+                let c = c.into_inner();
+                if let ComponentConfig::Files(f) = &c {
+                    if f.paths.is_empty() {
+                        return Err(err(
+                            Some(cspan),
+                            format!("{ckey}.paths"),
+                            "name at least one path".into(),
+                        ));
+                    }
+                    if let Some(p) = f.paths.iter().find(|p| !p.is_absolute()) {
+                        return Err(err(
+                            Some(cspan),
+                            format!("{ckey}.paths"),
+                            format!("{} is not an absolute path", p.display()),
+                        ));
+                    }
+                }
+                components.insert(cname, c);
+            }
+            tenants.insert(
+                name.clone(),
+                Tenant {
+                    name,
+                    repository: t.repository.into_inner(),
+                    components,
+                },
+            );
+        }
+        Ok(Config {
+            file: path.to_path_buf(),
+            repositories,
+            tenants,
+        })
+    }
+
+    /// The tenant called `name`, or an error listing the declared ones.
+    pub fn tenant(&self, name: &str) -> Result<&Tenant, ConfigError> {
+        self.tenants.get(name).ok_or_else(|| ConfigError {
+            file: self.file.display().to_string(),
+            line: None,
+            key: format!("tenants.{name}"),
+            message: format!(
+                "no tenant {name:?} is declared (declared: {})",
+                self.tenants.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        })
+    }
+
+    /// The repository of a tenant (validated to exist).
+    pub fn repository_of(&self, tenant: &Tenant) -> &RepositoryConfig {
+        &self.repositories[&tenant.repository]
+    }
+}

@@ -1,0 +1,90 @@
+//! Tenants and recovery points: the operations layer above the repository engine and
+//! the sources.
+//!
+//! ```text
+//! haven.toml ──Config::load──> Config { repositories, tenants }
+//! backup_tenant:  every component ──stream / tree──> its snapshot; fingerprints
+//!                 ──> RecoveryPoint manifest (written last; complete or failed)
+//! restore_tenant: RecoveryPoint ──> each component restored into the target tenant's
+//!                 component ──> fingerprint compared + health probe ──> TenantReport
+//! verify_tenant:  the same into scratch targets (throwaway databases/servers), removed after
+//! ```
+//! Main types: [`config::Config`], [`point::RecoveryPoint`], [`report::TenantReport`],
+//! [`OpsError`]. Component kinds are `haven_sources`' stream components plus [`files`].
+
+pub mod backup;
+pub mod config;
+pub mod files;
+pub mod location;
+pub mod point;
+pub mod report;
+pub mod restore;
+pub mod verify;
+
+use haven_repo::keys::Secret;
+use haven_repo::{RepoError, Repository};
+use haven_sources::SourceError;
+use haven_store::MinSites;
+
+pub use backup::backup_tenant;
+pub use config::{Config, ConfigError};
+pub use restore::{restore_tenant, RestoreRequest};
+pub use verify::verify_tenant;
+
+/// Errors of tenant operations. Component failures are not errors of the operation: they
+/// are recorded in the recovery point or the report.
+#[derive(Debug, thiserror::Error)]
+pub enum OpsError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    #[error(transparent)]
+    Store(#[from] haven_store::StoreError),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Open a repository declared in the config (its key from password-file or key-file,
+/// else `HAVEN_PASSWORD_FILE` / `HAVEN_PASSWORD`). When `create` is set and there is no
+/// repository yet, one is made (only in an empty location); the flag says so.
+pub fn open_repository(
+    rc: &config::RepositoryConfig,
+    create: bool,
+) -> Result<(Repository, bool), OpsError> {
+    let min_sites = rc
+        .min_sites
+        .map_or(MinSites::All, |n| MinSites::AtLeast(n as usize));
+    let backend = location::open_backend(&rc.url, min_sites)?;
+    let secret = secret_of(rc)?;
+    if backend.list(haven_store::FileKind::Marker)?.is_empty() {
+        // `init` itself refuses a location that holds anything.
+        if create {
+            let repo = Repository::init(backend, &secret, &haven_repo::InitOptions::default())?;
+            return Ok((repo, true));
+        }
+        return Err(RepoError::NotARepository(rc.url.clone()).into());
+    }
+    Ok((Repository::open(backend, &secret)?, false))
+}
+
+fn secret_of(rc: &config::RepositoryConfig) -> Result<Secret, OpsError> {
+    if let Some(path) = &rc.key_file {
+        return Ok(Secret::from_key_file(path)?);
+    }
+    if let Some(path) = &rc.password_file {
+        return Ok(Secret::from_password_file(path)?);
+    }
+    if let Some(path) = std::env::var_os("HAVEN_PASSWORD_FILE") {
+        return Ok(Secret::from_password_file(std::path::Path::new(&path))?);
+    }
+    match std::env::var("HAVEN_PASSWORD") {
+        Ok(pw) if !pw.is_empty() => Ok(Secret::Passphrase(pw)),
+        _ => Err(OpsError::Invalid(format!(
+            "repository {} has no password-file or key-file in the config, and neither HAVEN_PASSWORD_FILE nor HAVEN_PASSWORD is set",
+            rc.name
+        ))),
+    }
+}

@@ -1,0 +1,250 @@
+//! Recovery points: the snapshots of all components of a tenant taken in one run, tied
+//! together by a manifest that is itself stored in the repository (encrypted, as a
+//! one-file snapshot), so the repository alone is enough to list and restore them.
+//!
+//! ```text
+//! component snapshots  tags: haven-tenant=T, haven-point=P, haven-component=C
+//! manifest snapshot    tags: haven-recovery-point, haven-tenant=T, haven-point=P
+//!                      one file, recovery-point.json: RecoveryPoint (written last)
+//! ```
+//! A point is restorable only when its manifest exists and says `complete`. A run that
+//! was killed before writing the manifest leaves component snapshots without one: they
+//! are never listed as a point (prune/forget treat them as ordinary snapshots).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use haven_repo::backup::backup_stream;
+use haven_repo::progress::Progress;
+use haven_repo::restore::restore_to_writer;
+use haven_repo::snapshot::SnapshotEntry;
+use haven_repo::IndexedRepository;
+use haven_sources::Fingerprint;
+
+use crate::OpsError;
+
+/// Tag on every manifest snapshot.
+pub const MANIFEST_TAG: &str = "haven-recovery-point";
+/// File name of the manifest inside its snapshot.
+pub const MANIFEST_NAME: &str = "recovery-point.json";
+/// Version of the manifest's JSON layout.
+pub const MANIFEST_FORMAT: u32 = 1;
+
+pub fn tenant_tag(tenant: &str) -> String {
+    format!("haven-tenant={tenant}")
+}
+
+pub fn point_tag(point: &str) -> String {
+    format!("haven-point={point}")
+}
+
+pub fn component_tag(component: &str) -> String {
+    format!("haven-component={component}")
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PointStatus {
+    /// Every component succeeded: restorable.
+    Complete,
+    /// At least one component failed: never restored.
+    Failed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ComponentStatus {
+    Ok,
+    Failed,
+}
+
+/// What one component's backup recorded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ComponentRecord {
+    pub kind: String,
+    /// The system that was backed up (no passwords).
+    pub source: String,
+    pub status: ComponentStatus,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// The component's snapshot (hex id), when one was written.
+    pub snapshot: Option<String>,
+    /// Bytes backed up (dump size, or total file size).
+    pub bytes: u64,
+    /// Bytes newly stored in the repository (after dedup and compression).
+    pub bytes_added: u64,
+    pub seconds: f64,
+    pub fingerprint: Option<Fingerprint>,
+    /// `files`: the source paths, in config order (restores map them by position).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<String>,
+    /// Non-fatal problems (a failing post-hook, unreadable files skipped).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// The manifest of one recovery point.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecoveryPoint {
+    pub format: u32,
+    /// 16 hex digits, random.
+    pub id: String,
+    pub tenant: String,
+    pub started: DateTime<Utc>,
+    pub finished: DateTime<Utc>,
+    pub status: PointStatus,
+    pub components: BTreeMap<String, ComponentRecord>,
+}
+
+impl RecoveryPoint {
+    /// Total bytes backed up and newly stored.
+    pub fn sizes(&self) -> (u64, u64) {
+        self.components
+            .values()
+            .fold((0, 0), |(b, a), c| (b + c.bytes, a + c.bytes_added))
+    }
+
+    /// One line per failed component: `name: reason`.
+    pub fn failures(&self) -> Vec<String> {
+        self.components
+            .iter()
+            .filter(|(_, c)| c.status == ComponentStatus::Failed)
+            .map(|(n, c)| format!("{n}: {}", c.error.as_deref().unwrap_or("failed")))
+            .collect()
+    }
+}
+
+/// A fresh point id.
+pub fn new_point_id() -> String {
+    hex::encode(haven_repo::crypto::random_bytes::<8>())
+}
+
+/// Store the manifest (after every component snapshot is durable).
+pub fn save_manifest(repo: &IndexedRepository, point: &RecoveryPoint) -> Result<(), OpsError> {
+    let json = serde_json::to_vec_pretty(point).expect("a manifest serialises");
+    backup_stream(
+        repo.clone(),
+        json.as_slice(),
+        MANIFEST_NAME,
+        vec![
+            MANIFEST_TAG.to_string(),
+            tenant_tag(&point.tenant),
+            point_tag(&point.id),
+        ],
+        None,
+        Arc::new(Progress::default()),
+    )?;
+    Ok(())
+}
+
+/// A recovery point with the snapshot its manifest lives in.
+#[derive(Debug, Clone)]
+pub struct ListedPoint {
+    pub manifest: SnapshotEntry,
+    pub point: RecoveryPoint,
+}
+
+/// Every recovery point of `tenant`, oldest first. Manifests that cannot be read are
+/// returned as errors beside the list (name, reason).
+pub fn list_points(
+    repo: &IndexedRepository,
+    tenant: &str,
+) -> Result<(Vec<ListedPoint>, Vec<(String, String)>), OpsError> {
+    let (snapshots, mut damaged) = repo.repo.snapshots()?;
+    let want = tenant_tag(tenant);
+    let mut points = vec![];
+    for entry in snapshots {
+        let tags = &entry.snapshot.tags;
+        if !tags.iter().any(|t| t == MANIFEST_TAG) || !tags.contains(&want) {
+            continue;
+        }
+        let mut json = vec![];
+        let loaded = restore_to_writer(repo, &entry.snapshot, None, &mut json)
+            .map_err(|e| e.to_string())
+            .and_then(|_| {
+                serde_json::from_slice::<RecoveryPoint>(&json).map_err(|e| e.to_string())
+            });
+        match loaded {
+            Ok(point) if point.format <= MANIFEST_FORMAT => points.push(ListedPoint {
+                manifest: entry,
+                point,
+            }),
+            Ok(point) => damaged.push((
+                entry.id.to_hex(),
+                format!(
+                    "manifest format {} is newer than this haven; upgrade haven",
+                    point.format
+                ),
+            )),
+            Err(why) => damaged.push((entry.id.to_hex(), format!("manifest unreadable: {why}"))),
+        }
+    }
+    points.sort_by_key(|p| p.point.started);
+    Ok((points, damaged))
+}
+
+/// Which point a restore or verify uses.
+#[derive(Debug, Clone, Default)]
+pub enum PointChoice {
+    /// The newest complete point.
+    #[default]
+    Latest,
+    /// A point id or a unique prefix of one.
+    Id(String),
+    /// The newest complete point taken at or before this time.
+    At(DateTime<Utc>),
+}
+
+/// Pick a restorable (complete) point of `tenant`.
+pub fn choose_point(
+    points: &[ListedPoint],
+    tenant: &str,
+    choice: &PointChoice,
+) -> Result<RecoveryPoint, OpsError> {
+    let complete = |p: &&ListedPoint| p.point.status == PointStatus::Complete;
+    let none = |what: String| {
+        OpsError::Invalid(format!(
+            "tenant {tenant} has {what}; list its recovery points with `haven tenant points {tenant}`"
+        ))
+    };
+    let found = match choice {
+        PointChoice::Latest => points
+            .iter()
+            .rev()
+            .find(complete)
+            .ok_or_else(|| none("no complete recovery point".into()))?,
+        PointChoice::At(t) => points
+            .iter()
+            .rev()
+            .filter(complete)
+            .find(|p| p.point.started <= *t)
+            .ok_or_else(|| none(format!("no complete recovery point taken at or before {t}")))?,
+        PointChoice::Id(prefix) => {
+            let prefix = prefix.to_lowercase();
+            let matches: Vec<_> = points
+                .iter()
+                .filter(|p| p.point.id.starts_with(&prefix))
+                .collect();
+            match matches.as_slice() {
+                [one] => *one,
+                [] => return Err(none(format!("no recovery point {prefix:?}"))),
+                _ => {
+                    return Err(OpsError::Invalid(format!(
+                        "{prefix:?} matches several recovery points of tenant {tenant}; give more digits"
+                    )))
+                }
+            }
+        }
+    };
+    if found.point.status != PointStatus::Complete {
+        return Err(OpsError::Invalid(format!(
+            "recovery point {} of tenant {tenant} failed ({}); it cannot be restored: choose a complete one from `haven tenant points {tenant}`",
+            found.point.id,
+            found.point.failures().join("; ")
+        )));
+    }
+    Ok(found.point.clone())
+}

@@ -48,7 +48,7 @@ pub struct FilesConfig {
     pub paths: Vec<PathBuf>,
     /// Runs before the backup (e.g. to quiesce); when it fails, the component fails.
     pub pre: Option<String>,
-    /// Runs after the backup, whether it succeeded or not.
+    /// Runs after the backup, always (also when the pre-hook or the backup failed).
     pub post: Option<String>,
 }
 
@@ -132,6 +132,19 @@ fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
 }
 
+/// The `[table]` header above a byte offset (the key path an error is inside of).
+fn enclosing_table(text: &str, offset: usize) -> String {
+    let offset = offset.min(text.len());
+    let line_end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
+    text[..line_end]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string())
+        .unwrap_or_default()
+}
+
 /// Names of tenants and components end up in tags and scratch names: keep them plain.
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
@@ -166,7 +179,11 @@ impl Config {
         };
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let message = e.message().trim().to_string();
-            err(e.span(), String::new(), message)
+            let key = e
+                .span()
+                .map(|s| enclosing_table(text, s.start))
+                .unwrap_or_default();
+            err(e.span(), key, message)
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
         let resolve = |p: &Path| {

@@ -44,19 +44,27 @@ pub fn backup_files(
     tags: Vec<String>,
     progress: Arc<Progress>,
 ) -> Result<(BackupResult, Fingerprint, Vec<String>), OpsError> {
-    if let Some(pre) = &cfg.pre {
-        run_hook("pre", pre)
-            .map_err(|e| OpsError::Invalid(format!("{e}; the component was not backed up")))?;
-    }
-    let result = backup_paths(
-        repo.clone(),
-        &BackupOptions {
-            paths: cfg.paths.clone(),
-            tags,
-            ..Default::default()
-        },
-        progress,
-    );
+    let pre = cfg
+        .pre
+        .as_deref()
+        .map_or(Ok(()), |pre| run_hook("pre", pre));
+    let result = match pre {
+        Err(e) => Err(OpsError::Invalid(format!(
+            "{e}; the component was not backed up"
+        ))),
+        Ok(()) => backup_paths(
+            repo.clone(),
+            &BackupOptions {
+                paths: cfg.paths.clone(),
+                tags,
+                ..Default::default()
+            },
+            progress,
+        )
+        .map_err(OpsError::from),
+    };
+    // The post-hook always runs, also after a failed pre-hook (it undoes what pre may
+    // have half done, e.g. a freeze).
     let mut warnings = vec![];
     if let Some(post) = &cfg.post {
         if let Err(e) = run_hook("post", post) {
@@ -65,7 +73,9 @@ pub fn backup_files(
     }
     let result = result?;
     warnings.extend(result.warnings.iter().cloned());
-    let fingerprint = snapshot_fingerprint(repo, &result.snapshot, &cfg.paths)?;
+    // The index loaded at the start does not know the trees this backup just wrote.
+    let reloaded = repo.repo.clone().indexed()?;
+    let fingerprint = snapshot_fingerprint(&reloaded, &result.snapshot, &cfg.paths)?;
     Ok((result, fingerprint, warnings))
 }
 

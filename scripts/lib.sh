@@ -19,3 +19,12 @@ ensure_rust() {
 ensure_nextest() {
   command -v cargo-nextest >/dev/null 2>&1 || cargo install cargo-nextest --locked
 }
+
+ensure_postgres() { # the server binaries (initdb, pg_ctl) and the client tools
+  if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    echo "installing postgresql (apt)"
+    if [ -z "${HAVEN_APT_UPDATED:-}" ]; then apt-get update -qq >/dev/null; export HAVEN_APT_UPDATED=1; fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql postgresql-client >/dev/null
+  fi
+  need_apt pg_dump postgresql-client
+}

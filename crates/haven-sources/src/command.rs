@@ -184,7 +184,6 @@ impl Drop for CommandScratch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Read;
 
     fn component(backup: &str, restore: &str, fingerprint: &str) -> CommandComponent {
         CommandComponent::new(CommandConfig {

@@ -91,6 +91,18 @@ pub enum Command {
     /// Tenants from the config file: back up, list recovery points, restore, verify.
     #[command(subcommand)]
     Tenant(TenantCommand),
+    /// Show what Haven is for: back up a throwaway tenant (PostgreSQL, Redis, files), destroy it, re-create it elsewhere, validate.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Work in this folder (kept afterwards) instead of a temporary one.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Keep the temporary folder (servers' data, repository, config) afterwards.
+    #[arg(long)]
+    pub keep: bool,
 }
 
 #[derive(Debug, Args)]

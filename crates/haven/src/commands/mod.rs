@@ -4,6 +4,7 @@
 mod backup;
 mod check;
 mod copy;
+mod demo;
 mod forget;
 mod init;
 mod key;
@@ -49,6 +50,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             None => unlock::repair_mirror(g),
         },
         Command::Tenant(t) => tenant::run(g, t),
+        Command::Demo(a) => demo::run(g, a),
     }
 }
 

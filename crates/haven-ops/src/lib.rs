@@ -14,6 +14,7 @@
 
 pub mod backup;
 pub mod config;
+pub mod daemon;
 pub mod files;
 pub mod location;
 pub mod point;

@@ -12,6 +12,7 @@
 //! Main types: [`config::Config`], [`point::RecoveryPoint`], [`report::TenantReport`],
 //! [`OpsError`]. Component kinds are `haven_sources`' stream components plus [`files`].
 
+pub mod alerts;
 pub mod backup;
 pub mod config;
 pub mod daemon;

@@ -150,6 +150,10 @@ pub enum ViewError {
     UnknownTenant(String),
     #[error("no job {0}")]
     UnknownJob(i64),
+    /// The request conflicts with what the daemon is doing (e.g. that job is already
+    /// queued or running for the tenant); the API answers 409.
+    #[error("{0}")]
+    Conflict(String),
     #[error("{0}")]
     Unavailable(String),
 }

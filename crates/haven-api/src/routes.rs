@@ -1,0 +1,190 @@
+//! The routes. Handlers are thin: each asks the [`DaemonView`] one question on tokio's
+//! blocking pool (the view reads a SQLite catalog) and answers JSON; errors are
+//! `{"error": "..."}` with 400 (bad request), 404 (no such tenant or job), 409 (conflict),
+//! 503 (the daemon cannot answer now), 401 (see `auth`).
+
+use std::sync::Arc;
+
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, LOCATION, X_CONTENT_TYPE_OPTIONS};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{middleware, Json, Router};
+use haven_ops::daemon::view::{DaemonView, JobKind, ViewError};
+use serde::Deserialize;
+
+use crate::auth::{require_token, Token};
+
+type View = Arc<dyn DaemonView>;
+
+/// Jobs listed when the request names no `limit`, and the most it may ask for.
+const DEFAULT_JOBS: usize = 50;
+const MAX_JOBS: usize = 1000;
+
+pub(crate) fn router(view: View, token: Token) -> Router {
+    let protected = Router::new()
+        .route("/api/v1/tenants", get(tenants))
+        .route("/api/v1/tenants/{name}", get(tenant))
+        .route("/api/v1/tenants/{name}/points", get(points))
+        .route("/api/v1/tenants/{name}/backup", post(backup))
+        .route("/api/v1/tenants/{name}/verify", post(verify))
+        .route("/api/v1/jobs", get(jobs))
+        .route("/api/v1/jobs/{id}", get(job))
+        .route("/metrics", get(metrics))
+        .route_layer(middleware::from_fn_with_state(token, require_token))
+        .with_state(view);
+    Router::new()
+        .route("/", get(crate::dashboard::page))
+        .route("/api/v1/openapi.json", get(openapi))
+        .merge(protected)
+        .fallback(not_found)
+        .layer(middleware::map_response(common_headers))
+}
+
+async fn common_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    // Status changes by the second; nothing here may be served from a cache.
+    headers
+        .entry(CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    response
+}
+
+/// An error answer: a status and `{"error": message}`.
+#[derive(Debug)]
+pub(crate) struct Failure(StatusCode, String);
+
+pub(crate) fn error_body(message: String) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "error": message }))
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        (self.0, error_body(self.1)).into_response()
+    }
+}
+
+impl From<ViewError> for Failure {
+    fn from(e: ViewError) -> Self {
+        let status = match e {
+            ViewError::UnknownTenant(_) | ViewError::UnknownJob(_) => StatusCode::NOT_FOUND,
+            ViewError::Conflict(_) => StatusCode::CONFLICT,
+            ViewError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        Failure(status, e.to_string())
+    }
+}
+
+/// Runs `question` against the view on the blocking pool.
+async fn ask<T: Send + 'static>(
+    view: &View,
+    question: impl FnOnce(&dyn DaemonView) -> T + Send + 'static,
+) -> Result<T, Failure> {
+    let view = Arc::clone(view);
+    tokio::task::spawn_blocking(move || question(&*view))
+        .await
+        .map_err(|_| {
+            Failure(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the daemon failed while answering (see its log)".into(),
+            )
+        })
+}
+
+type Answer = Result<Response, Failure>;
+
+fn json<T: serde::Serialize>(value: T) -> Answer {
+    Ok(Json(value).into_response())
+}
+
+fn tenant_name(path: Result<Path<String>, PathRejection>) -> Result<String, Failure> {
+    path.map(|Path(name)| name)
+        .map_err(|e| Failure(StatusCode::BAD_REQUEST, e.body_text()))
+}
+
+async fn tenants(State(view): State<View>) -> Answer {
+    json(ask(&view, |v| v.tenants()).await?)
+}
+
+async fn tenant(State(view): State<View>, path: Result<Path<String>, PathRejection>) -> Answer {
+    let name = tenant_name(path)?;
+    json(ask(&view, move |v| v.tenant(&name)).await??)
+}
+
+async fn points(State(view): State<View>, path: Result<Path<String>, PathRejection>) -> Answer {
+    let name = tenant_name(path)?;
+    json(ask(&view, move |v| v.points(&name)).await??)
+}
+
+#[derive(Debug, Deserialize)]
+struct JobsQuery {
+    tenant: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn jobs(State(view): State<View>, query: Result<Query<JobsQuery>, QueryRejection>) -> Answer {
+    let Query(query) = query.map_err(|e| {
+        Failure(
+            StatusCode::BAD_REQUEST,
+            format!("{} (expected ?tenant=NAME&limit=N)", e.body_text()),
+        )
+    })?;
+    let limit = query.limit.unwrap_or(DEFAULT_JOBS).min(MAX_JOBS);
+    json(ask(&view, move |v| v.jobs(query.tenant.as_deref(), limit)).await?)
+}
+
+async fn job(State(view): State<View>, path: Result<Path<i64>, PathRejection>) -> Answer {
+    let Path(id) = path.map_err(|_| {
+        Failure(
+            StatusCode::BAD_REQUEST,
+            "a job id is an integer, as returned by the trigger or the job list".into(),
+        )
+    })?;
+    json(ask(&view, move |v| v.job(id)).await??)
+}
+
+async fn trigger(view: View, path: Result<Path<String>, PathRejection>, kind: JobKind) -> Answer {
+    let name = tenant_name(path)?;
+    let id = ask(&view, move |v| v.trigger(&name, kind)).await??;
+    let mut response =
+        (StatusCode::ACCEPTED, Json(serde_json::json!({ "job": id }))).into_response();
+    if let Ok(location) = HeaderValue::from_str(&format!("/api/v1/jobs/{id}")) {
+        response.headers_mut().insert(LOCATION, location);
+    }
+    Ok(response)
+}
+
+async fn backup(State(view): State<View>, path: Result<Path<String>, PathRejection>) -> Answer {
+    trigger(view, path, JobKind::Backup).await
+}
+
+async fn verify(State(view): State<View>, path: Result<Path<String>, PathRejection>) -> Answer {
+    trigger(view, path, JobKind::Verify).await
+}
+
+async fn metrics(State(view): State<View>) -> Answer {
+    let snapshot = ask(&view, |v| v.metrics()).await?;
+    Ok((
+        [(CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+        crate::metrics::render(&snapshot),
+    )
+        .into_response())
+}
+
+async fn openapi() -> Response {
+    (
+        [(CONTENT_TYPE, "application/json")],
+        crate::openapi::OPENAPI_JSON,
+    )
+        .into_response()
+}
+
+async fn not_found() -> Failure {
+    Failure(
+        StatusCode::NOT_FOUND,
+        "no such route: the API is described at /api/v1/openapi.json".into(),
+    )
+}

@@ -14,6 +14,7 @@
 
 pub mod alerts;
 pub mod backup;
+pub mod catalog;
 pub mod config;
 pub mod daemon;
 pub mod files;
@@ -21,6 +22,7 @@ pub mod location;
 pub mod point;
 pub mod report;
 pub mod restore;
+pub mod schedule;
 pub mod verify;
 
 use haven_repo::keys::Secret;

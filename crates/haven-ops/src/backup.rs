@@ -22,6 +22,7 @@ use haven_repo::IndexedRepository;
 use haven_sources::{SourceError, StreamComponent};
 
 use crate::config::{ComponentConfig, Config, Tenant};
+use crate::plan::Retries;
 use crate::point::{
     component_tag, new_point_id, point_tag, save_manifest, tenant_tag, ComponentRecord,
     ComponentStatus, PointStatus, RecoveryPoint, MANIFEST_FORMAT,
@@ -31,6 +32,8 @@ use crate::OpsError;
 /// Receives progress of a tenant operation: a line per step, and byte counters.
 pub struct Observer {
     pub progress: Arc<Progress>,
+    /// The component being worked on.
+    pub component: Arc<std::sync::Mutex<Option<String>>>,
     on_line: Box<dyn Fn(&str) + Send + Sync>,
 }
 
@@ -38,6 +41,7 @@ impl Observer {
     pub fn new(on_line: impl Fn(&str) + Send + Sync + 'static) -> Self {
         Observer {
             progress: Arc::new(Progress::default()),
+            component: Arc::default(),
             on_line: Box::new(on_line),
         }
     }
@@ -49,6 +53,11 @@ impl Observer {
 
     pub fn line(&self, text: &str) {
         (self.on_line)(text)
+    }
+
+    /// Say which component is being worked on (shown as the job's progress).
+    pub fn set_component(&self, name: Option<&str>) {
+        *self.component.lock().expect("observer") = name.map(str::to_string);
     }
 }
 
@@ -127,6 +136,24 @@ pub fn backup_tenant(
     lock_wait: Duration,
     observer: &Observer,
 ) -> Result<RecoveryPoint, OpsError> {
+    let no_retry = Retries {
+        attempts: 1,
+        backoff: Duration::ZERO,
+    };
+    backup_tenant_with_retries(config, tenant, lock_wait, observer, no_retry, &|_| {})
+}
+
+/// [`backup_tenant`], retrying each failed component up to `retries.attempts` times in
+/// all, waiting `retries.backoff` (doubled each time) through `sleep` (the daemon's clock)
+/// before each retry. The point is complete only if every component finally succeeded.
+pub fn backup_tenant_with_retries(
+    config: &Config,
+    tenant: &str,
+    lock_wait: Duration,
+    observer: &Observer,
+    retries: Retries,
+    sleep: &dyn Fn(Duration),
+) -> Result<RecoveryPoint, OpsError> {
     let t = config.tenant(tenant)?;
     let started = Utc::now();
     let (repo, _lock) = open_tenant_repository(
@@ -140,12 +167,28 @@ pub fn backup_tenant(
     let id = new_point_id();
     let mut components = std::collections::BTreeMap::new();
     for (name, c) in &t.components {
+        observer.set_component(Some(name));
         observer.line(&format!(
             "{name} ({}): backing up {}",
             c.kind(),
             describe(c)
         ));
-        let record = backup_component(&repo, t, &id, name, c, observer);
+        let mut record = backup_component(&repo, t, &id, name, c, observer);
+        let mut wait = retries.backoff;
+        while record.status == ComponentStatus::Failed && record.attempts < retries.attempts {
+            observer.line(&format!(
+                "{name}: attempt {} of {} failed ({}); retrying in {}",
+                record.attempts,
+                retries.attempts,
+                record.error.as_deref().unwrap_or("failed"),
+                crate::plan::format_span(wait)
+            ));
+            sleep(wait);
+            wait *= 2;
+            let attempts = record.attempts;
+            record = backup_component(&repo, t, &id, name, c, observer);
+            record.attempts = attempts + 1;
+        }
         match &record.error {
             None => observer.line(&format!(
                 "{name}: done in {:.2} s, {} ({}), {} added",
@@ -206,6 +249,7 @@ fn backup_component(
         fingerprint: None,
         paths: vec![],
         warnings: vec![],
+        attempts: 1,
     };
     let outcome = match c {
         ComponentConfig::Files(f) => {

@@ -24,6 +24,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::plan::{parse_span, DaemonSettings, Plan, RawDaemon, RawRetention, RawRetries, Retries};
+
 use haven_sources::command::CommandConfig;
 use haven_sources::etcd::EtcdConfig;
 use haven_sources::postgres::PostgresConfig;
@@ -51,6 +53,9 @@ pub struct FilesConfig {
     /// Runs after the backup, always (also when the pre-hook or the backup failed).
     pub post: Option<String>,
 }
+
+/// An alert sink, by `kind` (`webhook`, `smtp`); see [`crate::alerts`].
+pub type AlertSinkConfig = crate::alerts::AlertSinkConfig;
 
 /// One component of a tenant, by `kind`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -82,6 +87,10 @@ struct RawConfig {
     repositories: BTreeMap<String, Spanned<RawRepository>>,
     #[serde(default)]
     tenants: BTreeMap<String, Spanned<RawTenant>>,
+    #[serde(default)]
+    daemon: Option<Spanned<RawDaemon>>,
+    #[serde(default)]
+    alerts: BTreeMap<String, Spanned<AlertSinkConfig>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -99,6 +108,12 @@ struct RawTenant {
     repository: Spanned<String>,
     #[serde(default)]
     components: BTreeMap<String, Spanned<ComponentConfig>>,
+    schedule: Option<Spanned<String>>,
+    retention: Option<Spanned<RawRetention>>,
+    rpo: Option<Spanned<String>>,
+    retries: Option<Spanned<RawRetries>>,
+    alerts: Option<Spanned<Vec<String>>>,
+    verify_schedule: Option<Spanned<String>>,
 }
 
 /// Where a repository is and how to open it.
@@ -117,6 +132,8 @@ pub struct Tenant {
     pub name: String,
     pub repository: String,
     pub components: BTreeMap<String, ComponentConfig>,
+    /// Schedule, retention, RPO, retries, alerts (defaults when not given).
+    pub plan: Plan,
 }
 
 /// The validated config.
@@ -125,11 +142,64 @@ pub struct Config {
     pub file: PathBuf,
     pub repositories: BTreeMap<String, RepositoryConfig>,
     pub tenants: BTreeMap<String, Tenant>,
+    /// `[daemon]` settings of `haven serve` (defaults when not given).
+    pub daemon: DaemonSettings,
+    /// `[alerts.NAME]` sinks.
+    pub alerts: BTreeMap<String, AlertSinkConfig>,
 }
 
 /// 1-based line of a byte offset.
 fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// A cron expression the scheduler accepts.
+fn check_cron(expr: &str) -> Result<(), String> {
+    crate::schedule::Schedule::parse(expr).map(|_| ())
+}
+
+/// Validate `[daemon]`; errors carry the key inside the table.
+fn daemon_settings(
+    d: RawDaemon,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+) -> Result<DaemonSettings, (&'static str, String)> {
+    let mut s = DaemonSettings::default();
+    if let Some(dir) = d.state_dir {
+        s.state_dir = resolve(&dir);
+    }
+    if let Some(l) = d.listen {
+        s.listen = l.parse().map_err(|_| {
+            (
+                "listen",
+                format!("{l:?} is not an address: use IP:PORT, e.g. 127.0.0.1:8470"),
+            )
+        })?;
+    }
+    if d.api_token.is_some() && d.api_token_file.is_some() {
+        return Err((
+            "api-token",
+            "give either api-token or api-token-file, not both".into(),
+        ));
+    }
+    s.api_token = d.api_token;
+    s.api_token_file = d.api_token_file.map(|p| resolve(&p));
+    if let Some(c) = d.concurrency {
+        if c == 0 {
+            return Err(("concurrency", "concurrency must be at least 1".into()));
+        }
+        s.concurrency = c;
+    }
+    if let Some(r) = d.retention_schedule {
+        check_cron(&r).map_err(|m| ("retention-schedule", m))?;
+        s.retention_schedule = r;
+    }
+    if let Some(r) = d.reminder {
+        s.reminder = parse_span(&r).map_err(|m| ("reminder", m))?;
+    }
+    if let Some(g) = d.shutdown_grace {
+        s.shutdown_grace = parse_span(&g).map_err(|m| ("shutdown-grace", m))?;
+    }
+    Ok(s)
 }
 
 /// The `[table]` header above a byte offset (the key path an error is inside of).
@@ -235,6 +305,26 @@ impl Config {
             );
         }
 
+        let mut alerts = BTreeMap::new();
+        for (name, sink) in raw.alerts {
+            let span = sink.span();
+            let mut sink = sink.into_inner();
+            if let Err(e) = sink.validate() {
+                return Err(err(Some(span), format!("alerts.{name}"), e.to_string()));
+            }
+            sink.resolve_paths(base);
+            alerts.insert(name, sink);
+        }
+        let daemon = match raw.daemon {
+            None => DaemonSettings::default(),
+            Some(d) => {
+                let span = d.span();
+                daemon_settings(d.into_inner(), &resolve).map_err(|(key, message)| {
+                    err(Some(span.clone()), format!("daemon.{key}"), message)
+                })?
+            }
+        };
+
         let mut tenants = BTreeMap::new();
         for (name, raw_tenant) in raw.tenants {
             let span = raw_tenant.span();
@@ -262,6 +352,59 @@ impl Config {
             }
             if t.components.is_empty() {
                 return Err(err(Some(span), key, format!("the tenant has no components; add a [tenants.{name}.components.NAME] table with a kind")));
+            }
+            let mut plan = Plan::default();
+            if let Some(v) = &t.schedule {
+                check_cron(v.get_ref())
+                    .map_err(|m| err(Some(v.span()), format!("{key}.schedule"), m))?;
+                plan.schedule = v.get_ref().clone();
+            }
+            if let Some(v) = &t.verify_schedule {
+                check_cron(v.get_ref())
+                    .map_err(|m| err(Some(v.span()), format!("{key}.verify-schedule"), m))?;
+                plan.verify_schedule = Some(v.get_ref().clone());
+            }
+            if let Some(v) = &t.retention {
+                plan.retention = v
+                    .get_ref()
+                    .policy()
+                    .map_err(|m| err(Some(v.span()), format!("{key}.retention"), m))?;
+            }
+            if let Some(v) = &t.rpo {
+                plan.rpo = parse_span(v.get_ref())
+                    .map_err(|m| err(Some(v.span()), format!("{key}.rpo"), m))?;
+            }
+            if let Some(v) = &t.retries {
+                let r = v.get_ref();
+                let mut retries = Retries::default();
+                if let Some(a) = r.attempts {
+                    if a == 0 {
+                        return Err(err(
+                            Some(v.span()),
+                            format!("{key}.retries.attempts"),
+                            "attempts must be at least 1 (1 = no retry)".into(),
+                        ));
+                    }
+                    retries.attempts = a;
+                }
+                if let Some(b) = &r.backoff {
+                    retries.backoff = parse_span(b)
+                        .map_err(|m| err(Some(v.span()), format!("{key}.retries.backoff"), m))?;
+                }
+                plan.retries = retries;
+            }
+            if let Some(v) = &t.alerts {
+                if let Some(unknown) = v.get_ref().iter().find(|a| !alerts.contains_key(*a)) {
+                    return Err(err(
+                        Some(v.span()),
+                        format!("{key}.alerts"),
+                        format!(
+                            "no alert sink {unknown:?} is declared (declared: {}); add an [alerts.{unknown}] table",
+                            if alerts.is_empty() { "none".to_string() } else { alerts.keys().cloned().collect::<Vec<_>>().join(", ") }
+                        ),
+                    ));
+                }
+                plan.alerts = Some(v.get_ref().clone());
             }
             let mut components = BTreeMap::new();
             for (cname, c) in t.components {
@@ -299,6 +442,7 @@ impl Config {
                     name,
                     repository: t.repository.into_inner(),
                     components,
+                    plan,
                 },
             );
         }
@@ -306,6 +450,8 @@ impl Config {
             file: path.to_path_buf(),
             repositories,
             tenants,
+            daemon,
+            alerts,
         })
     }
 

@@ -19,9 +19,11 @@ pub mod config;
 pub mod daemon;
 pub mod files;
 pub mod location;
+pub mod plan;
 pub mod point;
 pub mod report;
 pub mod restore;
+pub mod retention;
 pub mod schedule;
 pub mod verify;
 
@@ -47,8 +49,17 @@ pub enum OpsError {
     Store(#[from] haven_store::StoreError),
     #[error(transparent)]
     Source(#[from] SourceError),
+    /// Boxed: a catalog error can itself carry an `OpsError` (rebuilding from a repository).
+    #[error(transparent)]
+    Catalog(Box<catalog::CatalogError>),
     #[error("{0}")]
     Invalid(String),
+}
+
+impl From<catalog::CatalogError> for OpsError {
+    fn from(e: catalog::CatalogError) -> Self {
+        OpsError::Catalog(Box::new(e))
+    }
 }
 
 /// Open a repository declared in the config (its key from password-file or key-file,

@@ -84,6 +84,13 @@ pub struct ComponentRecord {
     /// Non-fatal problems (a failing post-hook, unreadable files skipped).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// How many attempts the backup of this component took (retries after failures).
+    #[serde(default = "one")]
+    pub attempts: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// The manifest of one recovery point.
@@ -147,12 +154,15 @@ pub struct ListedPoint {
     pub point: RecoveryPoint,
 }
 
+/// Manifests that could not be read: (snapshot id, reason).
+pub type Unreadable = Vec<(String, String)>;
+
 /// Every recovery point of `tenant`, oldest first. Manifests that cannot be read are
-/// returned as errors beside the list (name, reason).
+/// returned beside the list.
 pub fn list_points(
     repo: &IndexedRepository,
     tenant: &str,
-) -> Result<(Vec<ListedPoint>, Vec<(String, String)>), OpsError> {
+) -> Result<(Vec<ListedPoint>, Unreadable), OpsError> {
     let (snapshots, mut damaged) = repo.repo.snapshots()?;
     let want = tenant_tag(tenant);
     let mut points = vec![];

@@ -103,6 +103,7 @@ pub fn restore_tenant(
             components.push(skipped(name, record, &into_name));
             continue;
         };
+        observer.set_component(Some(name));
         observer.line(&format!(
             "{name} ({}): restoring into {}",
             record.kind,

@@ -54,6 +54,7 @@ pub fn verify_tenant(
             ));
             continue;
         };
+        observer.set_component(Some(name));
         observer.line(&format!(
             "{name} ({}): restoring into a scratch target",
             record.kind

@@ -91,8 +91,19 @@ pub enum Command {
     /// Tenants from the config file: back up, list recovery points, restore, verify.
     #[command(subcommand)]
     Tenant(TenantCommand),
+    /// Run the daemon: scheduled backups, retries, retention, drills, RPO alerts, HTTP API, metrics, dashboard.
+    Serve(ServeArgs),
     /// Show what Haven is for: back up a throwaway tenant (PostgreSQL, Redis, files), destroy it, re-create it elsewhere, validate.
     Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Listen on this address (default: [daemon] listen, else 127.0.0.1:8470).
+    #[arg(long)]
+    pub listen: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    pub config: ConfigArg,
 }
 
 #[derive(Debug, Args)]

@@ -10,6 +10,7 @@ mod init;
 mod key;
 mod ls;
 mod restore;
+mod serve;
 mod snapshots;
 mod stats;
 mod tenant;
@@ -51,6 +52,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         },
         Command::Tenant(t) => tenant::run(g, t),
         Command::Demo(a) => demo::run(g, a),
+        Command::Serve(a) => serve::run(g, a),
     }
 }
 

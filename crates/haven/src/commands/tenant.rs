@@ -51,7 +51,7 @@ pub fn run(g: &Global, cmd: TenantCommand) -> Result<i32> {
 }
 
 /// The config file: --config / HAVEN_CONFIG, else ./haven.toml, else /etc/haven/haven.toml.
-fn load(arg: &ConfigArg) -> Result<Config> {
+pub fn load(arg: &ConfigArg) -> Result<Config> {
     let path = arg.config.clone().unwrap_or_else(|| {
         let local = PathBuf::from("haven.toml");
         if local.exists() {

@@ -1,0 +1,242 @@
+//! The scheduler loop: cron slots become queued jobs, queued jobs become workers (at most
+//! `concurrency` at once, one per tenant), and the RPO watch runs between.
+//!
+//! Catch-up: the catalog remembers the last slot run per tenant and kind
+//! (`last_slot:<kind>:<tenant>`). At start, if a slot passed since then (the daemon was
+//! down), one run is queued for the most recent missed slot, however many were missed,
+//! and recorded as late. A tenant seen for the first time starts at the next slot.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use super::view::{JobKind, ViewError};
+use super::{watch, worker, Queued, Shared};
+use crate::catalog::{last_slot_key, JobFilter, JobStatus, NewJob, Trigger};
+use crate::OpsError;
+
+/// How often the RPO watch runs (by the daemon's clock).
+const WATCH_EVERY: chrono::Duration = chrono::Duration::seconds(10);
+
+/// A slot run later than this after its time counts as late.
+const LATE_AFTER: chrono::Duration = chrono::Duration::seconds(60);
+
+pub(super) fn kind_name(kind: JobKind) -> &'static str {
+    match kind {
+        JobKind::Backup => "backup",
+        JobKind::Verify => "verify",
+        JobKind::Retention => "retention",
+    }
+}
+
+fn slot_key(tenant: &str, kind: JobKind) -> String {
+    last_slot_key(kind, tenant)
+}
+
+/// Queue a job unless one of the same tenant and kind is queued already (then its id is
+/// returned): a backlog never grows beyond one run per tenant and kind.
+pub(super) fn enqueue(
+    shared: &Shared,
+    tenant: &str,
+    kind: JobKind,
+    trigger: Trigger,
+    scheduled_for: Option<DateTime<Utc>>,
+    late: bool,
+) -> Result<i64, ViewError> {
+    if !shared.config.tenants.contains_key(tenant) {
+        return Err(ViewError::UnknownTenant(tenant.to_string()));
+    }
+    let mut state = shared.state.lock().expect("daemon state");
+    if let Some(q) = state
+        .queue
+        .iter()
+        .find(|q| q.tenant == tenant && q.kind == kind)
+    {
+        return Ok(q.id);
+    }
+    let id = shared
+        .catalog
+        .create_job(&NewJob {
+            kind,
+            tenant: tenant.to_string(),
+            trigger,
+            scheduled_for,
+            late,
+        })
+        .map_err(|e| ViewError::Unavailable(format!("the catalog refused the job: {e}")))?
+        .0;
+    state.queue.push_back(Queued {
+        id,
+        tenant: tenant.to_string(),
+        kind,
+    });
+    drop(state);
+    shared.notify();
+    Ok(id)
+}
+
+/// At start: retry what a previous daemon left unfinished, queue catch-up runs, and
+/// compute the next slots.
+pub(super) fn recover(shared: &Arc<Shared>) -> Result<(), OpsError> {
+    let now = shared.clock.now();
+    // A new (or deleted) catalog: the recovery points come back from the repositories.
+    if shared.catalog.created() {
+        for tenant in shared.config.tenants.keys() {
+            let fresh = |e: &OpsError| {
+                matches!(e, OpsError::Repo(haven_repo::RepoError::NotARepository(_)))
+            };
+            if let Err(e) = worker::refresh_points(shared, tenant).map_err(|e| (fresh(&e), e)) {
+                if e.0 {
+                    continue; // no repository yet: the first backup creates it
+                }
+                let e = e.1;
+                eprintln!("haven: warning: rebuilding the recovery points of {tenant} from its repository: {e}");
+            }
+        }
+    }
+    // Jobs a killed daemon left running, and jobs a stopping daemon abandoned: run again.
+    shared.catalog.mark_running_as_interrupted()?;
+    let interrupted = shared.catalog.jobs(&JobFilter {
+        status: Some(JobStatus::Interrupted),
+        limit: 1000,
+        ..Default::default()
+    })?;
+    for job in interrupted {
+        let key = format!("retried:{}", job.id);
+        if shared.catalog.get_meta(&key)?.is_some()
+            || !shared.config.tenants.contains_key(&job.tenant)
+        {
+            continue;
+        }
+        let _ = enqueue(
+            shared,
+            &job.tenant,
+            job.kind,
+            Trigger::Retry,
+            job.scheduled_for,
+            job.late,
+        );
+        shared.catalog.set_meta(&key, "1")?;
+    }
+    let mut next = std::collections::BTreeMap::new();
+    for ((tenant, kind), schedule) in &shared.schedules {
+        let key = slot_key(tenant, *kind);
+        let last = shared
+            .catalog
+            .get_meta(&key)?
+            .and_then(|s| DateTime::parse_from_rfc3339(&s).ok())
+            .map(|t| t.with_timezone(&Utc));
+        match last {
+            Some(last) => {
+                if let Some(slot) = schedule.due_slot(last, now) {
+                    let _ = enqueue(shared, tenant, *kind, Trigger::CatchUp, Some(slot), true);
+                    shared.catalog.set_meta(&key, &slot.to_rfc3339())?;
+                }
+            }
+            None => {
+                let mark = schedule.last_at_or_before(now).unwrap_or(now);
+                shared.catalog.set_meta(&key, &mark.to_rfc3339())?;
+            }
+        }
+        if shared
+            .catalog
+            .get_meta(&format!("first_seen:{tenant}"))?
+            .is_none()
+        {
+            shared
+                .catalog
+                .set_meta(&format!("first_seen:{tenant}"), &now.to_rfc3339())?;
+        }
+        if let Some(n) = schedule.next_after(now) {
+            next.insert((tenant.clone(), *kind), n);
+        }
+    }
+    shared.state.lock().expect("daemon state").next = next;
+    Ok(())
+}
+
+pub(super) fn run(shared: &Arc<Shared>) {
+    let mut last_watch: Option<DateTime<Utc>> = None;
+    while !shared.stopping() {
+        let now = shared.clock.now();
+        queue_due_slots(shared, now);
+        dispatch(shared);
+        if last_watch.is_none_or(|t| now >= t + WATCH_EVERY) {
+            watch::check(shared, now);
+            last_watch = Some(now);
+        }
+        let state = shared.state.lock().expect("daemon state");
+        if shared.stopping() {
+            break;
+        }
+        let mut deadline = last_watch.unwrap_or(now) + WATCH_EVERY;
+        if let Some(n) = state.next.values().min() {
+            deadline = deadline.min(*n);
+        }
+        let wait = shared.clock.real_wait(deadline);
+        let _ = shared.wake.wait_timeout(state, wait).expect("daemon state");
+    }
+}
+
+fn queue_due_slots(shared: &Shared, now: DateTime<Utc>) {
+    let due: Vec<(String, JobKind)> = {
+        let state = shared.state.lock().expect("daemon state");
+        state
+            .next
+            .iter()
+            .filter(|(_, t)| **t <= now)
+            .map(|(k, _)| k.clone())
+            .collect()
+    };
+    for (tenant, kind) in due {
+        let schedule = &shared.schedules[&(tenant.clone(), kind)];
+        // Several slots may have passed (a long job, a jumped clock): run once, for the
+        // most recent one.
+        let slot = schedule.last_at_or_before(now).unwrap_or(now);
+        let late = now - slot > LATE_AFTER;
+        let trigger = if late {
+            Trigger::CatchUp
+        } else {
+            Trigger::Schedule
+        };
+        match enqueue(shared, &tenant, kind, trigger, Some(slot), late) {
+            Ok(_) => {
+                if let Err(e) = shared
+                    .catalog
+                    .set_meta(&slot_key(&tenant, kind), &slot.to_rfc3339())
+                {
+                    eprintln!("haven: warning: recording the slot of {tenant}: {e}");
+                }
+            }
+            Err(e) => eprintln!(
+                "haven: warning: could not queue the {} of {tenant}: {e}",
+                kind_name(kind)
+            ),
+        }
+        let mut state = shared.state.lock().expect("daemon state");
+        match schedule.next_after(now) {
+            Some(n) => state.next.insert((tenant, kind), n),
+            None => state.next.remove(&(tenant, kind)),
+        };
+    }
+}
+
+/// Start queued jobs while there is room: `concurrency` in all, one per tenant.
+fn dispatch(shared: &Arc<Shared>) {
+    let mut state = shared.state.lock().expect("daemon state");
+    while state.running.len() < shared.config.daemon.concurrency {
+        let Some(pos) = state
+            .queue
+            .iter()
+            .position(|q| !state.running.contains_key(&q.tenant))
+        else {
+            break;
+        };
+        let job = state.queue.remove(pos).expect("queued job");
+        let running = worker::Running::new(job.id);
+        state.running.insert(job.tenant.clone(), running.clone());
+        let handle = worker::spawn(shared.clone(), job, running);
+        state.workers.retain(|h| !h.is_finished());
+        state.workers.push(handle);
+    }
+}

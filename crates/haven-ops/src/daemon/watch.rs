@@ -1,0 +1,232 @@
+//! The RPO watch (a dead man's switch) and the daemon's alert conditions.
+//!
+//! For every tenant and component, effective RPO = now − the newest complete recovery
+//! point holding it (or − the time the daemon first saw the tenant, when there is none
+//! yet). Above the tenant's `rpo`, the condition `rpo:TENANT:COMPONENT` fires — whatever
+//! the cause: failed runs, skipped runs, a scheduler that never started them. It resolves
+//! by itself after the next good backup. Other conditions: `backup:TENANT` (the last run
+//! failed after its retries) and `verify:TENANT` (the last drill failed validation).
+//! Delivery, deduplication and reminders are the [`crate::alerts`] engine's.
+
+use chrono::{DateTime, Utc};
+
+use super::Shared;
+use crate::alerts::{Alert, AlertError, AlertKind, AlertRecord, AlertState, AlertStore, Alerter};
+use crate::catalog::{self, AlertRow, Catalog};
+use crate::config::Config;
+
+pub(super) fn new_alerter(config: &Config, catalog: &Catalog) -> Alerter {
+    Alerter::new(
+        config.alerts.clone(),
+        config.daemon.reminder,
+        Box::new(CatalogAlerts(catalog.clone())),
+    )
+}
+
+/// The alert engine's state kept in the catalog's `alerts` table, so a restarted daemon
+/// neither repeats nor forgets a notification.
+struct CatalogAlerts(Catalog);
+
+fn store_error(e: catalog::CatalogError) -> AlertError {
+    AlertError::Store(e.to_string())
+}
+
+fn to_record(row: AlertRow) -> AlertRecord {
+    AlertRecord {
+        key: row.key,
+        state: match row.state {
+            catalog::AlertState::Firing => AlertState::Firing,
+            catalog::AlertState::Resolved => AlertState::Resolved,
+        },
+        first_fired: row.first_fired,
+        last_sent: row.last_sent,
+        resolved_at: row.resolved_at,
+        message: row.message,
+    }
+}
+
+impl AlertStore for CatalogAlerts {
+    fn get(&self, key: &str) -> Result<Option<AlertRecord>, AlertError> {
+        Ok(self.0.alert(key).map_err(store_error)?.map(to_record))
+    }
+
+    fn put(&mut self, r: &AlertRecord) -> Result<(), AlertError> {
+        let row = AlertRow {
+            key: r.key.clone(),
+            state: match r.state {
+                AlertState::Firing => catalog::AlertState::Firing,
+                AlertState::Resolved => catalog::AlertState::Resolved,
+            },
+            first_fired: r.first_fired,
+            last_sent: r.last_sent,
+            resolved_at: r.resolved_at,
+            message: r.message.clone(),
+        };
+        self.0.set_alert(&row).map_err(store_error)
+    }
+
+    fn all(&self) -> Result<Vec<AlertRecord>, AlertError> {
+        Ok(self
+            .0
+            .alerts(false)
+            .map_err(store_error)?
+            .into_iter()
+            .map(to_record)
+            .collect())
+    }
+}
+
+/// Sinks that get a tenant's alerts: its own list, else every declared sink.
+fn sinks_for(shared: &Shared, tenant: &str) -> Vec<String> {
+    crate::alerts::sinks_for(
+        shared.config.tenants[tenant].plan.alerts.as_deref(),
+        &shared.config.alerts,
+    )
+}
+
+fn raise(
+    shared: &Shared,
+    kind: AlertKind,
+    tenant: &str,
+    component: Option<&str>,
+    summary: String,
+    details: String,
+    now: DateTime<Utc>,
+) {
+    let key = Alert::key_for(kind, tenant, component);
+    let alert = Alert::firing(key, kind, tenant, component, summary, details, now);
+    let sinks = sinks_for(shared, tenant);
+    let mut alerter = shared.alerter.lock().expect("alerter");
+    for e in alerter.fire(alert, &sinks, now) {
+        eprintln!("haven: warning: alert delivery: {e}");
+    }
+}
+
+fn clear(
+    shared: &Shared,
+    kind: AlertKind,
+    tenant: &str,
+    component: Option<&str>,
+    now: DateTime<Utc>,
+) {
+    let key = Alert::key_for(kind, tenant, component);
+    let mut alerter = shared.alerter.lock().expect("alerter");
+    for e in alerter.resolve(&key, now) {
+        eprintln!("haven: warning: alert delivery: {e}");
+    }
+}
+
+pub(super) fn backup_failed(shared: &Shared, tenant: &str, why: &str, now: DateTime<Utc>) {
+    raise(
+        shared,
+        AlertKind::BackupFailed,
+        tenant,
+        None,
+        format!("backup of tenant {tenant} failed"),
+        why.to_string(),
+        now,
+    );
+}
+
+pub(super) fn backup_succeeded(shared: &Shared, tenant: &str, now: DateTime<Utc>) {
+    clear(shared, AlertKind::BackupFailed, tenant, None, now);
+    check_tenant(shared, tenant, now);
+}
+
+pub(super) fn verify_failed(shared: &Shared, tenant: &str, why: &str, now: DateTime<Utc>) {
+    raise(
+        shared,
+        AlertKind::VerifyFailed,
+        tenant,
+        None,
+        format!("restore drill of tenant {tenant} failed validation"),
+        why.to_string(),
+        now,
+    );
+}
+
+pub(super) fn verify_passed(shared: &Shared, tenant: &str, now: DateTime<Utc>) {
+    clear(shared, AlertKind::VerifyFailed, tenant, None, now);
+}
+
+/// Effective RPO of each component of `tenant` at `now`: (component, seconds, breached).
+pub(super) fn effective_rpo(
+    shared: &Shared,
+    tenant: &str,
+    now: DateTime<Utc>,
+) -> Vec<(String, Option<DateTime<Utc>>, f64, bool)> {
+    let t = &shared.config.tenants[tenant];
+    let target = t.plan.rpo.as_secs_f64();
+    let first_seen = shared
+        .catalog
+        .get_meta(&format!("first_seen:{tenant}"))
+        .ok()
+        .flatten()
+        .and_then(|s| DateTime::parse_from_rfc3339(&s).ok())
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or(now);
+    let points = shared.catalog.points(tenant).unwrap_or_default();
+    t.components
+        .keys()
+        .map(|name| {
+            let last = points
+                .iter()
+                .filter(|p| {
+                    p.status == crate::point::PointStatus::Complete
+                        && p.components.contains_key(name)
+                })
+                .map(|p| p.started)
+                .max();
+            let since = last.unwrap_or(first_seen);
+            let seconds = (now - since).num_milliseconds().max(0) as f64 / 1000.0;
+            (name.clone(), last, seconds, seconds > target)
+        })
+        .collect()
+}
+
+fn check_tenant(shared: &Shared, tenant: &str, now: DateTime<Utc>) {
+    let target = shared.config.tenants[tenant].plan.rpo;
+    for (component, last, seconds, breached) in effective_rpo(shared, tenant, now) {
+        if breached {
+            let last = match last {
+                Some(t) => format!(
+                    "the newest complete recovery point is from {}",
+                    t.format("%Y-%m-%d %H:%M UTC")
+                ),
+                None => "there is no complete recovery point yet".to_string(),
+            };
+            raise(
+                shared,
+                AlertKind::RpoBreached,
+                tenant,
+                Some(&component),
+                format!(
+                    "tenant {tenant} component {component}: RPO breached ({} since the last good backup, target {})",
+                    crate::plan::format_span(std::time::Duration::from_secs(seconds as u64)),
+                    crate::plan::format_span(target)
+                ),
+                format!("{last}; backups failed, were skipped or never ran. Check `haven tenant points {tenant}` and the daemon's jobs."),
+                now,
+            );
+        } else {
+            clear(
+                shared,
+                AlertKind::RpoBreached,
+                tenant,
+                Some(&component),
+                now,
+            );
+        }
+    }
+}
+
+/// Every tenant's RPO, then reminders and retries of undelivered alerts.
+pub(super) fn check(shared: &Shared, now: DateTime<Utc>) {
+    for tenant in shared.config.tenants.keys() {
+        check_tenant(shared, tenant, now);
+    }
+    let mut alerter = shared.alerter.lock().expect("alerter");
+    for e in alerter.tick(now) {
+        eprintln!("haven: warning: alert delivery: {e}");
+    }
+}

@@ -1,0 +1,237 @@
+//! One job on its own thread: a tenant backup (with per-component retries), a verify
+//! drill, or retention. Its log lines and result go to the catalog; its progress is
+//! readable while it runs; its outcome raises or resolves alerts.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use super::view::{JobKind, JobProgress};
+use super::{scheduler::kind_name, watch, Queued, Shared};
+use crate::backup::{backup_tenant_with_retries, Observer};
+use crate::catalog::{JobId, JobOutcome, JobStatus, PointSource, VerifyRecord};
+use crate::point::{PointChoice, PointStatus};
+
+/// A job being run, as the status view sees it.
+#[derive(Clone)]
+pub(crate) struct Running {
+    pub id: i64,
+    pub progress: Arc<haven_repo::progress::Progress>,
+    pub component: Arc<Mutex<Option<String>>>,
+}
+
+impl Running {
+    pub fn new(id: i64) -> Running {
+        Running {
+            id,
+            progress: Arc::default(),
+            component: Arc::default(),
+        }
+    }
+
+    pub fn snapshot(&self) -> JobProgress {
+        JobProgress {
+            bytes_done: self.progress.bytes_done.load(Ordering::Relaxed),
+            bytes_total: self.progress.bytes_total.load(Ordering::Relaxed),
+            component: self.component.lock().expect("component").clone(),
+        }
+    }
+}
+
+pub(super) fn spawn(shared: Arc<Shared>, job: Queued, running: Running) -> JoinHandle<()> {
+    std::thread::Builder::new()
+        .name(format!("haven-job-{}", job.id))
+        .spawn(move || {
+            run(&shared, &job, &running);
+            shared
+                .state
+                .lock()
+                .expect("daemon state")
+                .running
+                .remove(&job.tenant);
+            shared.notify();
+        })
+        .expect("spawning a job thread")
+}
+
+/// The catalog marks a job abandoned at shutdown.
+pub(super) fn mark_interrupted(shared: &Shared, id: i64) {
+    let outcome = JobOutcome {
+        status: JobStatus::Interrupted,
+        ..JobOutcome::failed(
+            "the daemon stopped while the job ran; it is retried at the next start",
+        )
+    };
+    if let Err(e) = shared.catalog.finish_job(JobId(id), &outcome) {
+        eprintln!("haven: warning: recording job {id} as interrupted: {e}");
+    }
+}
+
+fn run(shared: &Arc<Shared>, job: &Queued, running: &Running) {
+    let catalog = shared.catalog.clone();
+    let id = JobId(job.id);
+    if let Err(e) = catalog.start_job(id) {
+        eprintln!("haven: warning: job {id}: {e}");
+    }
+    let log = move |line: &str| {
+        let _ = catalog.append_log(id, line);
+    };
+    let mut observer = Observer::new(log);
+    observer.progress = running.progress.clone();
+    observer.component = running.component.clone();
+    observer.line(&format!(
+        "{} of tenant {} started",
+        kind_name(job.kind),
+        job.tenant
+    ));
+    let outcome = match job.kind {
+        JobKind::Backup => backup(shared, &job.tenant, &observer),
+        JobKind::Verify => verify(shared, &job.tenant, job.id, &observer),
+        JobKind::Retention => retention(shared, &job.tenant, &observer),
+    };
+    observer.line(&format!(
+        "finished: {}{}",
+        outcome.status.as_str(),
+        outcome
+            .error
+            .as_deref()
+            .map(|e| format!(" ({e})"))
+            .unwrap_or_default()
+    ));
+    if shared.abandoned.load(Ordering::SeqCst) {
+        // `stop` gave up on this job and marked it interrupted: record nothing more.
+        return;
+    }
+    if shared.stopping() && outcome.status != JobStatus::Succeeded {
+        // Stopped mid-way (e.g. a retry wait cut short): retried at the next start.
+        mark_interrupted(shared, job.id);
+        return;
+    }
+    if let Err(e) = shared.catalog.finish_job(id, &outcome) {
+        eprintln!("haven: warning: recording the end of job {id}: {e}");
+    }
+}
+
+fn backup(shared: &Shared, tenant: &str, observer: &Observer) -> JobOutcome {
+    let plan = &shared.config.tenants[tenant].plan;
+    let sleep = |d: std::time::Duration| shared.clock.sleep(d, &|| shared.stopping());
+    let result = backup_tenant_with_retries(
+        &shared.config,
+        tenant,
+        shared.lock_wait,
+        observer,
+        plan.retries,
+        &sleep,
+    );
+    let now = shared.clock.now();
+    match result {
+        Ok(point) => {
+            if let Err(e) = shared.catalog.record_point(&point, PointSource::Recorded) {
+                observer.line(&format!("warning: recording the point in the catalog: {e}"));
+            }
+            let (bytes, added) = point.sizes();
+            let attempts: BTreeMap<&String, u32> = point
+                .components
+                .iter()
+                .map(|(n, c)| (n, c.attempts))
+                .collect();
+            let failures = point.failures();
+            if point.status == PointStatus::Complete {
+                watch::backup_succeeded(shared, tenant, now);
+            } else {
+                watch::backup_failed(shared, tenant, &failures.join("; "), now);
+            }
+            JobOutcome {
+                status: if point.status == PointStatus::Complete {
+                    JobStatus::Succeeded
+                } else {
+                    JobStatus::Failed
+                },
+                error: (!failures.is_empty()).then(|| failures.join("; ")),
+                point: Some(point.id.clone()),
+                bytes: Some(bytes),
+                bytes_added: Some(added),
+                details: Some(serde_json::json!({ "attempts": attempts })),
+            }
+        }
+        Err(e) => {
+            watch::backup_failed(shared, tenant, &e.to_string(), now);
+            JobOutcome::failed(e.to_string())
+        }
+    }
+}
+
+fn verify(shared: &Shared, tenant: &str, job_id: i64, observer: &Observer) -> JobOutcome {
+    let result = crate::verify_tenant(
+        &shared.config,
+        tenant,
+        &PointChoice::Latest,
+        shared.lock_wait,
+        observer,
+    );
+    let now = shared.clock.now();
+    match result {
+        Ok(report) => {
+            let record = VerifyRecord {
+                job: Some(JobId(job_id)),
+                tenant: tenant.to_string(),
+                point: report.point.clone(),
+                time: now,
+                passed: report.passed(),
+                restore_seconds: report.seconds,
+                report: serde_json::to_value(&report).unwrap_or_default(),
+            };
+            if let Err(e) = shared.catalog.record_verify(&record) {
+                observer.line(&format!(
+                    "warning: recording the verify in the catalog: {e}"
+                ));
+            }
+            let passed = report.passed();
+            if passed {
+                watch::verify_passed(shared, tenant, now);
+            } else {
+                watch::verify_failed(shared, tenant, &report.render(), now);
+            }
+            let mut outcome = if passed {
+                JobOutcome::succeeded()
+            } else {
+                JobOutcome::failed("a component failed validation; see the log")
+            };
+            outcome.point = Some(report.point.clone());
+            outcome
+        }
+        Err(e) => {
+            watch::verify_failed(shared, tenant, &e.to_string(), now);
+            JobOutcome::failed(e.to_string())
+        }
+    }
+}
+
+fn retention(shared: &Shared, tenant: &str, observer: &Observer) -> JobOutcome {
+    match crate::retention::apply_retention(
+        &shared.config,
+        tenant,
+        shared.lock_wait,
+        true,
+        observer,
+    ) {
+        Ok(report) => {
+            if !report.removed.is_empty() {
+                if let Err(e) = refresh_points(shared, tenant) {
+                    observer.line(&format!("warning: refreshing the catalog's points: {e}"));
+                }
+            }
+            JobOutcome::succeeded()
+        }
+        Err(e) => JobOutcome::failed(e.to_string()),
+    }
+}
+
+/// Re-read a tenant's points from the repository into the catalog.
+pub(super) fn refresh_points(shared: &Shared, tenant: &str) -> Result<usize, crate::OpsError> {
+    let t = shared.config.tenant(tenant)?;
+    let (repo, _) = crate::open_repository(shared.config.repository_of(t), false)?;
+    let repo = repo.indexed()?;
+    Ok(shared.catalog.rebuild_points(&repo, tenant)?.points)
+}

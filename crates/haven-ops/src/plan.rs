@@ -1,0 +1,207 @@
+//! Plans: when and how the daemon backs a tenant up, how long points are kept, what RPO
+//! is promised, how failures are retried and who is alerted. Every key has a default, so
+//! a tenant without any of them gets the documented plan: daily at 03:00 UTC, keep 15
+//! daily points, RPO 24 h, 3 attempts 5 minutes apart, every declared alert sink.
+//!
+//! ```toml
+//! [daemon]                          # all optional
+//! state-dir = "/var/lib/haven"      # the catalog (SQLite) lives here
+//! listen = "127.0.0.1:8470"
+//! api-token-file = "/etc/haven/api-token"   # or HAVEN_API_TOKEN
+//! concurrency = 2                   # tenants backed up at the same time
+//! retention-schedule = "30 4 * * *" # forget + prune, per repository
+//! reminder = "4h"                   # a firing alert is re-sent this often
+//! shutdown-grace = "30s"            # on SIGTERM, running jobs get this long to finish
+//!
+//! [tenants.acme]
+//! schedule = "0 3 * * *"            # cron, UTC (a leading seconds field is allowed)
+//! retention = { keep-daily = 15 }   # keep-last/hourly/daily/weekly/monthly/yearly, keep-within
+//! rpo = "24h"
+//! retries = { attempts = 3, backoff = "5m" }
+//! alerts = ["ops"]                  # default: every [alerts.*] sink
+//! verify-schedule = "0 6 * * 0"     # optional restore drills
+//! ```
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use haven_repo::retention::KeepPolicy;
+
+/// `5m`, `24h`, `30s`, `15d`, `1h30m`.
+pub fn parse_span(s: &str) -> Result<Duration, String> {
+    let bad = || {
+        format!("invalid duration {s:?}: use a number and a unit s, m, h or d, e.g. 30s, 5m, 24h")
+    };
+    let (mut total, mut num) = (0u64, String::new());
+    for c in s.trim().chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let n: u64 = num.parse().map_err(|_| bad())?;
+        num.clear();
+        total += n * match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86400,
+            _ => return Err(bad()),
+        };
+    }
+    if !num.is_empty() || s.trim().is_empty() {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs(total))
+}
+
+/// 300 s -> "5m", 5400 s -> "1h30m".
+pub fn format_span(d: Duration) -> String {
+    let mut secs = d.as_secs();
+    if secs == 0 {
+        return "0s".into();
+    }
+    let mut out = String::new();
+    for (unit, size) in [("d", 86400), ("h", 3600), ("m", 60), ("s", 1)] {
+        if secs >= size {
+            out += &format!("{}{unit}", secs / size);
+            secs %= size;
+        }
+    }
+    out
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawRetention {
+    pub keep_last: Option<u32>,
+    pub keep_hourly: Option<u32>,
+    pub keep_daily: Option<u32>,
+    pub keep_weekly: Option<u32>,
+    pub keep_monthly: Option<u32>,
+    pub keep_yearly: Option<u32>,
+    /// e.g. "30d": keep every point newer than this before the newest one.
+    pub keep_within: Option<String>,
+}
+
+impl RawRetention {
+    pub fn policy(&self) -> Result<KeepPolicy, String> {
+        let within = match &self.keep_within {
+            Some(w) => Some(haven_repo::retention::parse_duration(w)?),
+            None => None,
+        };
+        let p = KeepPolicy {
+            last: self.keep_last,
+            hourly: self.keep_hourly,
+            daily: self.keep_daily,
+            weekly: self.keep_weekly,
+            monthly: self.keep_monthly,
+            yearly: self.keep_yearly,
+            within,
+            tags: vec![],
+        };
+        if p.is_empty() {
+            return Err("the retention keeps nothing: give at least one keep-* rule, e.g. { keep-daily = 15 }".into());
+        }
+        Ok(p)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawRetries {
+    pub attempts: Option<u32>,
+    pub backoff: Option<String>,
+}
+
+/// How failed components are retried within one backup run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retries {
+    /// Attempts in all (1 = no retry).
+    pub attempts: u32,
+    /// Wait before the first retry; doubled for each further one.
+    pub backoff: Duration,
+}
+
+impl Default for Retries {
+    fn default() -> Self {
+        Retries {
+            attempts: 3,
+            backoff: Duration::from_secs(300),
+        }
+    }
+}
+
+/// A tenant's validated plan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub schedule: String,
+    pub retention: KeepPolicy,
+    pub rpo: Duration,
+    pub retries: Retries,
+    /// Sinks to alert (`None`: every declared sink).
+    pub alerts: Option<Vec<String>>,
+    pub verify_schedule: Option<String>,
+}
+
+impl Default for Plan {
+    fn default() -> Self {
+        Plan {
+            schedule: "0 3 * * *".into(),
+            retention: KeepPolicy {
+                daily: Some(15),
+                ..Default::default()
+            },
+            rpo: Duration::from_secs(24 * 3600),
+            retries: Retries::default(),
+            alerts: None,
+            verify_schedule: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawDaemon {
+    pub state_dir: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub api_token: Option<String>,
+    pub api_token_file: Option<PathBuf>,
+    pub concurrency: Option<usize>,
+    pub retention_schedule: Option<String>,
+    pub reminder: Option<String>,
+    pub shutdown_grace: Option<String>,
+}
+
+/// The daemon's validated settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DaemonSettings {
+    pub state_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// Where the API token comes from (read at start; HAVEN_API_TOKEN wins).
+    pub api_token: Option<String>,
+    pub api_token_file: Option<PathBuf>,
+    pub concurrency: usize,
+    pub retention_schedule: String,
+    pub reminder: Duration,
+    /// On SIGTERM, how long running jobs may take to finish before they are abandoned
+    /// (marked interrupted, retried at the next start).
+    pub shutdown_grace: Duration,
+}
+
+impl Default for DaemonSettings {
+    fn default() -> Self {
+        DaemonSettings {
+            state_dir: PathBuf::from("/var/lib/haven"),
+            listen: "127.0.0.1:8470".parse().expect("valid address"),
+            api_token: None,
+            api_token_file: None,
+            concurrency: 2,
+            retention_schedule: "30 4 * * *".into(),
+            reminder: Duration::from_secs(4 * 3600),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! `haven serve`: the daemon with its HTTP API, metrics and dashboard, until SIGTERM or
+//! SIGINT. Then the API stops, scheduling stops, running jobs get `[daemon]
+//! shutdown-grace` to finish; jobs still running are marked interrupted (retried at the
+//! next start) and abandoned, which the repository's write ordering makes safe.
+
+use anyhow::{Context, Result};
+use haven_ops::daemon::{Daemon, DaemonOptions};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+use crate::cli::{Global, ServeArgs};
+
+/// The API token: HAVEN_API_TOKEN, else `[daemon] api-token` / `api-token-file`.
+fn api_token(config: &haven_ops::Config) -> Result<String> {
+    if let Ok(t) = std::env::var("HAVEN_API_TOKEN") {
+        if !t.trim().is_empty() {
+            return Ok(t.trim().to_string());
+        }
+    }
+    if let Some(t) = &config.daemon.api_token {
+        return Ok(t.clone());
+    }
+    if let Some(path) = &config.daemon.api_token_file {
+        let t = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the API token file {}", path.display()))?;
+        let t = t.trim();
+        anyhow::ensure!(
+            !t.is_empty(),
+            "the API token file {} is empty",
+            path.display()
+        );
+        return Ok(t.to_string());
+    }
+    anyhow::bail!(
+        "no API token: set HAVEN_API_TOKEN, or api-token-file in the [daemon] table of {} (the API is never served without one)",
+        config.file.display()
+    )
+}
+
+pub fn run(g: &Global, a: ServeArgs) -> Result<i32> {
+    let config = super::tenant::load(&a.config)?;
+    let path = config.file.clone();
+    let token = api_token(&config)?;
+    let listen = a.listen.unwrap_or(config.daemon.listen);
+    let grace = config.daemon.shutdown_grace;
+    let mut signals = Signals::new([SIGTERM, SIGINT]).context("installing signal handlers")?;
+    let daemon = Daemon::start(config, DaemonOptions::default())?;
+    let api = haven_api::start(daemon.view(), haven_api::ApiConfig { listen, token })?;
+    if !g.quiet {
+        eprintln!(
+            "haven: serving {} on http://{} (dashboard /, metrics /metrics, API /api/v1/, OpenAPI /api/v1/openapi.json)",
+            path.display(),
+            api.addr()
+        );
+    }
+    let signal = signals.forever().next().unwrap_or(SIGTERM);
+    if !g.quiet {
+        eprintln!(
+            "haven: {} received: stopping (running jobs get {} s to finish)",
+            if signal == SIGINT {
+                "SIGINT"
+            } else {
+                "SIGTERM"
+            },
+            grace.as_secs()
+        );
+    }
+    if let Err(e) = api.shutdown() {
+        eprintln!("haven: warning: {e}");
+    }
+    let abandoned = daemon.stop(grace);
+    if !abandoned.is_empty() {
+        eprintln!(
+            "haven: abandoned running job(s) {:?}: marked interrupted, retried at the next start",
+            abandoned
+        );
+    }
+    Ok(0)
+}

@@ -1,0 +1,227 @@
+//! `haven serve` as a process: it refuses a malformed config or a missing token; its API
+//! refuses a wrong token and does nothing; SIGTERM during a backup stops it with the
+//! repository consistent and the job marked interrupted; the next start retries the job.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+const TOKEN: &str = "test-token-0123456789";
+
+/// One HTTP/1.1 request; returns the status code and the body.
+fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n")?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    let status = out
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+fn json(body: &str) -> serde_json::Value {
+    // Chunked bodies: take the JSON between the first '{' or '[' and the last '}' or ']'.
+    let start = body.find(['{', '[']).unwrap_or(0);
+    let end = body.rfind(['}', ']']).map_or(body.len(), |e| e + 1);
+    serde_json::from_str(&body[start..end]).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+struct Served {
+    child: KillOnDrop,
+}
+
+fn serve(config: &Path, addr: &str) -> Served {
+    let child = haven_command(
+        &[
+            "serve",
+            "--config",
+            &config.display().to_string(),
+            "--listen",
+            addr,
+        ],
+        &[],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let served = Served {
+        child: KillOnDrop(Some(child)),
+    };
+    wait_for("haven serve to answer", Duration::from_secs(60), || {
+        http(addr, "GET", "/api/v1/openapi.json", None).is_ok_and(|(s, _)| s == 200)
+    });
+    served
+}
+
+fn free_addr() -> String {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+fn sigterm(child: &mut Child) -> Out {
+    let pid = child.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    collect_within(
+        std::mem::replace(child, std::process::Command::new("true").spawn().unwrap()),
+        Duration::from_secs(60),
+        "haven serve after SIGTERM",
+    )
+}
+
+fn setup(root: &Path, gate: &Path) -> PathBuf {
+    std::fs::write(root.join("password"), PASSWORD).unwrap();
+    std::fs::write(root.join("token"), TOKEN).unwrap();
+    let config = root.join("haven.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[daemon]
+state-dir = "state"
+api-token-file = "token"
+shutdown-grace = "1s"
+
+[repositories.main]
+url = "{repo}"
+password-file = "password"
+
+[tenants.acme]
+repository = "main"
+schedule = "0 3 * * *"
+[tenants.acme.components.slow]
+kind = "command"
+backup = "head -c 9000000 /dev/urandom; while [ ! -e {gate} ]; do sleep 0.05; done; head -c 1000000 /dev/urandom"
+"#,
+            repo = root.join("repo").display(),
+            gate = gate.display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+#[test]
+fn sigterm_during_a_backup_leaves_the_repository_consistent_and_the_job_is_retried() {
+    let tmp = tempfile::tempdir().unwrap();
+    let gate = tmp.path().join("gate");
+    let config = setup(tmp.path(), &gate);
+    let addr = free_addr();
+    let mut served = serve(&config, &addr);
+
+    // Without the token, or with a wrong one: 401 and nothing queued.
+    for token in [None, Some("wrong-token")] {
+        let (status, _) = http(&addr, "POST", "/api/v1/tenants/acme/backup", token).unwrap();
+        assert_eq!(status, 401, "token {token:?}");
+        let (status, _) = http(&addr, "GET", "/api/v1/jobs", token).unwrap();
+        assert_eq!(status, 401);
+    }
+    let (_, body) = http(&addr, "GET", "/api/v1/jobs", Some(TOKEN)).unwrap();
+    assert_eq!(
+        json(&body).as_array().map(Vec::len),
+        Some(0),
+        "a refused request did nothing: {body}"
+    );
+
+    let (status, body) = http(&addr, "POST", "/api/v1/tenants/acme/backup", Some(TOKEN)).unwrap();
+    assert_eq!(status, 202, "{body}");
+    let id = json(&body)["job"].as_i64().unwrap();
+    wait_for("the backup to run", Duration::from_secs(60), || {
+        let (_, b) = http(&addr, "GET", &format!("/api/v1/jobs/{id}"), Some(TOKEN)).unwrap();
+        let j = json(&b);
+        j["status"] == "running" && j["progress"]["bytes_done"].as_u64().unwrap_or(0) > 0
+    });
+    let out = sigterm(served.child.child());
+    assert_eq!(
+        out.code, 0,
+        "haven serve exits cleanly on SIGTERM: {}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("SIGTERM") && out.stderr.contains("interrupted"),
+        "{}",
+        out.stderr
+    );
+
+    // The repository is consistent after the abandoned backup.
+    let repo = Repo::at(&tmp.path().join("repo"));
+    repo.check_ok(true);
+
+    // Restarted: the interrupted job is retried and completes.
+    std::fs::write(&gate, "").unwrap();
+    let addr = free_addr();
+    let mut served = serve(&config, &addr);
+    wait_for("the retried backup", Duration::from_secs(60), || {
+        let (_, b) = http(&addr, "GET", "/api/v1/jobs?tenant=acme", Some(TOKEN)).unwrap();
+        json(&b)
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|j| j["trigger"] == "retry" && j["status"] == "succeeded")
+    });
+    let (_, b) = http(&addr, "GET", &format!("/api/v1/jobs/{id}"), Some(TOKEN)).unwrap();
+    assert_eq!(json(&b)["status"], "interrupted", "{b}");
+    let (_, b) = http(&addr, "GET", "/api/v1/tenants/acme/points", Some(TOKEN)).unwrap();
+    assert_eq!(json(&b)[0]["status"], "complete", "{b}");
+    let (status, metrics) = http(&addr, "GET", "/metrics", Some(TOKEN)).unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("haven_effective_rpo_seconds{tenant=\"acme\",component=\"slow\"}"),
+        "{metrics}"
+    );
+    let out = sigterm(served.child.child());
+    assert_eq!(out.code, 0, "{}", out.stderr);
+}
+
+#[test]
+fn a_malformed_config_or_a_missing_token_refuses_to_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("haven.toml");
+    std::fs::write(&config, "[daemon]\nconcurrency = 0\n").unwrap();
+    let out = haven(&["serve", "--config", &config.display().to_string()], &[]);
+    out.assert_one_line_error(
+        1,
+        &["haven.toml", "line 1", "daemon.concurrency", "at least 1"],
+    );
+
+    std::fs::write(&config, "[tenants.a]\nrepository = \"main\"\nschedule = \"0 25 * * *\"\n[tenants.a.components.f]\nkind = \"files\"\npaths = [\"/tmp\"]\n[repositories.main]\nurl = \"/tmp/x\"\n").unwrap();
+    let out = haven(&["serve", "--config", &config.display().to_string()], &[]);
+    out.assert_one_line_error(1, &["haven.toml", "line 3", "tenants.a.schedule"]);
+
+    std::fs::write(
+        &config,
+        format!(
+            "[daemon]\nstate-dir = \"{}\"\n",
+            tmp.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    let out = haven(&["serve", "--config", &config.display().to_string()], &[]);
+    out.assert_one_line_error(1, &["no API token", "HAVEN_API_TOKEN"]);
+}

@@ -31,7 +31,7 @@ fn moto_present() -> bool {
 }
 
 /// Install moto's server with pip when `moto_server` is not on the PATH.
-fn ensure_moto() {
+pub fn ensure_moto() {
     static INSTALL: Once = Once::new();
     INSTALL.call_once(|| {
         if moto_present() {

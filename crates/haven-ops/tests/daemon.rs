@@ -16,6 +16,9 @@ use haven_ops::daemon::view::{DaemonView, JobKind};
 use haven_ops::daemon::{Daemon, DaemonOptions};
 use haven_ops::Config;
 
+mod common;
+use common::smtp::SmtpServer;
+
 /// A real HTTP peer that records the JSON bodies POSTed to it.
 struct Receiver {
     url: String,
@@ -91,6 +94,11 @@ struct Setup {
 impl Setup {
     /// A config with one tenant `acme` (a files component plus `extra` TOML) and a webhook.
     fn new(tenant_keys: &str, extra: &str, hook: &str) -> Setup {
+        Setup::with_sinks(tenant_keys, extra, hook, "")
+    }
+
+    /// As [`Setup::new`], with more sink tables.
+    fn with_sinks(tenant_keys: &str, extra: &str, hook: &str, sinks: &str) -> Setup {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().to_path_buf();
         std::fs::write(root.join("password"), "pw").unwrap();
@@ -109,6 +117,7 @@ concurrency = 2
 [alerts.ops]
 kind = "webhook"
 url = "{hook}"
+{sinks}
 
 [repositories.main]
 url = "{repo}"
@@ -229,6 +238,12 @@ fn a_scheduled_run_makes_a_recovery_point_and_a_stopped_daemon_catches_up_once()
         Some(at(2026, 11, 23, 3, 0)),
         "the most recent missed slot"
     );
+    // The missed slot was alerted, and the good catch-up run resolved it.
+    wait_for("the missed-backup alert and its resolution", || {
+        let r = hook.received();
+        r.iter().any(|b| b["kind"] == "backup-missed" && b["state"] == "firing")
+            && r.iter().any(|b| b["kind"] == "backup-missed" && b["state"] == "resolved")
+    });
     // The scheduler keeps going without queueing the missed slots again.
     clock.set(at(2026, 11, 23, 6, 0));
     std::thread::sleep(Duration::from_millis(100));
@@ -261,13 +276,18 @@ fn a_failing_component_is_retried_with_backoff_then_alerted_and_an_rpo_breach_re
     let flag = tempfile::tempdir().unwrap();
     let broken = flag.path().join("broken");
     std::fs::write(&broken, "").unwrap();
-    let s = Setup::new(
+    let smtp = SmtpServer::start(serde_json::json!({}));
+    let s = Setup::with_sinks(
         "schedule = \"0 3 * * *\"\nrpo = \"2h\"\nretries = { attempts = 3, backoff = \"1m\" }",
         &format!(
             "[tenants.acme.components.ledger]\nkind = \"command\"\nbackup = \"if [ -e {} ]; then echo ledger offline >&2; exit 1; fi; echo ledger\"\n",
             broken.display()
         ),
         &hook.url,
+        &format!(
+            "[alerts.oncall]\nkind = \"smtp\"\nserver = \"{}\"\nfrom = \"haven@example.com\"\nto = [\"oncall@example.com\"]\ntls = \"none\"\n",
+            smtp.server()
+        ),
     );
     let clock = Arc::new(ManualClock::new(at(2026, 11, 20, 2, 0)));
     let daemon = s.start(&clock);
@@ -327,6 +347,17 @@ fn a_failing_component_is_retried_with_backoff_then_alerted_and_an_rpo_breach_re
     });
     let status = view.tenant("acme").unwrap();
     assert!(status.rpo_breached, "{status:?}");
+    let subject = |m: &common::smtp::Mail| m.header("Subject").unwrap_or_default();
+    wait_for(
+        "one RPO e-mail per breached component (files, ledger)",
+        || {
+            smtp.mails()
+                .iter()
+                .filter(|m| subject(m).contains("FIRING") && subject(m).contains("RPO"))
+                .count()
+                == 2
+        },
+    );
     // Fixed, a manual backup succeeds and both conditions resolve.
     std::fs::remove_file(&broken).unwrap();
     let id = view.trigger("acme", JobKind::Backup).unwrap();
@@ -340,6 +371,13 @@ fn a_failing_component_is_retried_with_backoff_then_alerted_and_an_rpo_breach_re
                 .any(|b| b["kind"] == "backup-failed" && b["state"] == "resolved")
     });
     assert!(!view.tenant("acme").unwrap().rpo_breached);
+    wait_for("the resolved e-mails", || {
+        smtp.mails()
+            .iter()
+            .filter(|m| subject(m).contains("RESOLVED") && subject(m).contains("RPO"))
+            .count()
+            == 2
+    });
     daemon.stop(Duration::from_secs(10));
 }
 

@@ -14,9 +14,15 @@
 //!
 //! Durability is each site's own: a site's `write` returns only when the file is durable
 //! there, so a successful mirror write is durable on at least `min_sites` sites.
+//!
+//! A site whose operation failed with a transient error (after its own retries) is held
+//! *down* for [`DOWN_FOR`]: operations skip it at once (a missed write, an unlisted site,
+//! a read tried last) instead of paying its retry budget again for every file. The first
+//! operation after that period tries it again; a success clears the mark.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use crate::{DynBackend, ErrorClass, FileInfo, FileKind, ReadBackend, StoreError, WriteBackend};
 
@@ -77,12 +83,17 @@ pub enum MirrorEvent {
 
 type Hook = Box<dyn Fn(&MirrorEvent) + Send + Sync>;
 
+/// How long a site that failed transiently is skipped before it is tried again.
+pub const DOWN_FOR: Duration = Duration::from_secs(30);
+
 /// A repository mirrored on several named sites.
 pub struct MirrorBackend {
     sites: Vec<(String, DynBackend)>,
     min_sites: MinSites,
     events: Mutex<Vec<MirrorEvent>>,
     hook: Option<Hook>,
+    /// Sites held down (by index): since when, and the error that put them there.
+    down: Mutex<BTreeMap<usize, (Instant, String)>>,
 }
 
 impl std::fmt::Debug for MirrorBackend {
@@ -210,6 +221,7 @@ impl MirrorBackend {
             min_sites,
             events: Mutex::new(Vec::new()),
             hook: None,
+            down: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -267,7 +279,40 @@ impl MirrorBackend {
             .push(event);
     }
 
-    /// Run `op` on every site in parallel; results in site order.
+    /// The error of a site held down, if it is (and the hold has not expired).
+    fn held_down(&self, i: usize) -> Option<StoreError> {
+        let down = self.down.lock().expect("mirror lock poisoned");
+        let (since, why) = down.get(&i)?;
+        (since.elapsed() < DOWN_FOR).then(|| {
+            StoreError::new(
+                ErrorClass::Transient,
+                &self.sites[i].1.location(),
+                "",
+                format!(
+                    "skipped: the site failed {} s ago ({why}); it is tried again after {} s",
+                    since.elapsed().as_secs(),
+                    DOWN_FOR.as_secs()
+                ),
+            )
+        })
+    }
+
+    /// Update site `i`'s down mark from the result of an operation on it.
+    fn observe<T>(&self, i: usize, r: &Result<T, StoreError>) {
+        let mut down = self.down.lock().expect("mirror lock poisoned");
+        match r {
+            Ok(_) => {
+                down.remove(&i);
+            }
+            Err(e) if e.class == ErrorClass::Transient => {
+                down.insert(i, (Instant::now(), e.message.clone()));
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// Run `op` on every site in parallel (sites held down are skipped); results in
+    /// site order.
     fn on_all<T: Send>(
         &self,
         op: impl Fn(&dyn WriteBackend) -> Result<T, StoreError> + Sync,
@@ -279,9 +324,17 @@ impl MirrorBackend {
             let handles: Vec<_> = self
                 .sites
                 .iter()
-                .map(|(_, b)| {
+                .enumerate()
+                .map(|(i, (_, b))| {
                     let op = &op;
-                    s.spawn(move || op(&**b))
+                    s.spawn(move || {
+                        if let Some(e) = self.held_down(i) {
+                            return Err(e);
+                        }
+                        let r = op(&**b);
+                        self.observe(i, &r);
+                        r
+                    })
                 })
                 .collect();
             handles
@@ -354,8 +407,16 @@ impl MirrorBackend {
         let mut missing_on = Vec::new();
         let mut first_other: Option<StoreError> = None;
         let mut first_missing: Option<StoreError> = None;
-        for (site, b) in &self.sites {
-            match op(&**b) {
+        // Sites held down are tried last.
+        let mut order: Vec<usize> = (0..self.sites.len()).collect();
+        order.sort_by_key(|i| self.held_down(*i).is_some());
+        for i in order {
+            let (site, b) = &self.sites[i];
+            let r = op(&**b);
+            if self.sites.len() > 1 {
+                self.observe(i, &r);
+            }
+            match r {
                 Ok(v) => {
                     if !missing_on.is_empty() {
                         self.record(MirrorEvent::Divergence {
@@ -392,6 +453,8 @@ impl MirrorBackend {
 
     /// Files missing on a site, or listed with a different size, for `check`.
     pub fn compare(&self) -> CompareReport {
+        // An explicit look at every site: none is skipped as down.
+        self.down.lock().expect("mirror lock poisoned").clear();
         let mut report = CompareReport::default();
         for kind in MIRRORED_KINDS {
             let listed = self.list_sites(kind);
@@ -438,6 +501,7 @@ impl MirrorBackend {
     /// right needs `haven check --read-data`). A site without a repository layout is
     /// created first. Safe to run again after an interruption.
     pub fn repair(&self) -> RepairReport {
+        self.down.lock().expect("mirror lock poisoned").clear();
         let mut report = RepairReport::default();
         let mut skip = vec![false; self.sites.len()];
         for kind in MIRRORED_KINDS {

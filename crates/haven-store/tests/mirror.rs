@@ -231,3 +231,31 @@ fn mirror_locations_parse() {
     assert!(parse_mirror_sites("a=/x,/y").is_err());
     assert!(parse_mirror_sites("a=/x").is_err());
 }
+
+#[test]
+fn a_site_that_failed_is_skipped_for_a_while_instead_of_costing_every_write() {
+    let (raw, sites) = flaky_sites(2);
+    let mirror = MirrorBackend::new(sites, MinSites::AtLeast(1)).unwrap();
+    mirror.create().unwrap();
+    raw[1].set_down(true);
+    let before = raw[1].calls();
+    for i in 0..20 {
+        mirror
+            .write(FileKind::Pack, &format!("{i:064x}"), b"data")
+            .expect("degraded writes succeed");
+    }
+    assert_eq!(
+        raw[1].calls() - before,
+        1,
+        "after its first failure the down site is not asked again within the hold period"
+    );
+    assert_eq!(mirror.degraded_sites().get("site1"), Some(&20));
+    // Reads do not wait on it either: the answering site is tried first.
+    assert_eq!(mirror.read(FileKind::Pack, &format!("{:064x}", 3)).unwrap(), b"data");
+    assert_eq!(raw[1].calls() - before, 1);
+    // An explicit repair looks at every site again.
+    raw[1].set_down(false);
+    let report = mirror.repair();
+    assert!(report.is_complete(), "{report:?}");
+    assert_identical(&raw);
+}

@@ -130,6 +130,9 @@ pub(super) fn recover(shared: &Arc<Shared>) -> Result<(), OpsError> {
             Some(last) => {
                 if let Some(slot) = schedule.due_slot(last, now) {
                     let _ = enqueue(shared, tenant, *kind, Trigger::CatchUp, Some(slot), true);
+                    if *kind == JobKind::Backup {
+                        watch::backup_missed(shared, tenant, slot, now);
+                    }
                     shared.catalog.set_meta(&key, &slot.to_rfc3339())?;
                 }
             }

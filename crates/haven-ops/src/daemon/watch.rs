@@ -5,7 +5,8 @@
 //! yet). Above the tenant's `rpo`, the condition `rpo:TENANT:COMPONENT` fires — whatever
 //! the cause: failed runs, skipped runs, a scheduler that never started them. It resolves
 //! by itself after the next good backup. Other conditions: `backup:TENANT` (the last run
-//! failed after its retries) and `verify:TENANT` (the last drill failed validation).
+//! failed after its retries), `missed:TENANT` (a slot passed while the daemon was down;
+//! resolved by the next good backup) and `verify:TENANT` (the last drill failed).
 //! Delivery, deduplication and reminders are the [`crate::alerts`] engine's.
 
 use chrono::{DateTime, Utc};
@@ -128,8 +129,25 @@ pub(super) fn backup_failed(shared: &Shared, tenant: &str, why: &str, now: DateT
     );
 }
 
+/// A scheduled backup slot passed while the daemon was down (it now runs late).
+pub(super) fn backup_missed(shared: &Shared, tenant: &str, slot: DateTime<Utc>, now: DateTime<Utc>) {
+    raise(
+        shared,
+        AlertKind::BackupMissed,
+        tenant,
+        None,
+        format!(
+            "the backup of tenant {tenant} scheduled for {} was missed while the daemon was down; it runs now, late",
+            slot.format("%Y-%m-%d %H:%M UTC")
+        ),
+        "Haven runs one catch-up backup for the most recent missed slot.".to_string(),
+        now,
+    );
+}
+
 pub(super) fn backup_succeeded(shared: &Shared, tenant: &str, now: DateTime<Utc>) {
     clear(shared, AlertKind::BackupFailed, tenant, None, now);
+    clear(shared, AlertKind::BackupMissed, tenant, None, now);
     check_tenant(shared, tenant, now);
 }
 

@@ -1,0 +1,3 @@
+//! Test fixtures shared by haven-ops' integration tests.
+
+pub mod smtp;

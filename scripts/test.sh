@@ -17,6 +17,13 @@ need_apt etcd etcd-server
 need_apt etcdctl etcd-client
 need_apt mariadbd mariadb-server
 need_apt mariadb-dump mariadb-client
+# The daemon: SQLite for the catalog, Chromium for the dashboard test, openssl for the
+# SMTP STARTTLS test's throwaway CA; iproute2 (ip, tc) for the multi-site test.
+need_apt pkg-config pkg-config
+[ -f /usr/include/sqlite3.h ] || need_apt sqlite3-dev-missing libsqlite3-dev
+need_apt chromium chromium
+need_apt openssl openssl
+need_apt tc iproute2
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -q -- -D warnings
 cargo nextest run --workspace --no-fail-fast

@@ -258,7 +258,7 @@ fn digest_entry(
 
 /// Restore each source path of the snapshot into the target path at the same position.
 /// A target that exists and is not empty is refused unless `force`, which moves it aside
-/// to `TARGET.haven-replaced-POINT` (nothing is deleted).
+/// to `TARGET.haven-replaced-POINT-TIME` (nothing is deleted).
 pub fn restore_files(
     repo: &IndexedRepository,
     snap: &Snapshot,
@@ -350,7 +350,8 @@ fn restore_one(
         if empty_dir {
             std::fs::remove_dir(target).map_err(|e| io(target, e))?;
         } else {
-            let aside = parent.join(format!("{name}.haven-replaced-{point}"));
+            let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3f");
+            let aside = parent.join(format!("{name}.haven-replaced-{point}-{stamp}"));
             std::fs::rename(target, &aside).map_err(|e| io(target, e))?;
         }
     }

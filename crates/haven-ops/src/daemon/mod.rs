@@ -190,7 +190,13 @@ impl Daemon {
         }
         let state = self.shared.state.lock().expect("daemon state");
         self.shared.abandoned.store(true, Ordering::SeqCst);
-        let abandoned: Vec<i64> = state.running.values().map(|r| r.id).collect();
+        // Running jobs are abandoned; queued ones never started: both run at the next start.
+        let abandoned: Vec<i64> = state
+            .running
+            .values()
+            .map(|r| r.id)
+            .chain(state.queue.iter().map(|q| q.id))
+            .collect();
         for id in &abandoned {
             worker::mark_interrupted(&self.shared, *id);
         }

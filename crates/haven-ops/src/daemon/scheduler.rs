@@ -236,7 +236,7 @@ fn dispatch(shared: &Arc<Shared>) {
             break;
         };
         let job = state.queue.remove(pos).expect("queued job");
-        let running = worker::Running::new(job.id);
+        let running = worker::Running::new(job.id, job.kind);
         state.running.insert(job.tenant.clone(), running.clone());
         let handle = worker::spawn(shared.clone(), job, running);
         state.workers.retain(|h| !h.is_finished());

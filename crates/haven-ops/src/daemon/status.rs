@@ -233,6 +233,27 @@ impl DaemonView for StatusView {
         if self.0.stopping() {
             return Err(ViewError::Unavailable("the daemon is stopping".into()));
         }
+        {
+            let state = self.0.state.lock().expect("daemon state");
+            let busy = state
+                .running
+                .get(tenant)
+                .filter(|r| r.kind == kind)
+                .map(|r| (r.id, "running"))
+                .or_else(|| {
+                    state
+                        .queue
+                        .iter()
+                        .find(|q| q.tenant == tenant && q.kind == kind)
+                        .map(|q| (q.id, "queued"))
+                });
+            if let Some((id, what)) = busy {
+                return Err(ViewError::Conflict(format!(
+                    "a {} of tenant {tenant} is already {what} as job {id}",
+                    scheduler::kind_name(kind)
+                )));
+            }
+        }
         scheduler::enqueue(&self.0, tenant, kind, Trigger::Manual, None, false)
     }
 
@@ -252,7 +273,8 @@ impl DaemonView for StatusView {
                     tenant: name.clone(),
                     rpo_target_seconds: t.plan.rpo.as_secs(),
                     backup_failures_total: counts.backup_failures,
-                    backup_retries_total: counts.backup_retries,
+                    backup_retries_total: counts.backup_retries
+                        + super::worker::retries(&self.0, name),
                     verify_failures_total: counts.verify_failures,
                     components: self.components(name),
                 }

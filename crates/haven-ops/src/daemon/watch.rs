@@ -11,6 +11,7 @@
 
 use chrono::{DateTime, Utc};
 
+use super::view::JobKind;
 use super::Shared;
 use crate::alerts::{Alert, AlertError, AlertKind, AlertRecord, AlertState, AlertStore, Alerter};
 use crate::catalog::{self, AlertRow, Catalog};
@@ -130,7 +131,12 @@ pub(super) fn backup_failed(shared: &Shared, tenant: &str, why: &str, now: DateT
 }
 
 /// A scheduled backup slot passed while the daemon was down (it now runs late).
-pub(super) fn backup_missed(shared: &Shared, tenant: &str, slot: DateTime<Utc>, now: DateTime<Utc>) {
+pub(super) fn backup_missed(
+    shared: &Shared,
+    tenant: &str,
+    slot: DateTime<Utc>,
+    now: DateTime<Utc>,
+) {
     raise(
         shared,
         AlertKind::BackupMissed,
@@ -202,9 +208,55 @@ pub(super) fn effective_rpo(
         .collect()
 }
 
+/// Slack before a breach is alerted while a backup of the tenant is queued or running
+/// (the run about to refresh the point): a tenth of the target, at least 10 minutes. A
+/// run stuck beyond that is alerted like any other breach.
+fn grace(target: std::time::Duration) -> f64 {
+    (target.as_secs_f64() / 10.0).max(600.0)
+}
+
+/// Points made outside the daemon (`haven tenant backup` by hand) reach the catalog
+/// when a breach is about to be alerted: the repository is read again, at most every
+/// 10 minutes per tenant.
+fn refresh_before_alerting(shared: &Shared, tenant: &str, now: DateTime<Utc>) -> bool {
+    let key = format!("points_refreshed:{tenant}");
+    let recent = shared
+        .catalog
+        .get_meta(&key)
+        .ok()
+        .flatten()
+        .and_then(|s| DateTime::parse_from_rfc3339(&s).ok())
+        .is_some_and(|t| now - t.with_timezone(&Utc) < chrono::Duration::minutes(10));
+    if recent {
+        return false;
+    }
+    let _ = shared.catalog.set_meta(&key, &now.to_rfc3339());
+    super::worker::refresh_points(shared, tenant).is_ok()
+}
+
+fn backup_in_progress(shared: &Shared, tenant: &str) -> bool {
+    let state = shared.state.lock().expect("daemon state");
+    state
+        .running
+        .get(tenant)
+        .is_some_and(|r| r.kind == JobKind::Backup)
+        || state
+            .queue
+            .iter()
+            .any(|q| q.tenant == tenant && q.kind == JobKind::Backup)
+}
+
 fn check_tenant(shared: &Shared, tenant: &str, now: DateTime<Utc>) {
     let target = shared.config.tenants[tenant].plan.rpo;
-    for (component, last, seconds, breached) in effective_rpo(shared, tenant, now) {
+    let mut rpo = effective_rpo(shared, tenant, now);
+    if rpo.iter().any(|r| r.3) && refresh_before_alerting(shared, tenant, now) {
+        rpo = effective_rpo(shared, tenant, now);
+    }
+    let running = backup_in_progress(shared, tenant);
+    for (component, last, seconds, breached) in rpo {
+        if breached && running && seconds <= target.as_secs_f64() + grace(target) {
+            continue; // the run in progress is about to refresh it
+        }
         if breached {
             let last = match last {
                 Some(t) => format!(

@@ -17,14 +17,16 @@ use crate::point::{PointChoice, PointStatus};
 #[derive(Clone)]
 pub(crate) struct Running {
     pub id: i64,
+    pub kind: JobKind,
     pub progress: Arc<haven_repo::progress::Progress>,
     pub component: Arc<Mutex<Option<String>>>,
 }
 
 impl Running {
-    pub fn new(id: i64) -> Running {
+    pub fn new(id: i64, kind: JobKind) -> Running {
         Running {
             id,
+            kind,
             progress: Arc::default(),
             component: Arc::default(),
         }
@@ -137,6 +139,14 @@ fn backup(shared: &Shared, tenant: &str, observer: &Observer) -> JobOutcome {
                 .map(|(n, c)| (n, c.attempts))
                 .collect();
             let failures = point.failures();
+            let retries: u32 = point
+                .components
+                .values()
+                .map(|c| c.attempts.saturating_sub(1))
+                .sum();
+            if retries > 0 {
+                add_retries(shared, tenant, retries);
+            }
             if point.status == PointStatus::Complete {
                 watch::backup_succeeded(shared, tenant, now);
             } else {
@@ -226,6 +236,32 @@ fn retention(shared: &Shared, tenant: &str, observer: &Observer) -> JobOutcome {
         }
         Err(e) => JobOutcome::failed(e.to_string()),
     }
+}
+
+/// Count component retries per tenant (meta `retries:TENANT`), for `/metrics`.
+fn add_retries(shared: &Shared, tenant: &str, n: u32) {
+    let key = format!("retries:{tenant}");
+    let before: u64 = shared
+        .catalog
+        .get_meta(&key)
+        .ok()
+        .flatten()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let _ = shared
+        .catalog
+        .set_meta(&key, &(before + n as u64).to_string());
+}
+
+/// Component retries counted so far for `tenant`.
+pub(super) fn retries(shared: &Shared, tenant: &str) -> u64 {
+    shared
+        .catalog
+        .get_meta(&format!("retries:{tenant}"))
+        .ok()
+        .flatten()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Re-read a tenant's points from the repository into the catalog.

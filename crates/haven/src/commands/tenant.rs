@@ -126,6 +126,11 @@ fn backup(g: &Global, config: &Config, tenant: &str) -> Result<i32> {
             (point.finished - point.started).num_milliseconds() as f64 / 1000.0
         );
     }
+    for (name, c) in &point.components {
+        for w in &c.warnings {
+            eprintln!("haven: warning: tenant {tenant}: component {name}: {w}");
+        }
+    }
     if point.status == PointStatus::Failed {
         for f in point.failures() {
             eprintln!("haven: error: tenant {tenant}: component {f}");

@@ -241,8 +241,10 @@ fn a_scheduled_run_makes_a_recovery_point_and_a_stopped_daemon_catches_up_once()
     // The missed slot was alerted, and the good catch-up run resolved it.
     wait_for("the missed-backup alert and its resolution", || {
         let r = hook.received();
-        r.iter().any(|b| b["kind"] == "backup-missed" && b["state"] == "firing")
-            && r.iter().any(|b| b["kind"] == "backup-missed" && b["state"] == "resolved")
+        r.iter()
+            .any(|b| b["kind"] == "backup-missed" && b["state"] == "firing")
+            && r.iter()
+                .any(|b| b["kind"] == "backup-missed" && b["state"] == "resolved")
     });
     // The scheduler keeps going without queueing the missed slots again.
     clock.set(at(2026, 11, 23, 6, 0));

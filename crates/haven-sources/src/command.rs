@@ -18,7 +18,9 @@ use std::process::{Command, Stdio};
 use serde::Deserialize;
 
 use crate::process::{self, ChildOutput};
-use crate::{Feed, Fingerprint, RestoreOptions, Result, ScratchTarget, Sink, SourceError, StreamComponent};
+use crate::{
+    Feed, Fingerprint, RestoreOptions, Result, ScratchTarget, Sink, SourceError, StreamComponent,
+};
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -88,7 +90,8 @@ impl StreamComponent for CommandComponent {
 
     fn backup(&self, sink: &mut Sink<'_>, _work: &Path) -> Result<Fingerprint> {
         let what = format!("the backup command `{}`", self.config.backup);
-        let mut out = ChildOutput::spawn(shell(&self.config.backup).stdin(Stdio::null()), &what, HINT)?;
+        let mut out =
+            ChildOutput::spawn(shell(&self.config.backup).stdin(Stdio::null()), &what, HINT)?;
         sink(&mut out)?;
         out.finish()?;
         self.fingerprint()

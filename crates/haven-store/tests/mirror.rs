@@ -251,7 +251,10 @@ fn a_site_that_failed_is_skipped_for_a_while_instead_of_costing_every_write() {
     );
     assert_eq!(mirror.degraded_sites().get("site1"), Some(&20));
     // Reads do not wait on it either: the answering site is tried first.
-    assert_eq!(mirror.read(FileKind::Pack, &format!("{:064x}", 3)).unwrap(), b"data");
+    assert_eq!(
+        mirror.read(FileKind::Pack, &format!("{:064x}", 3)).unwrap(),
+        b"data"
+    );
     assert_eq!(raw[1].calls() - before, 1);
     // An explicit repair looks at every site again.
     raw[1].set_down(false);

@@ -170,42 +170,53 @@ pub(crate) fn restore_component(
         ));
         return report;
     }
-    let clock = Instant::now();
-    let restored = match target_cfg {
+    let restore = || match target_cfg {
         ComponentConfig::Files(f) => restore_files_component(repo, point, record, &f.paths, force),
         _ => {
             let target = stream_component(target_cfg).expect("a stream kind");
             restore_stream(repo, point, name, record, target.as_ref(), force)
         }
     };
-    report.restore_seconds = clock.elapsed().as_secs_f64();
-    match restored {
-        Ok(bytes) => report.bytes = bytes,
-        Err(e) => {
-            report.error = Some(e.to_string());
-            return report;
-        }
-    }
-    let clock = Instant::now();
-    report.checks = match target_cfg {
-        ComponentConfig::Files(f) => {
-            vec![fingerprint_check(
-                record,
-                crate::files::disk_fingerprint(&repo.repo, &f.paths),
-            )]
-        }
+    let validate = || match target_cfg {
+        ComponentConfig::Files(f) => vec![fingerprint_check(
+            record,
+            crate::files::disk_fingerprint(&repo.repo, &f.paths),
+        )],
         _ => {
             let target = stream_component(target_cfg).expect("a stream kind");
             validate_stream(record, target.as_ref())
         }
     };
+    timed(&mut report, restore, validate);
+    report
+}
+
+/// Restore, then (when that worked) validate, timing each into `report`; the outcome
+/// follows from the checks.
+pub(crate) fn timed(
+    report: &mut ComponentReport,
+    restore: impl FnOnce() -> Result<u64, OpsError>,
+    validate: impl FnOnce() -> Vec<Check>,
+) {
+    let clock = Instant::now();
+    let restored = restore();
+    report.restore_seconds = clock.elapsed().as_secs_f64();
+    match restored {
+        Ok(bytes) => report.bytes = bytes,
+        Err(e) => {
+            report.outcome = Outcome::Failed;
+            report.error = Some(e.to_string());
+            return;
+        }
+    }
+    let clock = Instant::now();
+    report.checks = validate();
     report.validate_seconds = clock.elapsed().as_secs_f64();
     report.outcome = if report.checks.iter().all(|c| c.passed) {
         Outcome::Passed
     } else {
         Outcome::ChecksFailed
     };
-    report
 }
 
 /// The snapshot a component record points at.

@@ -121,24 +121,11 @@ fn verify_component(
         String::new(),
     );
     report.error = None;
-    let clock = Instant::now();
-    let restored = restore_stream(repo, point, name, record, target, false);
-    report.restore_seconds = clock.elapsed().as_secs_f64();
-    match restored {
-        Ok(bytes) => report.bytes = bytes,
-        Err(e) => {
-            report.error = Some(e.to_string());
-            return report;
-        }
-    }
-    let clock = Instant::now();
-    report.checks = validate_stream(record, target);
-    report.validate_seconds = clock.elapsed().as_secs_f64();
-    report.outcome = if report.checks.iter().all(|c| c.passed) {
-        Outcome::Passed
-    } else {
-        Outcome::ChecksFailed
-    };
+    crate::restore::timed(
+        &mut report,
+        || restore_stream(repo, point, name, record, target, false),
+        || validate_stream(record, target),
+    );
     report
 }
 

@@ -33,20 +33,8 @@ pub fn usage_error(e: clap::Error) -> i32 {
     2
 }
 
-pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
+/// 1536 -> "1.5 KiB" (the same spelling as the tenant reports).
+pub use haven_ops::report::human_bytes as bytes;
 
 pub fn json<T: serde::Serialize>(value: &T) {
     println!(

@@ -1,5 +1,5 @@
 //! `postgres`: one PostgreSQL database, backed up logically with `pg_dump` and restored
-//! with `pg_restore`, with a fingerprint taken in the very snapshot the dump reads.
+//! with `pg_restore`, with a fingerprint read from the dump itself.
 //!
 //! Approach: the PostgreSQL client tools run as subprocesses, so URLs, `PGPASSWORD`,
 //! `~/.pgpass` and unix sockets behave exactly as with libpq anywhere else. A password
@@ -7,43 +7,51 @@
 //!
 //! Backup data flow:
 //! ```text
-//! psql session: BEGIN REPEATABLE READ READ ONLY; pg_export_snapshot() ──id──┐
-//!   (same transaction, another thread) per table: count(*), sum(hash(row)) │
-//! pg_dump -Fc -Z0 --snapshot=id ──custom-format stream──> sink ◄───────────┘
-//! psql session: COMMIT once pg_dump has finished
+//! psql: SELECT 1 (a wrong address or password is named before anything streams)
+//! pg_dump -Fc -Z0 ──custom-format stream──> tee ──> sink (the repository)
+//!                                            └──copy──> archive reader (another thread):
+//!                                               per table: rows, sum(hash(row text))
 //! ```
 //! The dump is uncompressed (`-Z0`) because the repository compresses and deduplicates
-//! across days. Each user table (every schema but the system ones) becomes the fact
-//! `table <schema>.<name>` = `rows=N sum=S`, where S is the sum of a 64-bit hash of each
-//! row's text form: independent of row order, one sequential scan per table, no large
-//! strings. Session settings that change a row's text (time zone, date, interval, bytea
-//! and float output, search path) are pinned, so a restored copy on another server with
-//! other defaults gives the same sums.
+//! across days. The fingerprint (`archive`) is computed from the rows pg_dump writes,
+//! so it describes exactly the dumped snapshot and costs the server nothing: each table
+//! whose data is dumped becomes the fact `table <schema>.<name>` = `rows=N sum=S`, where
+//! S is the sum of a 64-bit hash of each row's COPY text (independent of row order), and
+//! large objects one more fact. Validation after a restore ([`StreamComponent::fingerprint`])
+//! reads a `pg_dump --data-only` of the target the same way. pg_dump pins date, interval
+//! and float output; the time zone (`PGTZ=UTC`) and bytea and money output (`PGOPTIONS`)
+//! are pinned here, so a restored copy on a server with other defaults gives the same
+//! sums.
 //!
 //! Restore into the database named in `self`'s URL: created (from `template0`) when
 //! missing, refused when it holds tables, views or sequences unless `force` (then dropped
 //! with `WITH (FORCE)` and recreated). With `jobs` > 1 the stream is written to a file in
-//! `work` (before anything is dropped) and restored with `pg_restore -j` (a dump written
-//! to a pipe has no data offsets in its table of contents, which `pg_restore -j` handles
-//! by scanning the file); with `jobs` = 1 it is streamed straight into `pg_restore`'s
-//! stdin, so `work` needs no room for it, but a forced target is dropped first. Any
+//! `work` (before anything is dropped) and restored with `pg_restore -j`; a dump written
+//! to a pipe has no data offsets in its table of contents, so they are set in the file
+//! (`archive`) and each worker seeks to its table's data instead of reading through the
+//! file for it. With `jobs` = 1 the stream goes straight into `pg_restore`'s stdin, so
+//! `work` needs no room for it, but a forced target is dropped first. Any
 //! error stops `pg_restore` (`--exit-on-error`) and fails the restore. Owners and privileges
 //! are not restored unless `keep-owners` (roles are not part of a database dump, so on
 //! another server they may not exist); objects then belong to the restoring user.
 //!
-//! Limits: the fingerprint covers table rows only, not the schema (indexes, functions,
-//! views' definitions), sequence positions (sequences are not transactional, so no
-//! snapshot can pin them) or large objects; all of these are in the dump and restored.
-//! Row text forms, and thus the sums, are only comparable between servers of the same
-//! major version. Roles and other cluster-wide objects are not backed up (that is
-//! `pg_dumpall --globals-only`). The restore target must be reachable with a role that may
-//! create and drop databases. A failed restore leaves the partly restored database in
-//! place (for inspection; the next restore into it needs `force`). Servers must be
-//! PostgreSQL 11 or newer (`hashtextextended`).
+//! Limits: the fingerprint covers table rows and large objects, not the schema
+//! (indexes, functions, views' definitions) or sequence positions; all of these are in the
+//! dump and restored. Row text forms, and thus the sums, are only comparable between
+//! servers of the same major version; an `options` parameter in the URL replaces the
+//! pinned `PGOPTIONS`. The fingerprint reads archive versions 1.12 to 1.16 (pg_dump up to
+//! 18); a newer pg_dump fails the backup with a message saying so. Validation reads the
+//! whole restored database once more (its `pg_dump`). Roles and other cluster-wide
+//! objects are not backed up (that is `pg_dumpall --globals-only`). The restore target
+//! must be reachable with a role that may create and drop databases. A failed restore
+//! leaves the partly restored database in place (for inspection; the next restore into
+//! it needs `force`).
 //!
-//! Files: this one (the component), `conninfo` (connection strings and SQL quoting),
-//! `session` (driving psql, the fingerprint query, reading the tools' errors).
+//! Files: this one (the component), `archive` (the fingerprint of a custom-format
+//! archive), `conninfo` (connection strings and SQL quoting), `session` (driving psql,
+//! reading the tools' output and errors).
 
+mod archive;
 mod conninfo;
 mod session;
 
@@ -51,6 +59,7 @@ use std::fs;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::mpsc;
 
 use serde::Deserialize;
 
@@ -60,10 +69,7 @@ use crate::{
 };
 pub(crate) use conninfo::{encode_userinfo, quote_ident};
 use conninfo::{quote_literal, ConnInfo};
-use session::{
-    classify, collect, drain, fingerprint_from, run_classified, Session, FINGERPRINT_SQL,
-    SETTINGS_SQL,
-};
+use session::{classify, collect, drain, run_classified, Session};
 
 /// What to do when a PostgreSQL client tool is missing.
 pub(crate) const NOT_INSTALLED_HINT: &str =
@@ -228,6 +234,21 @@ impl PostgresComponent {
         admin.close()
     }
 
+    /// `pg_dump` writing an uncompressed custom-format archive of `conn` to stdout. pg_dump
+    /// pins the date, interval and float output itself; the time zone and the bytea and
+    /// money output are pinned here (`PGTZ`, `PGOPTIONS`), so that a restored copy on a
+    /// server with other defaults dumps the same row text, and thus the same fingerprint.
+    fn dump_command(&self, pg_dump: &Path, conn: &ConnInfo) -> Command {
+        let mut cmd = self.command(pg_dump, conn);
+        let mut options = std::env::var("PGOPTIONS").unwrap_or_default();
+        options.push_str(" -c bytea_output=hex -c lc_monetary=C");
+        cmd.env("PGTZ", "UTC")
+            .env("PGOPTIONS", options.trim_start())
+            .args(["-Fc", "-Z0", "-d", &conn.render(false)])
+            .stdin(Stdio::null());
+        cmd
+    }
+
     fn pg_restore_args(&self, conn: &ConnInfo) -> Vec<String> {
         let mut args = vec!["--exit-on-error".to_string()];
         if !self.config.keep_owners {
@@ -257,54 +278,27 @@ impl StreamComponent for PostgresComponent {
     fn backup(&self, sink: &mut Sink<'_>, _work: &Path) -> Result<Fingerprint> {
         let conn = self.conn()?;
         let pg_dump = self.tool("pg_dump")?;
+        // A wrong address or password is named (classified) before anything streams.
         let mut session = self.session(&conn)?;
-        session.query(SETTINGS_SQL)?;
-        session.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;")?;
-        let snapshot = match session
-            .query("SELECT pg_catalog.pg_export_snapshot();")?
-            .as_slice()
-        {
-            [id] => id.clone(),
-            other => {
-                return Err(SourceError::failed(
-                    "exporting a snapshot",
-                    format!("unexpected answer {other:?}"),
-                ))
-            }
-        };
-        let mut cmd = self.command(&pg_dump, &conn);
-        cmd.args([
-            "-Fc",
-            "-Z0",
-            "--snapshot",
-            &snapshot,
-            "-d",
-            &conn.render(false),
-        ])
-        .stdin(Stdio::null());
+        session.query("SELECT 1;")?;
+        session.close()?;
+        let mut cmd = self.dump_command(&pg_dump, &conn);
         let what = format!("pg_dump of {}", conn.render(false));
         let mut out = ChildOutput::spawn(&mut cmd, &what, NOT_INSTALLED_HINT)?;
-
-        // The fingerprint runs in the exporting transaction while pg_dump streams.
-        let (dumped, listing) = std::thread::scope(|scope| {
-            let pipes = &mut session.pipes;
-            let fingerprint = scope.spawn(move || pipes.query(FINGERPRINT_SQL));
-            let dumped = sink(&mut out).and_then(|()| drain(&mut out, &what));
-            if dumped.is_err() {
-                let _ = session.child.kill();
-            }
-            (
-                dumped,
-                fingerprint
-                    .join()
-                    .expect("the fingerprint thread does not panic"),
-            )
+        // The fingerprint reads a copy of the stream, in another thread, as the sink stores it.
+        let (tx, rx) = mpsc::sync_channel(64);
+        let reader = std::thread::spawn(move || archive::fingerprint(archive::Received::new(rx)));
+        let dumped = sink(&mut archive::Tee {
+            inner: &mut out,
+            tx,
         });
+        // The tee is gone, so the reader has seen the end of the stream.
+        let dumped = dumped.and_then(|()| drain(&mut out, &what));
+        let fingerprint = reader
+            .join()
+            .expect("the fingerprint thread does not panic");
         dumped?;
-        let listing = listing.ok_or_else(|| session.failure())?;
-        session.query("COMMIT;")?;
-        session.close()?;
-        fingerprint_from(&listing)
+        fingerprint.map_err(|e| SourceError::failed(format!("reading the {what}"), e))
     }
 
     fn restore(&self, feed: &mut Feed<'_>, work: &Path, opts: &RestoreOptions) -> Result<()> {
@@ -319,12 +313,7 @@ impl StreamComponent for PostgresComponent {
             let file = work.join("dump.pgcustom");
             let written = fs::File::create(&file)
                 .map_err(|e| SourceError::io(format!("creating {}", file.display()), e))
-                .and_then(|f| {
-                    let mut w = io::BufWriter::new(f);
-                    feed(&mut w)?;
-                    w.flush()
-                        .map_err(|e| SourceError::io(format!("writing {}", file.display()), e))
-                })
+                .and_then(|f| write_with_offsets(io::BufWriter::new(f), &file, feed))
                 .and_then(|()| self.make_target(&target));
             let result = written.and_then(|()| {
                 let mut cmd = self.command(&pg_restore, &conn);
@@ -371,13 +360,36 @@ impl StreamComponent for PostgresComponent {
 
     fn fingerprint(&self) -> Result<Fingerprint> {
         let conn = self.conn()?;
-        let mut session = self.session(&conn)?;
-        session.query(SETTINGS_SQL)?;
-        session.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;")?;
-        let listing = session.query(FINGERPRINT_SQL)?;
-        session.query("COMMIT;")?;
-        session.close()?;
-        fingerprint_from(&listing)
+        let pg_dump = self.tool("pg_dump")?;
+        let what = format!("pg_dump of {} (for its fingerprint)", conn.render(false));
+        let mut cmd = self.dump_command(&pg_dump, &conn);
+        cmd.arg("--data-only")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| process::spawn_error(&cmd, NOT_INSTALLED_HINT, e))?;
+        let stderr = collect(child.stderr.take().expect("piped stderr"));
+        let mut stdout = child.stdout.take().expect("piped stdout");
+        let read = archive::fingerprint(io::BufReader::with_capacity(1 << 16, &mut stdout));
+        if read.is_err() {
+            // Let pg_dump finish (or fail) rather than block on a full pipe.
+            let _ = io::copy(&mut stdout, &mut io::sink());
+        }
+        drop(stdout);
+        let status = child
+            .wait()
+            .map_err(|e| SourceError::io(format!("waiting for {what}"), e))?;
+        let stderr = stderr.join().unwrap_or_default();
+        // pg_dump's own error (connection, credentials) explains a short archive.
+        if !status.success() {
+            return Err(classify(
+                &what,
+                &conn,
+                format!("{} ({status})", process::stderr_tail(&stderr)),
+            ));
+        }
+        read.map_err(|e| SourceError::failed(format!("reading the {what}"), e))
     }
 
     fn probe(&self) -> Result<String> {
@@ -411,6 +423,32 @@ impl StreamComponent for PostgresComponent {
             name,
         }))
     }
+}
+
+/// Write the stream into `file`, then set the data offsets that a dump written to a pipe
+/// lacks (read from a copy of the stream, in another thread): with them `pg_restore -j`
+/// seeks to each table's data at once; without, each of its workers reads through the
+/// file, chunk by chunk, to find it. A stream whose layout cannot be read is left as it
+/// is (pg_restore then scans, or names what is wrong with it).
+fn write_with_offsets(
+    mut w: io::BufWriter<fs::File>,
+    file: &Path,
+    feed: &mut Feed<'_>,
+) -> Result<()> {
+    let (tx, rx) = mpsc::sync_channel(64);
+    let reader = std::thread::spawn(move || archive::layout(archive::Received::new(rx)));
+    let fed = feed(&mut archive::Tee { inner: &mut w, tx });
+    let layout = reader.join().expect("the layout thread does not panic");
+    fed?;
+    w.flush()
+        .map_err(|e| SourceError::io(format!("writing {}", file.display()), e))?;
+    drop(w);
+    if let Ok(layout) = layout {
+        archive::set_offsets(file, &layout).map_err(|e| {
+            SourceError::io(format!("setting the data offsets in {}", file.display()), e)
+        })?;
+    }
+    Ok(())
 }
 
 /// A restore target as found before the restore.

@@ -1,5 +1,5 @@
 //! Talking to the server through the client tools: a psql session driven query by
-//! query, the fingerprint query and its reading, and the classification of the tools'
+//! query, reading a tool's output to its end, and the classification of the tools'
 //! error output into [`SourceError`]s.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -9,45 +9,7 @@ use std::thread::JoinHandle;
 use super::conninfo::ConnInfo;
 use super::NOT_INSTALLED_HINT;
 use crate::process::{self, ChildOutput};
-use crate::{Fingerprint, Result, SourceError};
-
-/// Session settings that fix the text form of rows (and thus the fingerprint), and keep
-/// the server from ending our transaction while pg_dump still runs.
-pub(super) const SETTINGS_SQL: &str = "SET search_path = ''; SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; \
-     SET IntervalStyle = 'postgres'; SET bytea_output = 'hex'; SET extra_float_digits = 1; \
-     SET lc_monetary = 'C'; SET statement_timeout = 0; SET idle_in_transaction_session_timeout = 0;";
-
-/// Generates one query per user table and runs each (`\gexec`): a JSON array of schema,
-/// name, row count and the sum of the rows' hashes.
-pub(super) const FINGERPRINT_SQL: &str = "SELECT pg_catalog.format('SELECT pg_catalog.json_build_array(%L, %L, \
-     pg_catalog.count(*)::text, COALESCE(pg_catalog.sum(pg_catalog.hashtextextended(t::text, 0)), 0)::text)::text \
-     FROM %I.%I AS t', n.nspname, c.relname, n.nspname, c.relname) \
-     FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-     WHERE c.relkind = 'r' AND n.nspname <> 'information_schema' AND n.nspname !~ '^pg_' \
-     ORDER BY n.nspname, c.relname\n\\gexec";
-
-pub(super) fn fingerprint_from(listing: &[String]) -> Result<Fingerprint> {
-    let mut fp = Fingerprint::default();
-    let mut rows = 0u64;
-    for line in listing {
-        let fields: Vec<String> = serde_json::from_str(line).map_err(|e| {
-            SourceError::failed("reading the fingerprint", format!("{e} in {line:?}"))
-        })?;
-        let [schema, name, count, sum] = fields.as_slice() else {
-            return Err(SourceError::failed(
-                "reading the fingerprint",
-                format!("unexpected line {line:?}"),
-            ));
-        };
-        rows += count.parse::<u64>().unwrap_or(0);
-        fp.fact(
-            format!("table {schema}.{name}"),
-            format!("rows={count} sum={sum}"),
-        );
-    }
-    fp.summary = format!("{} tables, {rows} rows", fp.facts.len());
-    Ok(fp)
-}
+use crate::{Result, SourceError};
 
 /// Read what the sink left unread: a sink that stops early must not leave pg_dump
 /// blocked, nor pass for a complete dump.
@@ -141,14 +103,14 @@ const DONE: &str = "__haven_done__";
 /// A psql process driven line by line: each query is followed by `\echo` of a marker, so
 /// its output ends at the marker; psql stops at the first error (`ON_ERROR_STOP`).
 pub(super) struct Session {
-    pub(super) child: Child,
-    pub(super) pipes: Pipes,
+    child: Child,
+    pipes: Pipes,
     stderr: Option<JoinHandle<Vec<u8>>>,
     conn: ConnInfo,
     ended: bool,
 }
 
-pub(super) struct Pipes {
+struct Pipes {
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
 }
@@ -156,7 +118,7 @@ pub(super) struct Pipes {
 impl Pipes {
     /// The output lines of `sql`, or `None` when psql ended first (an error, a lost
     /// connection).
-    pub(super) fn query(&mut self, sql: &str) -> Option<Vec<String>> {
+    fn query(&mut self, sql: &str) -> Option<Vec<String>> {
         let input = format!("{sql}\n\\echo {DONE}\n");
         if self
             .stdin
@@ -217,7 +179,7 @@ impl Session {
     }
 
     /// Why psql ended: its exit status and the end of its stderr, classified.
-    pub(super) fn failure(&mut self) -> SourceError {
+    fn failure(&mut self) -> SourceError {
         let status = self.child.wait();
         self.ended = true;
         let stderr = self

@@ -513,6 +513,20 @@ def med(R, phase, key="wall_s"):
     return (statistics.median(xs), min(xs), max(xs), len(xs)) if xs else None
 
 
+def paired_ratios(R):
+    """Per repetition, haven / baseline for backup and restore-only."""
+    def by_rep(phase, key="wall_s"):
+        return {r["rep"]: r[key] for r in R.raw if r["phase"] == phase and key in r}
+    out = []
+    for label, h, b in [("backup", by_rep("backup-haven"), by_rep("backup-pg_dump")),
+                        ("restore-only", by_rep("restore-haven-report", "restore_seconds"),
+                         by_rep("restore-pg_restore"))]:
+        xs = [h[i] / b[i] for i in sorted(b) if i in h and b[i] > 0]
+        if xs:
+            out.append((label, xs))
+    return out
+
+
 def report(args, R, m):
     srv = m["srv"]
     now = datetime.datetime.now()
@@ -612,6 +626,11 @@ def report(args, R, m):
         bb, br = med(R, "backup-before"), med(R, "restore-before-report", "restore_seconds")
         if bb and br:
             w("  --haven-before: backup %.2fx, restore-only %.2fx (informational)" % (bb[0] / base_b, br[0] / base_r))
+    paired = paired_ratios(R)
+    if paired:
+        w("  paired per rep (haven_i / baseline_i; the two of a pair ran within a minute or two):")
+        for label, xs in paired:
+            w("    %-50s %s  median %.2fx" % (label, " ".join("%.2f" % x for x in xs), statistics.median(xs)))
     if hav_rt and base_r:
         w("  %-52s %5.2fx  (informational: validation is extra work)" % (
             "restore incl. validation / pg_restore -j %d" % m["jobs"], hav_rt / base_r))

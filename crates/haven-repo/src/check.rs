@@ -9,7 +9,7 @@
 //! as packs of an interrupted backup, that `prune` removes).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::bounded;
@@ -68,6 +68,7 @@ pub fn check(
     read_data: bool,
     progress: Arc<Progress>,
 ) -> Result<CheckReport> {
+    let repo = &repo.without_disk_cache();
     let mut r = CheckReport::default();
     for (name, why) in &repo.index.damaged {
         r.problems
@@ -78,19 +79,23 @@ pub fn check(
     crate::debug::phase("check: reading pack headers");
     let mut present = vec![];
     for (pack, blobs) in &expected {
-        let Some(&size) = stored.get(pack) else {
-            r.problems.push(format!(
+        match stored.get(pack) {
+            Some(&size) => present.push((*pack, size)),
+            None => r.problems.push(format!(
                 "pack {} is missing: {} blobs the index lists there are lost",
                 pack.short(),
                 blobs.len()
-            ));
-            continue;
-        };
-        match repo.repo.read_pack_header(pack, size) {
-            Ok(header) => compare_header(pack, &header, blobs, &mut r.problems),
+            )),
+        }
+    }
+    let headers = in_parallel(repo.pack_readers(), &present, |(pack, size)| {
+        repo.repo.read_pack_header(pack, *size)
+    });
+    for ((pack, _), header) in present.iter().zip(headers) {
+        match header {
+            Ok(header) => compare_header(pack, &header, &expected[pack], &mut r.problems),
             Err(e) => r.problems.push(format!("pack {}: {e}", pack.short())),
         }
-        present.push((*pack, size));
     }
     for pack in stored.keys().filter(|p| !expected.contains_key(p)) {
         r.notes.push(format!("pack {} is in no index (left by an interrupted backup or prune); `haven prune` removes it", pack.short()));
@@ -129,6 +134,32 @@ pub fn check(
         read_all_packs(repo, &present, &expected, &mut r, &progress);
     }
     Ok(r)
+}
+
+/// `f` applied to every item by `threads` threads; results in the items' order.
+fn in_parallel<T: Sync, R: Send>(
+    threads: usize,
+    items: &[T],
+    f: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
+    if threads <= 1 {
+        return items.iter().map(f).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let results = Mutex::new(Vec::with_capacity(items.len()));
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(item) = items.get(i) else { break };
+                let r = f(item);
+                results.lock().expect("results").push((i, r));
+            });
+        }
+    });
+    let mut results = results.into_inner().expect("results");
+    results.sort_by_key(|(i, _)| *i);
+    results.into_iter().map(|(_, r)| r).collect()
 }
 
 fn check_snapshot_trees(
@@ -175,8 +206,10 @@ fn read_all_packs(
         .map(|n| n.get())
         .unwrap_or(2)
         .clamp(1, 8);
-    // One sequential reader, several verifiers: cold parallel reads are slower here.
+    // Several verifiers; one sequential reader for a local folder (cold parallel reads
+    // are slower there), several for a remote store.
     let (tx, rx) = bounded::<(&PackId, u64, Result<Vec<u8>, String>)>(1);
+    let next = AtomicUsize::new(0);
     std::thread::scope(|s| {
         for _ in 0..workers {
             let (rx, results) = (rx.clone(), &results);
@@ -196,15 +229,20 @@ fn read_all_packs(
                 }
             });
         }
-        for (pack, size) in packs {
-            let data = repo
-                .repo
-                .backend
-                .read(FileKind::Pack, &pack.to_hex())
-                .map_err(|e| e.to_string());
-            if tx.send((pack, *size, data)).is_err() {
-                break;
-            }
+        for _ in 0..repo.pack_readers() {
+            let (tx, next) = (tx.clone(), &next);
+            s.spawn(move || {
+                while let Some((pack, size)) = packs.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    let data = repo
+                        .repo
+                        .backend
+                        .read(FileKind::Pack, &pack.to_hex())
+                        .map_err(|e| e.to_string());
+                    if tx.send((pack, *size, data)).is_err() {
+                        break;
+                    }
+                }
+            });
         }
         drop(tx);
     });

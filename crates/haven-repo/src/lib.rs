@@ -36,6 +36,7 @@ pub mod saver;
 pub mod snapshot;
 pub mod stats;
 pub mod tree;
+pub mod trees;
 pub mod walk;
 
 pub use error::{RepoError, Result};

@@ -181,6 +181,9 @@ pub fn prune(
     }
     for pack in to_delete.iter().chain(to_repack.iter().map(|(p, _)| p)) {
         repo.repo.backend.remove(FileKind::Pack, &pack.to_hex())?;
+        if let Some(disk) = repo.trees.disk() {
+            disk.remove(&pack.to_hex());
+        }
     }
     Ok(report)
 }

@@ -2,13 +2,15 @@
 //!
 //! ```text
 //! plan (walk trees) -> directories created
-//!   -> pack reader (one thread, packs front to back, needed ranges only)
+//!   -> pack readers (packs front to back, needed ranges only; one thread for a local
+//!      folder, several for a remote store)
 //!   -> writers (N threads): decrypt, verify, write each blob at every offset that uses it
 //!   -> a file's last blob: owner, mode, mtime, rename into place (restore/file.rs)
 //! -> hard links, symlinks, directory metadata (deepest first)
 //! ```
-//! One sequential reader: on these machines cold parallel reads of several packs are
-//! slower than one sequential stream. A file with a damaged or missing blob is removed
+//! One sequential reader for a local folder: on these machines cold parallel reads of
+//! several packs are slower than one sequential stream; a remote store gets several
+//! ([`IndexedRepository::pack_readers`]) so that round trips overlap. A file with a damaged or missing blob is removed
 //! and reported by name: a restore never leaves wrong bytes under a real name, and the
 //! rest continues.
 
@@ -19,13 +21,14 @@ mod stream;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::bounded;
 use haven_store::FileKind;
 
 use crate::error::{RepoError, Result};
+use crate::id::PackId;
 use crate::index::IndexedRepository;
 use crate::pack;
 use crate::progress::Progress;
@@ -125,6 +128,43 @@ fn finish_file(item: &file::FileItem, report: &Mutex<RestoreReport>, progress: &
     progress.add_done(1, 0);
 }
 
+/// Read one range of a pack. A range that cannot be read whole (a truncated pack) is
+/// read blob by blob, so blobs before the damage still restore.
+fn read_range<'p>(
+    repo: &IndexedRepository,
+    pack: &PackId,
+    start: u64,
+    end: u64,
+    blobs: &'p [plan::BlobUses],
+) -> Vec<ReadRange<'p>> {
+    let read = |start: u64, end: u64| {
+        repo.repo
+            .backend
+            .read_range(FileKind::Pack, &pack.to_hex(), start, end - start)
+            .map_err(|e| format!("pack {} could not be read: {e}", pack.short()))
+    };
+    match read(start, end) {
+        Err(_) if blobs.len() > 1 => (0..blobs.len())
+            .map(|i| {
+                let b = &blobs[i].0;
+                let (s, e) = (b.offset as u64, b.offset as u64 + b.length as u64);
+                ReadRange {
+                    pack: pack.short(),
+                    start: s,
+                    data: read(s, e),
+                    blobs: &blobs[i..=i],
+                }
+            })
+            .collect(),
+        data => vec![ReadRange {
+            pack: pack.short(),
+            start,
+            data,
+            blobs,
+        }],
+    }
+}
+
 /// Restore (part of) a snapshot below `opts.target`.
 pub fn restore(
     repo: &IndexedRepository,
@@ -134,6 +174,7 @@ pub fn restore(
 ) -> Result<RestoreReport> {
     let mut report = RestoreReport::default();
     let plan = plan::make_plan(repo, snap, opts, &mut report);
+    repo.trees.clear_memory();
     crate::debug::phase("restore: planned");
     if plan.files.is_empty()
         && plan.dirs.is_empty()
@@ -166,6 +207,16 @@ pub fn restore(
         .map(|n| n.get())
         .unwrap_or(2)
         .clamp(2, 8);
+    let ranges: Vec<_> = plan
+        .packs
+        .iter()
+        .flat_map(|(pack, blobs)| {
+            plan::read_ranges(blobs)
+                .into_iter()
+                .map(move |(start, end, blobs)| (pack, start, end, blobs))
+        })
+        .collect();
+    let next = AtomicUsize::new(0);
     let (tx, rx) = bounded::<ReadRange<'_>>(writers + 2);
     std::thread::scope(|s| {
         for _ in 0..writers {
@@ -177,41 +228,21 @@ pub fn restore(
                 }
             });
         }
-        for (pack, blobs) in &plan.packs {
-            let read = |start: u64, end: u64| {
-                repo.repo
-                    .backend
-                    .read_range(FileKind::Pack, &pack.to_hex(), start, end - start)
-                    .map_err(|e| format!("pack {} could not be read: {e}", pack.short()))
-            };
-            for (start, end, range_blobs) in plan::read_ranges(blobs) {
-                let data = read(start, end);
-                // A range that cannot be read whole (a truncated pack) is read blob by
-                // blob, so blobs before the damage still restore.
-                let parts: Vec<ReadRange<'_>> = match data {
-                    Err(_) if range_blobs.len() > 1 => (0..range_blobs.len())
-                        .map(|i| {
-                            let b = &range_blobs[i].0;
-                            let (s, e) = (b.offset as u64, b.offset as u64 + b.length as u64);
-                            ReadRange {
-                                pack: pack.short(),
-                                start: s,
-                                data: read(s, e),
-                                blobs: &range_blobs[i..=i],
-                            }
-                        })
-                        .collect(),
-                    data => vec![ReadRange {
-                        pack: pack.short(),
-                        start,
-                        data,
-                        blobs: range_blobs,
-                    }],
+        for _ in 0..repo.pack_readers() {
+            let (tx, ranges, next) = (tx.clone(), &ranges, &next);
+            s.spawn(move || loop {
+                let Some(&(pack, start, end, blobs)) =
+                    ranges.get(next.fetch_add(1, Ordering::Relaxed))
+                else {
+                    break;
                 };
-                if parts.into_iter().any(|part| tx.send(part).is_err()) {
+                if read_range(repo, pack, start, end, blobs)
+                    .into_iter()
+                    .any(|part| tx.send(part).is_err())
+                {
                     break;
                 }
-            }
+            });
         }
         drop(tx);
     });

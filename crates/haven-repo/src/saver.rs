@@ -1,13 +1,14 @@
 //! The write pipeline: blobs in, packs and index files out.
 //!
 //! ```text
-//! save() ─(id, dedup)─> [seal workers: compress + encrypt] ─> [packer] ─> [uploader] ─> index files
+//! save() ─(id, dedup)─> [seal workers: compress + encrypt] ─> [packer] ─> [uploaders] ─> index files
 //! ```
 //! `save` hashes in the caller's thread and returns the blob id at once; a blob that
 //! is already indexed or already queued is not stored again. Channels are bounded, so
-//! memory stays bounded: a few chunks per worker, the data pack being filled and the one
-//! being written (two 16 MiB pack buffers circulate between packer and uploader), and a
-//! small tree pack. The uploader writes a partial index file at least every two seconds,
+//! memory stays bounded: a few chunks per worker, the data pack being filled and the ones
+//! being written (pack buffers circulate between packer and uploaders: one uploader for a
+//! local folder, [`REMOTE_UPLOADERS`] for a remote store), and a small tree pack. Tree
+//! packs of a remote repository are also kept in the local tree cache ([`crate::trees`]). The uploader writes a partial index file at least every two seconds,
 //! so a killed backup leaves almost everything it uploaded indexed (and
 //! `adopt_unindexed_packs` catches the rest). `finish` writes the index for all packs of
 //! this run and removes the partial ones.
@@ -121,14 +122,20 @@ impl BlobSaver {
             threads.push(std::thread::spawn(move || seal_worker(rx, tx, sh)));
         }
         drop(pack_tx);
-        let (free_tx, free_rx) = bounded::<Vec<u8>>(PACK_BUFFERS);
+        // One uploader for a local disk, whose flush rate is the limit (a second one
+        // would only hold one more 16 MiB pack in memory); several for a remote store,
+        // where each PUT waits on a round trip and they overlap.
+        let uploaders = if shared.repo.repo.backend.remote() {
+            REMOTE_UPLOADERS
+        } else {
+            1
+        };
+        let (free_tx, free_rx) = bounded::<Vec<u8>>(uploaders + 1);
         let sh = shared.clone();
         threads.push(std::thread::spawn(move || {
             packer(pack_rx, upload_tx, free_rx, sh)
         }));
-        // One uploader: a second one holds a third 16 MiB pack in memory and does not
-        // write faster to a local disk, whose flush rate is the limit.
-        for _ in 0..1 {
+        for _ in 0..uploaders {
             let (rx, free, sh) = (upload_rx.clone(), free_tx.clone(), shared.clone());
             threads.push(std::thread::spawn(move || uploader(rx, free, sh)));
         }
@@ -233,10 +240,10 @@ fn seal_worker(rx: Receiver<(BlobKind, BlobId, Vec<u8>)>, tx: Sender<SealedBlob>
     }
 }
 
-/// Pack buffers circulate between packer and uploaders instead of being allocated per
-/// pack: no page faults for fresh 16 MiB buffers and no heap fragmentation (peak memory
-/// of a backup is a benchmarked target).
-const PACK_BUFFERS: usize = 2;
+/// Pack buffers (one more than uploaders) circulate between packer and uploaders instead
+/// of being allocated per pack: no page faults for fresh 16 MiB buffers and no heap
+/// fragmentation (peak memory of a backup is a benchmarked target).
+const REMOTE_UPLOADERS: usize = 3;
 
 fn packer(
     rx: Receiver<SealedBlob>,
@@ -302,6 +309,11 @@ fn uploader(
             continue;
         }
         sh.stats.packs_written.fetch_add(1, Ordering::Relaxed);
+        if let (Some(disk), Some((start, end))) =
+            (sh.repo.trees.disk(), crate::trees::tree_pack_span(&blobs))
+        {
+            disk.store(&id.to_hex(), start, &bytes[start as usize..end as usize]);
+        }
         let to_flush = {
             let mut log = sh.written.lock().expect("index log lock");
             let entry = IndexPack { id, blobs };

@@ -61,6 +61,10 @@ impl<T: ReadBackend + ?Sized> ReadBackend for Arc<T> {
         (**self).location()
     }
 
+    fn remote(&self) -> bool {
+        (**self).remote()
+    }
+
     fn list(&self, kind: FileKind) -> Result<Vec<FileInfo>, StoreError> {
         (**self).list(kind)
     }

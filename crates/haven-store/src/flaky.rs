@@ -130,6 +130,10 @@ impl<B: WriteBackend> ReadBackend for FlakyBackend<B> {
         self.inner.location()
     }
 
+    fn remote(&self) -> bool {
+        self.inner.remote()
+    }
+
     fn list(&self, kind: FileKind) -> Result<Vec<FileInfo>, StoreError> {
         self.op(kind.folder(), || self.inner.list(kind))
     }

@@ -107,6 +107,12 @@ pub struct FileInfo {
 pub trait ReadBackend: Send + Sync {
     /// Where this backend stores data, for messages (a path or URL; never credentials).
     fn location(&self) -> String;
+    /// True when every request crosses a network (S3, a mirror with such a site): the
+    /// engine then overlaps requests (several uploaders and readers) and keeps tree packs
+    /// in a local cache, since a round trip costs far more than reading a local file.
+    fn remote(&self) -> bool {
+        false
+    }
     /// All complete files of one kind. Kinds that are single files (`Marker`, `Config`)
     /// list as one entry named after the kind, or nothing when absent.
     fn list(&self, kind: FileKind) -> Result<Vec<FileInfo>, StoreError>;

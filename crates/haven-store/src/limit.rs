@@ -71,6 +71,10 @@ impl<B: WriteBackend> ReadBackend for LimitBackend<B> {
         self.inner.location()
     }
 
+    fn remote(&self) -> bool {
+        self.inner.remote()
+    }
+
     fn list(&self, kind: FileKind) -> Result<Vec<FileInfo>, StoreError> {
         let _p = self.sem.acquire();
         self.inner.list(kind)

@@ -606,6 +606,10 @@ impl ReadBackend for MirrorBackend {
         format!("mirror:{}", sites.join(","))
     }
 
+    fn remote(&self) -> bool {
+        self.sites.iter().any(|(_, b)| b.remote())
+    }
+
     fn list(&self, kind: FileKind) -> Result<Vec<FileInfo>, StoreError> {
         let listed = self.list_sites(kind);
         let mut union: BTreeMap<String, Vec<(usize, u64)>> = BTreeMap::new();

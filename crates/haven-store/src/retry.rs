@@ -101,6 +101,10 @@ impl<B: WriteBackend> ReadBackend for RetryBackend<B> {
         self.inner.location()
     }
 
+    fn remote(&self) -> bool {
+        self.inner.remote()
+    }
+
     fn list(&self, kind: FileKind) -> Result<Vec<FileInfo>, StoreError> {
         self.run(|| self.inner.list(kind))
     }

@@ -88,7 +88,7 @@ pub fn check(
             )),
         }
     }
-    let headers = in_parallel(repo.pack_readers(), &present, |(pack, size)| {
+    let headers = crate::parallel::map(repo.pack_readers(), &present, |(pack, size)| {
         repo.repo.read_pack_header(pack, *size)
     });
     for ((pack, _), header) in present.iter().zip(headers) {
@@ -134,32 +134,6 @@ pub fn check(
         read_all_packs(repo, &present, &expected, &mut r, &progress);
     }
     Ok(r)
-}
-
-/// `f` applied to every item by `threads` threads; results in the items' order.
-fn in_parallel<T: Sync, R: Send>(
-    threads: usize,
-    items: &[T],
-    f: impl Fn(&T) -> R + Sync,
-) -> Vec<R> {
-    if threads <= 1 {
-        return items.iter().map(f).collect();
-    }
-    let next = AtomicUsize::new(0);
-    let results = Mutex::new(Vec::with_capacity(items.len()));
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(item) = items.get(i) else { break };
-                let r = f(item);
-                results.lock().expect("results").push((i, r));
-            });
-        }
-    });
-    let mut results = results.into_inner().expect("results");
-    results.sort_by_key(|(i, _)| *i);
-    results.into_iter().map(|(_, r)| r).collect()
 }
 
 fn check_snapshot_trees(

@@ -36,9 +36,6 @@ pub struct IndexFile {
     pub packs: Vec<IndexPack>,
 }
 
-/// Concurrent pack reads against a remote store ([`IndexedRepository::pack_readers`]).
-pub const REMOTE_PACK_READERS: usize = 4;
-
 /// Index files are split so that none lists more blobs than this (about 3 MiB encoded).
 pub const MAX_BLOBS_PER_INDEX_FILE: usize = 65_536;
 
@@ -183,15 +180,21 @@ impl MasterIndex {
 fn load_index_files(repo: &Repository) -> Result<MasterIndex> {
     let mut files = vec![];
     let mut damaged = vec![];
-    for info in repo.backend.list(FileKind::Index)? {
-        let Some(id) = IndexId::from_hex(&info.name) else {
-            continue;
-        };
-        match repo.load_object::<IndexFile>(FileKind::Index, ObjectKind::Index, &info.name) {
+    let listed: Vec<(IndexId, String)> = repo
+        .backend
+        .list(FileKind::Index)?
+        .into_iter()
+        .filter_map(|info| Some((IndexId::from_hex(&info.name)?, info.name)))
+        .collect();
+    let loaded = crate::parallel::map(repo.parallel_requests(), &listed, |(_, name)| {
+        repo.load_object::<IndexFile>(FileKind::Index, ObjectKind::Index, name)
+    });
+    for ((id, name), result) in listed.into_iter().zip(loaded) {
+        match result {
             Ok(f) => files.push((id, f)),
             // Removed by a concurrent backup after it wrote a merged index: skip it.
             Err(RepoError::Store(e)) if e.is_not_found() => {}
-            Err(RepoError::Corrupt { detail, .. }) => damaged.push((info.name.clone(), detail)),
+            Err(RepoError::Corrupt { detail, .. }) => damaged.push((name, detail)),
             Err(e) => return Err(e),
         }
     }
@@ -301,11 +304,7 @@ impl IndexedRepository {
     /// several packs are slower there than one sequential stream, ADR 0008), several
     /// for a remote store, where each request waits on a round trip and requests overlap.
     pub fn pack_readers(&self) -> usize {
-        if self.repo.backend.remote() {
-            REMOTE_PACK_READERS
-        } else {
-            1
-        }
+        self.repo.parallel_requests()
     }
 
     /// Read, decrypt and verify one blob.

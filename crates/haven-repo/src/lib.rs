@@ -27,6 +27,7 @@ pub mod index;
 pub mod keys;
 pub mod lock;
 pub mod pack;
+pub mod parallel;
 pub mod progress;
 pub mod prune;
 pub mod repository;

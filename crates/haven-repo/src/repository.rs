@@ -24,6 +24,9 @@ use crate::keys::{self, KdfParams, Secret};
 pub const FORMAT_VERSION: u32 = 1;
 const MARKER_HEAD: &str = "haven repository";
 
+/// Requests in flight at once against a remote store ([`Repository::parallel_requests`]).
+pub const REMOTE_PARALLEL_REQUESTS: usize = 4;
+
 /// The encrypted repository configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RepoConfig {
@@ -225,6 +228,16 @@ impl Repository {
             config,
             chunker: Arc::new(chunker),
             key_id,
+        }
+    }
+
+    /// Requests to send at once where work allows: one for a local folder, several for
+    /// a remote store, where each request waits on a round trip (ADR 0012).
+    pub fn parallel_requests(&self) -> usize {
+        if self.backend.remote() {
+            REMOTE_PARALLEL_REQUESTS
+        } else {
+            1
         }
     }
 

@@ -230,17 +230,16 @@ pub fn restore(
         }
         for _ in 0..repo.pack_readers() {
             let (tx, ranges, next) = (tx.clone(), &ranges, &next);
-            s.spawn(move || loop {
-                let Some(&(pack, start, end, blobs)) =
+            s.spawn(move || {
+                while let Some(&(pack, start, end, blobs)) =
                     ranges.get(next.fetch_add(1, Ordering::Relaxed))
-                else {
-                    break;
-                };
-                if read_range(repo, pack, start, end, blobs)
-                    .into_iter()
-                    .any(|part| tx.send(part).is_err())
                 {
-                    break;
+                    if read_range(repo, pack, start, end, blobs)
+                        .into_iter()
+                        .any(|part| tx.send(part).is_err())
+                    {
+                        break;
+                    }
                 }
             });
         }

@@ -78,14 +78,20 @@ impl Repository {
     pub fn snapshots(&self) -> Result<(Vec<SnapshotEntry>, Damaged)> {
         let mut out = vec![];
         let mut damaged = vec![];
-        for info in self.backend.list(FileKind::Snapshot)? {
-            let Some(id) = SnapshotId::from_hex(&info.name) else {
-                continue;
-            };
-            match self.load_snapshot(&id) {
+        let listed: Vec<(SnapshotId, String)> = self
+            .backend
+            .list(FileKind::Snapshot)?
+            .into_iter()
+            .filter_map(|info| Some((SnapshotId::from_hex(&info.name)?, info.name)))
+            .collect();
+        let loaded = crate::parallel::map(self.parallel_requests(), &listed, |(id, _)| {
+            self.load_snapshot(id)
+        });
+        for ((id, name), result) in listed.into_iter().zip(loaded) {
+            match result {
                 Ok(snapshot) => out.push(SnapshotEntry { id, snapshot }),
                 Err(RepoError::Store(e)) if e.is_not_found() => {}
-                Err(RepoError::Corrupt { detail, .. }) => damaged.push((info.name, detail)),
+                Err(RepoError::Corrupt { detail, .. }) => damaged.push((name, detail)),
                 Err(e) => return Err(e),
             }
         }

@@ -343,12 +343,17 @@ impl Repo {
     #[track_caller]
     pub fn assert_restores(&self, snapshot: &str, source: &Path, expected: &Path) {
         let target = tempfile::tempdir().expect("tempdir for a restore");
-        let out = self.run(&[
-            "restore",
-            snapshot,
-            "--target",
-            target.path().to_str().expect("utf-8 temp path"),
-        ]);
+        // Without the local tree cache, so that the restore proves what this
+        // repository (one site alone, say) holds.
+        let out = self.run_env(
+            &[
+                "restore",
+                snapshot,
+                "--target",
+                target.path().to_str().expect("utf-8 temp path"),
+            ],
+            &[("HAVEN_CACHE_DIR", "off")],
+        );
         out.ok(&format!("restore {snapshot}"));
         let restored = restored_path(target.path(), source);
         if let Err(diffs) = compare_trees(expected, &restored) {

@@ -69,6 +69,25 @@ pub(crate) fn apply_metadata(path: &Path, node: &Node, is_symlink: bool) -> std:
     filetime::set_file_times(path, mtime, mtime)
 }
 
+/// [`apply_metadata`] through an open file (no path walks): owner, mode, mtime.
+pub(crate) fn apply_metadata_to_file(file: &fs::File, node: &Node) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if crate::host::current_uid() == 0 {
+        std::os::unix::fs::fchown(file, Some(node.uid), Some(node.gid))?;
+    }
+    file.set_permissions(fs::Permissions::from_mode(node.mode))?;
+    let since_epoch = std::time::Duration::new(
+        node.mtime_ns.unsigned_abs() / 1_000_000_000,
+        (node.mtime_ns.unsigned_abs() % 1_000_000_000) as u32,
+    );
+    let mtime = if node.mtime_ns >= 0 {
+        std::time::UNIX_EPOCH + since_epoch
+    } else {
+        std::time::UNIX_EPOCH - since_epoch
+    };
+    file.set_times(fs::FileTimes::new().set_accessed(mtime).set_modified(mtime))
+}
+
 /// A range of a pack read from storage, with the blobs inside it.
 struct ReadRange<'p> {
     /// The pack's short name, for messages.

@@ -1,12 +1,14 @@
 //! One file being restored.
 //!
 //! A file that needs exactly one blob write is written straight to its final name, after
-//! the blob was decrypted and verified: no wrong byte can land there. A file that needs
-//! several is written under a temporary name (`.haven-restore-N`) created at its final
-//! size on the first write (holes stay sparse) and renamed into place after the last one.
+//! the blob was decrypted and verified: no wrong byte can land there. It is opened once,
+//! and its metadata set through the open handle (a restore of many small files spends
+//! much of its time in the kernel walking paths). A file that needs several writes is
+//! written under a temporary name (`.haven-restore-N`) created at its final size on the
+//! first write (holes stay sparse) and renamed into place after the last one.
 //! Any failure removes what was written and records the reason once.
 
-use std::fs::{self, OpenOptions};
+use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -25,6 +27,9 @@ pub(super) struct FileItem {
     /// Set once the file exists at its final size; no handle is kept open between
     /// writes (thousands of files may be in progress at once).
     created: OnceLock<Result<(), String>>,
+    /// A file written in one go: its handle from the write to `finish` (the same thread
+    /// calls both, one after the other).
+    handle: Mutex<Option<File>>,
 }
 
 impl FileItem {
@@ -38,6 +43,7 @@ impl FileItem {
             failure: Mutex::new(None),
             direct: AtomicBool::new(false),
             created: OnceLock::new(),
+            handle: Mutex::new(None),
         }
     }
 
@@ -69,14 +75,20 @@ impl FileItem {
         self.created
             .get_or_init(|| {
                 let path = self.write_path();
-                let _ = fs::remove_file(path);
-                let f = OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .open(path);
-                f.and_then(|f| f.set_len(self.node.size))
-                    .map_err(|e| format!("creating {} failed: {e}", path.display()))
+                let direct = self.direct.load(Ordering::Relaxed);
+                // A file written in one go gets its size from that write.
+                let f = create_fresh(path)
+                    .and_then(|f| {
+                        if !direct {
+                            f.set_len(self.node.size)?;
+                        }
+                        Ok(f)
+                    })
+                    .map_err(|e| format!("creating {} failed: {e}", path.display()))?;
+                if direct {
+                    *self.handle.lock().expect("handle lock") = Some(f);
+                }
+                Ok(())
             })
             .clone()
     }
@@ -87,14 +99,32 @@ impl FileItem {
             return;
         }
         let result = self.create().and_then(|_| {
-            if zero {
-                return Ok(());
+            let held = self.handle.lock().expect("handle lock");
+            match held.as_ref() {
+                // The one write of a file written in one go; an all-zero blob only
+                // sets the size (sparse).
+                Some(f) => {
+                    let end = offset + data.len() as u64;
+                    (if zero {
+                        Ok(())
+                    } else {
+                        f.write_all_at(data, offset)
+                    })
+                    .and_then(|_| {
+                        if zero || end != self.node.size {
+                            f.set_len(self.node.size)
+                        } else {
+                            Ok(())
+                        }
+                    })
+                }
+                None if zero => Ok(()),
+                None => OpenOptions::new()
+                    .write(true)
+                    .open(self.write_path())
+                    .and_then(|f| f.write_all_at(data, offset)),
             }
-            OpenOptions::new()
-                .write(true)
-                .open(self.write_path())
-                .and_then(|f| f.write_all_at(data, offset))
-                .map_err(|e| format!("writing {} failed: {e}", self.write_path().display()))
+            .map_err(|e| format!("writing {} failed: {e}", self.write_path().display()))
         });
         if let Err(e) = result {
             self.fail(e);
@@ -105,6 +135,7 @@ impl FileItem {
     /// Returns the failure, if any.
     pub fn finish(&self) -> Result<(), String> {
         let failure = self.failure.lock().expect("failure lock").clone();
+        let held = self.handle.lock().expect("handle lock").take();
         if let Some(why) = failure {
             if self.created.get().is_some() {
                 let _ = fs::remove_file(self.write_path());
@@ -113,8 +144,12 @@ impl FileItem {
         }
         // Files without blobs (empty) are created here.
         let done = self.create().and_then(|_| {
-            super::apply_metadata(self.write_path(), &self.node, false)
-                .map_err(|e| format!("setting metadata failed: {e}"))
+            let held = held.or_else(|| self.handle.lock().expect("handle lock").take());
+            match held {
+                Some(f) => super::apply_metadata_to_file(&f, &self.node),
+                None => super::apply_metadata(self.write_path(), &self.node, false),
+            }
+            .map_err(|e| format!("setting metadata failed: {e}"))
         });
         let done = done.and_then(|_| {
             if self.direct.load(Ordering::Relaxed) {
@@ -128,5 +163,18 @@ impl FileItem {
             let _ = fs::remove_file(self.write_path());
         }
         done
+    }
+}
+
+/// Create `path` as a new empty file. Never opens what is already there (a symlink
+/// planted in the target would be followed): an existing entry is removed first.
+fn create_fresh(path: &Path) -> std::io::Result<File> {
+    let open = || OpenOptions::new().write(true).create_new(true).open(path);
+    match open() {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            fs::remove_file(path)?;
+            open()
+        }
+        other => other,
     }
 }

@@ -8,22 +8,28 @@
 //! blob id to destination blob id, kept for one run, makes shared content (and whole
 //! unchanged subtrees) cost one read.
 //!
+//! Per snapshot: the trees are walked once to find the data blobs not copied yet, which
+//! are then read a pack range at a time (several ranges at once from a remote source,
+//! as in a restore) and saved ([`copy_data`]); then the trees are rebuilt with the
+//! destination's ids ([`Walker`]). A blob at a time, a copy between two regions would
+//! pay one round trip per blob.
+//!
 //! Order of durability per snapshot, as for a backup: packs, index
 //! ([`BlobSaver::finish`]), then the snapshot, written under the source's id with the
 //! source's metadata. A snapshot whose id exists in the destination is skipped, so a
 //! second run copies nothing, and a killed run is resumed by running it again (the
 //! caller adopts the packs it left first, and the saver dedups against them).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use haven_store::FileKind;
 
 use crate::error::{RepoError, Result};
-use crate::id::{BlobId, SnapshotId};
-use crate::index::IndexedRepository;
-use crate::pack::BlobKind;
+use crate::id::{BlobId, PackId, SnapshotId};
+use crate::index::{BlobLocation, IndexedRepository};
+use crate::pack::{BlobKind, PackBlob};
 use crate::progress::Progress;
 use crate::saver::BlobSaver;
 use crate::snapshot::SnapshotEntry;
@@ -82,13 +88,15 @@ pub fn copy_snapshots(
     for entry in todo {
         crate::debug::phase("copy: snapshot started");
         let saver = BlobSaver::new(dst.clone());
-        let mut walker = Walker {
-            src,
-            saver: &saver,
-            map: &mut map,
-            progress: &progress,
-        };
-        let tree = walker.tree(&entry.snapshot.tree);
+        let tree = copy_data(src, &saver, &entry.snapshot.tree, &mut map).and_then(|_| {
+            Walker {
+                src,
+                saver: &saver,
+                map: &mut map,
+                progress: &progress,
+            }
+            .tree(&entry.snapshot.tree)
+        });
         let stats = saver.finish();
         let tree = tree?;
         let stats = stats?;
@@ -104,6 +112,101 @@ pub fn copy_snapshots(
         result.copied.push(entry.id);
     }
     Ok(result)
+}
+
+/// Save in the destination every data blob below `root` that `map` lacks, reading the
+/// source a pack range at a time; adds them to `map`.
+fn copy_data(
+    src: &IndexedRepository,
+    saver: &BlobSaver,
+    root: &BlobId,
+    map: &mut HashMap<BlobId, BlobId>,
+) -> Result<()> {
+    let mut wanted = HashSet::new();
+    unmapped_data(src, root, map, &mut HashSet::new(), &mut wanted)?;
+    let mut by_pack: BTreeMap<PackId, Vec<PackBlob>> = BTreeMap::new();
+    for id in wanted {
+        let loc = src.index.get(&id).ok_or_else(|| {
+            RepoError::corrupt(
+                format!("blob {}", id.short()),
+                "it is not in the index (missing pack or index file)",
+            )
+        })?;
+        by_pack.entry(loc.pack).or_default().push(loc.blob);
+    }
+    let mut ranges = vec![];
+    for (pack, blobs) in &mut by_pack {
+        blobs.sort_by_key(|b| b.offset);
+        for (start, end, blobs) in crate::pack::read_ranges(blobs, |b| b) {
+            ranges.push((*pack, start, end, blobs));
+        }
+    }
+    let copied = crate::parallel::map(src.pack_readers(), &ranges, |(pack, start, end, blobs)| {
+        copy_range(src, saver, pack, *start, *end, blobs)
+    });
+    for pairs in copied {
+        map.extend(pairs?);
+    }
+    Ok(())
+}
+
+/// Data blobs below `tree` that `map` lacks (trees in `map` or `seen` are skipped).
+fn unmapped_data(
+    src: &IndexedRepository,
+    tree: &BlobId,
+    map: &HashMap<BlobId, BlobId>,
+    seen: &mut HashSet<BlobId>,
+    wanted: &mut HashSet<BlobId>,
+) -> Result<()> {
+    if map.contains_key(tree) || !seen.insert(*tree) {
+        return Ok(());
+    }
+    for node in crate::walk::load_tree(src, tree)?.nodes {
+        wanted.extend(node.content.iter().filter(|b| !map.contains_key(b)));
+        if let Some(sub) = &node.subtree {
+            unmapped_data(src, sub, map, seen, wanted)?;
+        }
+    }
+    Ok(())
+}
+
+/// Read one range of a source pack and save its blobs; returns (source id, destination
+/// id) pairs. A range that cannot be read whole is read blob by blob, so the error names
+/// the blob.
+fn copy_range(
+    src: &IndexedRepository,
+    saver: &BlobSaver,
+    pack: &PackId,
+    start: u64,
+    end: u64,
+    blobs: &[PackBlob],
+) -> Result<Vec<(BlobId, BlobId)>> {
+    let data = src
+        .repo
+        .backend()
+        .read_range(FileKind::Pack, &pack.to_hex(), start, end - start);
+    let mut pairs = Vec::with_capacity(blobs.len());
+    for b in blobs {
+        let plain = match &data {
+            Ok(d) => {
+                let at = (b.offset as u64 - start) as usize;
+                crate::pack::open_blob(&src.repo.key, b, &d[at..at + b.length as usize]).map_err(
+                    |e| {
+                        RepoError::corrupt(
+                            format!("blob {} in pack {}", b.id.short(), pack.short()),
+                            e,
+                        )
+                    },
+                )?
+            }
+            Err(_) => src.read_blob_at(&BlobLocation {
+                pack: *pack,
+                blob: *b,
+            })?,
+        };
+        pairs.push((b.id, saver.save(BlobKind::Data, plain)?));
+    }
+    Ok(pairs)
 }
 
 struct Walker<'a> {

@@ -267,3 +267,34 @@ pub fn parse_pack(key: &MasterKey, pack: &[u8]) -> Result<Vec<PackBlob>, String>
     let start = pack.len() - 4 - hlen;
     decode_header(key, &pack[start..pack.len() - 4], pack.len() as u64)
 }
+
+/// Ranges of one pack that are read together: blobs closer than `MAX_GAP` share a read
+/// of at most `MAX_RANGE` bytes.
+const MAX_GAP: u64 = 1 << 20;
+const MAX_RANGE: u64 = 8 << 20;
+
+/// Split items that each name a blob of one pack (sorted by offset) into read ranges:
+/// (start, end, items), so a restore or copy reads each pack once, front to back, in a
+/// few requests.
+pub fn read_ranges<T>(items: &[T], blob: impl Fn(&T) -> &PackBlob) -> Vec<(u64, u64, &[T])> {
+    let mut out = vec![];
+    let mut i = 0;
+    while i < items.len() {
+        let first = blob(&items[i]);
+        let start = first.offset as u64;
+        let mut end = start + first.length as u64;
+        let mut j = i + 1;
+        while j < items.len() {
+            let b = blob(&items[j]);
+            let b_end = b.offset as u64 + b.length as u64;
+            if b.offset as u64 > end + MAX_GAP || b_end - start > MAX_RANGE {
+                break;
+            }
+            end = end.max(b_end);
+            j += 1;
+        }
+        out.push((start, end, &items[i..j]));
+        i = j;
+    }
+    out
+}

@@ -6,38 +6,19 @@ use std::sync::Arc;
 
 use haven_repo::backup::{backup_paths, backup_stream, BackupOptions};
 use haven_repo::check::check;
-use haven_repo::chunker::ChunkerParams;
 use haven_repo::crypto::MasterKey;
 use haven_repo::id::BlobId;
-use haven_repo::keys::{KdfParams, Secret};
+use haven_repo::keys::Secret;
 use haven_repo::pack::{self, BlobKind, PackBuilder};
 use haven_repo::progress::Progress;
 use haven_repo::restore::{restore, restore_to_writer, RestoreOptions};
 use haven_repo::tree::{Node, NodeKind, Tree};
-use haven_repo::{InitOptions, RepoError, Repository};
+use haven_repo::{RepoError, Repository};
 use haven_store::{DynBackend, FileKind, MemoryBackend};
 use proptest::prelude::*;
 
-fn fast_opts() -> InitOptions {
-    InitOptions {
-        chunker: ChunkerParams {
-            min_size: 4096,
-            avg_size: 16384,
-            max_size: 65536,
-        },
-        pack_size: 1 << 20,
-        kdf: KdfParams {
-            memory_kib: 8 << 10,
-            iterations: 1,
-            parallelism: 1,
-        },
-        ..InitOptions::default()
-    }
-}
-
-fn pass() -> Secret {
-    Secret::Passphrase("correct horse".into())
-}
+mod common;
+use common::{fast_opts, pass};
 
 fn write_tree(root: &Path) {
     std::fs::create_dir_all(root.join("a/b")).unwrap();

@@ -1,6 +1,6 @@
 //! How the engine treats a remote store: tree packs read whole and kept in the local
 //! tree cache, several uploads and pack reads in flight at once, `check` judging what is
-//! stored rather than the cache.
+//! stored rather than the cache, `copy` reading a pack range at a time.
 //!
 //! [`Observed`] wraps a memory backend, says whether it is remote, counts pack reads and
 //! records how many pack requests were in flight at once. To let overlap show without
@@ -15,13 +15,13 @@ use std::time::{Duration, Instant};
 
 use haven_repo::backup::{backup_paths, BackupOptions};
 use haven_repo::check::check;
-use haven_repo::chunker::ChunkerParams;
-use haven_repo::keys::{KdfParams, Secret};
 use haven_repo::progress::Progress;
 use haven_repo::restore::{restore, RestoreOptions};
 use haven_repo::snapshot::Snapshot;
 use haven_repo::tree::NodeKind;
-use haven_repo::{walk, IndexedRepository, InitOptions, Repository};
+use haven_repo::{walk, IndexedRepository, Repository};
+mod common;
+use common::{fast_opts, pass};
 use haven_store::{
     DynBackend, FileInfo, FileKind, MemoryBackend, ReadBackend, StoreError, WriteBackend,
 };
@@ -134,27 +134,6 @@ impl WriteBackend for Observed {
     }
 }
 
-fn opts() -> InitOptions {
-    InitOptions {
-        chunker: ChunkerParams {
-            min_size: 4096,
-            avg_size: 16384,
-            max_size: 65536,
-        },
-        pack_size: 1 << 20,
-        kdf: KdfParams {
-            memory_kib: 8 << 10,
-            iterations: 1,
-            parallelism: 1,
-        },
-        ..InitOptions::default()
-    }
-}
-
-fn pass() -> Secret {
-    Secret::Passphrase("correct horse".into())
-}
-
 /// `dirs` folders with one small file each, plus `noise` bytes of incompressible data.
 fn write_source(root: &Path, dirs: usize, noise: usize) {
     for i in 0..dirs {
@@ -184,7 +163,7 @@ fn open(backend: &DynBackend) -> IndexedRepository {
 /// A repository on `observed` holding one backup of `src`.
 fn backed_up(observed: &Arc<Observed>, src: &Path) -> (DynBackend, Snapshot) {
     let backend: DynBackend = observed.clone();
-    Repository::init(backend.clone(), &pass(), &opts()).unwrap();
+    Repository::init(backend.clone(), &pass(), &fast_opts()).unwrap();
     let options = BackupOptions {
         paths: vec![src.to_path_buf()],
         ..Default::default()
@@ -364,4 +343,52 @@ fn a_local_store_keeps_one_upload_at_a_time() {
     let observed = Observed::new(false, true);
     backed_up(&observed, src.path());
     assert_eq!(observed.max_writes.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn copy_reads_the_source_a_pack_range_at_a_time() {
+    let cache = tempfile::tempdir().unwrap();
+    std::env::set_var("HAVEN_CACHE_DIR", cache.path());
+    let src_dir = tempfile::tempdir().unwrap();
+    write_source(src_dir.path(), 20, 3 << 20);
+    let source = Observed::new(true, false);
+    let (src_backend, _) = backed_up(&source, src_dir.path());
+    let src = open(&src_backend);
+    let blobs = src.index.len();
+
+    let dst_backend: DynBackend = Arc::new(MemoryBackend::new());
+    Repository::init(dst_backend.clone(), &pass(), &fast_opts()).unwrap();
+    let dst = open(&dst_backend);
+    let (snapshots, _) = src.repo.snapshots().unwrap();
+    source.reset_counts();
+    let copied =
+        haven_repo::copy::copy_snapshots(&src, &dst, &snapshots, Arc::new(Progress::default()))
+            .unwrap();
+    assert_eq!(copied.copied.len(), 1);
+    let reads = source.pack_reads.load(Ordering::SeqCst);
+    assert!(
+        reads * 10 < blobs,
+        "{reads} pack reads to copy {blobs} blobs: blobs were read one request each"
+    );
+
+    let dst = open(&dst_backend);
+    let out = tempfile::tempdir().unwrap();
+    let copy = dst.repo.find_snapshot(&snapshots[0].id.to_hex()).unwrap();
+    let report = restore(
+        &dst,
+        &copy.snapshot,
+        &RestoreOptions {
+            target: out.path().into(),
+            include: vec![],
+        },
+        Arc::new(Progress::default()),
+    )
+    .unwrap();
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    let restored = out.path().join(src_dir.path().strip_prefix("/").unwrap());
+    assert_eq!(
+        std::fs::read(restored.join("noise.bin")).unwrap(),
+        std::fs::read(src_dir.path().join("noise.bin")).unwrap()
+    );
+    assert_eq!(count_files(&dst, &copy.snapshot), 21);
 }

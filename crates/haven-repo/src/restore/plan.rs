@@ -122,30 +122,7 @@ pub(super) fn make_plan(
     plan
 }
 
-/// Ranges of one pack that are read together: blobs closer than `MAX_GAP` share a read
-/// of at most `MAX_RANGE` bytes.
-const MAX_GAP: u64 = 1 << 20;
-const MAX_RANGE: u64 = 8 << 20;
-
 /// Split a pack's blobs (sorted by offset) into read ranges: (start, end, blobs).
 pub(super) fn read_ranges(blobs: &[BlobUses]) -> Vec<(u64, u64, &[BlobUses])> {
-    let mut out = vec![];
-    let mut i = 0;
-    while i < blobs.len() {
-        let start = blobs[i].0.offset as u64;
-        let mut end = start + blobs[i].0.length as u64;
-        let mut j = i + 1;
-        while j < blobs.len() {
-            let b = &blobs[j].0;
-            let b_end = b.offset as u64 + b.length as u64;
-            if b.offset as u64 > end + MAX_GAP || b_end - start > MAX_RANGE {
-                break;
-            }
-            end = end.max(b_end);
-            j += 1;
-        }
-        out.push((start, end, &blobs[i..j]));
-        i = j;
-    }
-    out
+    crate::pack::read_ranges(blobs, |(b, _)| b)
 }

@@ -1,7 +1,9 @@
 //! Which backend a repository location opens. The one place that knows the URL schemes:
 //!
 //! * `s3://BUCKET/PREFIX` and `s3:http(s)://HOST:PORT/BUCKET/PREFIX`: [`haven_s3::S3Backend`]
-//!   (endpoint, region and credentials from the `AWS_*` environment variables).
+//!   (endpoint, region and credentials from the `AWS_*` environment variables), wrapped in
+//!   the standard retry/limit stack ([`haven_store::wrap`]: the only retry layer; the S3
+//!   client itself does not retry).
 //! * `mirror:NAME=LOCATION,NAME=LOCATION,...`: one repository on several sites
 //!   ([`haven_store::MirrorBackend`], semantics in `docs/MIRROR.md`), each site a location
 //!   of the other kinds, wrapped in the standard retry/limit stack.
@@ -18,6 +20,10 @@ use haven_store::{
 pub fn open_backend(location: &str, min_sites: MinSites) -> Result<DynBackend, StoreError> {
     match open_mirror(location, min_sites)? {
         Some(m) => Ok(m),
+        None if haven_s3::is_s3_url(location) => Ok(haven_store::wrap(
+            open_site(location)?,
+            &StackOptions::default(),
+        )),
         None => open_site(location),
     }
 }

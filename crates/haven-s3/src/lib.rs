@@ -244,16 +244,13 @@ impl S3Backend {
 }
 
 fn retry_config() -> RetryConfig {
-    // A few quick retries inside one call; the engine's own retry wrapper (if any)
-    // handles longer outages. A closed port therefore fails in about a second.
+    // No retries inside the client: the retry layer composed around every backend
+    // (`haven_store::wrap`, RetryBackend) is the only one, so a dead endpoint costs one
+    // retry budget, not the product of two.
     RetryConfig {
-        max_retries: 3,
+        max_retries: 0,
         retry_timeout: Duration::from_secs(30),
-        backoff: BackoffConfig {
-            init_backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_secs(2),
-            base: 2.0,
-        },
+        backoff: BackoffConfig::default(),
     }
 }
 

@@ -18,7 +18,7 @@ use haven_store::{DynBackend, FileKind, MemoryBackend};
 use proptest::prelude::*;
 
 mod common;
-use common::{fast_opts, pass};
+use common::{fast_opts, pass, restore_all};
 
 fn write_tree(root: &Path) {
     std::fs::create_dir_all(root.join("a/b")).unwrap();
@@ -84,19 +84,7 @@ fn backup_restore_check_round_trip_on_the_memory_backend() {
         .unwrap()
         .indexed()
         .unwrap();
-    let out = tempfile::tempdir().unwrap();
-    let report = restore(
-        &repo,
-        &second.snapshot,
-        &RestoreOptions {
-            target: out.path().into(),
-            include: vec![],
-        },
-        Arc::new(Progress::default()),
-    )
-    .unwrap();
-    assert!(report.failed.is_empty(), "{:?}", report.failed);
-    let restored = out.path().join(src.path().strip_prefix("/").unwrap());
+    let (_out, restored) = restore_all(&repo, &second.snapshot, src.path());
     for f in ["a/noise.bin", "a/b/text.txt", "empty"] {
         assert_same_file(&src.path().join(f), &restored.join(f));
     }

@@ -16,12 +16,11 @@ use std::time::{Duration, Instant};
 use haven_repo::backup::{backup_paths, BackupOptions};
 use haven_repo::check::check;
 use haven_repo::progress::Progress;
-use haven_repo::restore::{restore, RestoreOptions};
 use haven_repo::snapshot::Snapshot;
 use haven_repo::tree::NodeKind;
 use haven_repo::{walk, IndexedRepository, Repository};
 mod common;
-use common::{fast_opts, pass};
+use common::{fast_opts, pass, restore_all};
 use haven_store::{
     DynBackend, FileInfo, FileKind, MemoryBackend, ReadBackend, StoreError, WriteBackend,
 };
@@ -305,19 +304,7 @@ fn a_remote_store_gets_overlapping_uploads_and_pack_reads() {
 
     let repo = open(&backend);
     observed.reset_counts();
-    let out = tempfile::tempdir().unwrap();
-    let report = restore(
-        &repo,
-        &snap,
-        &RestoreOptions {
-            target: out.path().into(),
-            include: vec![],
-        },
-        Arc::new(Progress::default()),
-    )
-    .unwrap();
-    assert!(report.failed.is_empty(), "{:?}", report.failed);
-    let restored = out.path().join(src.path().strip_prefix("/").unwrap());
+    let (_out, restored) = restore_all(&repo, &snap, src.path());
     assert_eq!(
         std::fs::read(restored.join("noise.bin")).unwrap(),
         std::fs::read(src.path().join("noise.bin")).unwrap()
@@ -372,20 +359,8 @@ fn copy_reads_the_source_a_pack_range_at_a_time() {
     );
 
     let dst = open(&dst_backend);
-    let out = tempfile::tempdir().unwrap();
     let copy = dst.repo.find_snapshot(&snapshots[0].id.to_hex()).unwrap();
-    let report = restore(
-        &dst,
-        &copy.snapshot,
-        &RestoreOptions {
-            target: out.path().into(),
-            include: vec![],
-        },
-        Arc::new(Progress::default()),
-    )
-    .unwrap();
-    assert!(report.failed.is_empty(), "{:?}", report.failed);
-    let restored = out.path().join(src_dir.path().strip_prefix("/").unwrap());
+    let (_out, restored) = restore_all(&dst, &copy.snapshot, src_dir.path());
     assert_eq!(
         std::fs::read(restored.join("noise.bin")).unwrap(),
         std::fs::read(src_dir.path().join("noise.bin")).unwrap()

@@ -71,6 +71,29 @@ pub(crate) use conninfo::{encode_userinfo, quote_ident};
 use conninfo::{quote_literal, ConnInfo};
 use session::{classify, collect, drain, run_classified, Session};
 
+/// Wait for a client tool whose stderr `collect` is gathering; a failed exit becomes an
+/// error naming `what` with the end of that stderr (classified: unreachable server,
+/// refused credentials, ...).
+fn finish_child(
+    mut child: std::process::Child,
+    stderr: std::thread::JoinHandle<Vec<u8>>,
+    what: &str,
+    conn: &ConnInfo,
+) -> Result<()> {
+    let status = child
+        .wait()
+        .map_err(|e| SourceError::io(format!("waiting for {what}"), e))?;
+    let stderr = stderr.join().unwrap_or_default();
+    if status.success() {
+        return Ok(());
+    }
+    Err(classify(
+        what,
+        conn,
+        format!("{} ({status})", process::stderr_tail(&stderr)),
+    ))
+}
+
 /// What to do when a PostgreSQL client tool is missing.
 pub(crate) const NOT_INSTALLED_HINT: &str =
     "install the PostgreSQL client tools (Debian: apt-get install postgresql-client), \
@@ -343,18 +366,8 @@ impl StreamComponent for PostgresComponent {
                 .map_err(|e| SourceError::io(format!("feeding {what}"), e))
         });
         drop(stdin);
-        let status = child
-            .wait()
-            .map_err(|e| SourceError::io(format!("waiting for {what}"), e))?;
-        let stderr = stderr.join().unwrap_or_default();
         // pg_restore's own error explains a broken pipe on our side, so it comes first.
-        if !status.success() {
-            return Err(classify(
-                &what,
-                &conn,
-                format!("{} ({status})", process::stderr_tail(&stderr)),
-            ));
-        }
+        finish_child(child, stderr, &what, &conn)?;
         fed
     }
 
@@ -377,18 +390,8 @@ impl StreamComponent for PostgresComponent {
             let _ = io::copy(&mut stdout, &mut io::sink());
         }
         drop(stdout);
-        let status = child
-            .wait()
-            .map_err(|e| SourceError::io(format!("waiting for {what}"), e))?;
-        let stderr = stderr.join().unwrap_or_default();
         // pg_dump's own error (connection, credentials) explains a short archive.
-        if !status.success() {
-            return Err(classify(
-                &what,
-                &conn,
-                format!("{} ({status})", process::stderr_tail(&stderr)),
-            ));
-        }
+        finish_child(child, stderr, &what, &conn)?;
         read.map_err(|e| SourceError::failed(format!("reading the {what}"), e))
     }
 

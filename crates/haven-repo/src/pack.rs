@@ -152,6 +152,11 @@ impl PackBytes {
     pub fn into_buffer(self) -> Vec<u8> {
         self.buf
     }
+
+    /// The pack's bytes handed over whole: `buffer[start..]` is the pack.
+    pub fn into_shared(self) -> haven_store::SharedBytes {
+        haven_store::SharedBytes::new(self.buf, self.start)
+    }
 }
 
 impl PackBuilder {

@@ -286,34 +286,58 @@ fn packer(
     }
 }
 
+/// Store one pack, and keep a tree pack in the local tree cache (remote repositories).
+/// A remote store takes the buffer over (no 16 MiB copy per PUT) and gives it back for
+/// reuse once done with it; a local folder writes from it in place.
+fn store_pack(
+    sh: &Shared,
+    id: &PackId,
+    bytes: PackBytes,
+    blobs: &[PackBlob],
+    free: &Sender<Vec<u8>>,
+) -> std::result::Result<(), haven_store::StoreError> {
+    let backend = &sh.repo.repo.backend;
+    let name = id.to_hex();
+    let keep_tree = |pack: &[u8]| {
+        if let (Some(disk), Some((start, end))) =
+            (sh.repo.trees.disk(), crate::trees::tree_pack_span(blobs))
+        {
+            disk.store(&name, start, &pack[start as usize..end as usize]);
+        }
+    };
+    if backend.remote() {
+        let shared = bytes.into_shared();
+        backend.write_shared(FileKind::Pack, &name, shared.clone())?;
+        keep_tree(shared.as_ref());
+        if let Some(buffer) = shared.into_vec() {
+            let _ = free.try_send(buffer);
+        }
+    } else {
+        let bytes = Recycle {
+            buffer: Some(bytes),
+            to: free,
+        };
+        backend.write(FileKind::Pack, &name, &bytes)?;
+        keep_tree(&bytes);
+    }
+    Ok(())
+}
+
 fn uploader(
     rx: Receiver<(PackId, PackBytes, Vec<PackBlob>)>,
     free: Sender<Vec<u8>>,
     sh: Arc<Shared>,
 ) {
     for (id, bytes, blobs) in rx {
-        let bytes = Recycle {
-            buffer: Some(bytes),
-            to: &free,
-        };
         if sh.failed() {
+            let _ = free.try_send(bytes.into_buffer());
             continue;
         }
-        if let Err(e) = sh
-            .repo
-            .repo
-            .backend
-            .write(FileKind::Pack, &id.to_hex(), &bytes)
-        {
+        if let Err(e) = store_pack(&sh, &id, bytes, &blobs, &free) {
             sh.fail(e.into());
             continue;
         }
         sh.stats.packs_written.fetch_add(1, Ordering::Relaxed);
-        if let (Some(disk), Some((start, end))) =
-            (sh.repo.trees.disk(), crate::trees::tree_pack_span(&blobs))
-        {
-            disk.store(&id.to_hex(), start, &bytes[start as usize..end as usize]);
-        }
         let to_flush = {
             let mut log = sh.written.lock().expect("index log lock");
             let entry = IndexPack { id, blobs };

@@ -18,7 +18,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use haven_store::{ErrorClass, FileInfo, FileKind, ReadBackend, StoreError, WriteBackend};
+use haven_store::{
+    ErrorClass, FileInfo, FileKind, ReadBackend, SharedBytes, StoreError, WriteBackend,
+};
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path;
 use object_store::{BackoffConfig, ClientOptions, GetOptions, GetRange, ObjectStore, RetryConfig};
@@ -243,6 +245,20 @@ impl S3Backend {
     }
 }
 
+impl S3Backend {
+    /// One PUT: atomic on S3, and durable when the store acknowledges it. A repeated
+    /// write of the same name carries the same content (names are content ids).
+    fn put(&self, kind: FileKind, name: &str, payload: bytes::Bytes) -> Result<(), StoreError> {
+        self.check_bucket()?;
+        let rel = kind.path(name);
+        let key = self.key(kind, name);
+        self.runtime
+            .block_on(self.store.put(&key, payload.into()))
+            .map(|_| ())
+            .map_err(|e| self.err(&rel, "writing", e))
+    }
+}
+
 fn retry_config() -> RetryConfig {
     // No retries inside the client: the retry layer composed around every backend
     // (`haven_store::wrap`, RetryBackend) is the only one, so a dead endpoint costs one
@@ -410,16 +426,17 @@ impl WriteBackend for S3Backend {
     }
 
     fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<(), StoreError> {
-        self.check_bucket()?;
-        let rel = kind.path(name);
-        let key = self.key(kind, name);
-        // One PUT: atomic on S3, and durable when the store acknowledges it. A repeated
-        // write of the same name carries the same content (names are content ids).
-        let payload = bytes::Bytes::copy_from_slice(data);
-        self.runtime
-            .block_on(self.store.put(&key, payload.into()))
-            .map(|_| ())
-            .map_err(|e| self.err(&rel, "writing", e))
+        self.put(kind, name, bytes::Bytes::copy_from_slice(data))
+    }
+
+    fn write_shared(
+        &self,
+        kind: FileKind,
+        name: &str,
+        data: SharedBytes,
+    ) -> Result<(), StoreError> {
+        // No copy: the request body borrows the caller's buffer until the PUT is done.
+        self.put(kind, name, bytes::Bytes::from_owner(data))
     }
 
     fn remove(&self, kind: FileKind, name: &str) -> Result<(), StoreError> {

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use crate::{
     DynBackend, FileInfo, FileKind, LimitBackend, MinSites, MirrorBackend, ReadBackend,
-    RetryBackend, RetryPolicy, StoreError, WriteBackend,
+    RetryBackend, RetryPolicy, SharedBytes, StoreError, WriteBackend,
 };
 
 /// Options of the standard stack.
@@ -91,6 +91,15 @@ impl<T: WriteBackend + ?Sized> WriteBackend for Arc<T> {
 
     fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<(), StoreError> {
         (**self).write(kind, name, data)
+    }
+
+    fn write_shared(
+        &self,
+        kind: FileKind,
+        name: &str,
+        data: SharedBytes,
+    ) -> Result<(), StoreError> {
+        (**self).write_shared(kind, name, data)
     }
 
     fn remove(&self, kind: FileKind, name: &str) -> Result<(), StoreError> {

@@ -10,7 +10,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::{ErrorClass, FileInfo, FileKind, MemoryBackend, ReadBackend, StoreError, WriteBackend};
+use crate::{
+    ErrorClass, FileInfo, FileKind, MemoryBackend, ReadBackend, SharedBytes, StoreError,
+    WriteBackend,
+};
 
 #[derive(Debug, Default)]
 pub struct FlakyBackend<B = MemoryBackend> {
@@ -162,6 +165,17 @@ impl<B: WriteBackend> WriteBackend for FlakyBackend<B> {
 
     fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<(), StoreError> {
         self.op(&kind.path(name), || self.inner.write(kind, name, data))
+    }
+
+    fn write_shared(
+        &self,
+        kind: FileKind,
+        name: &str,
+        data: SharedBytes,
+    ) -> Result<(), StoreError> {
+        self.op(&kind.path(name), || {
+            self.inner.write_shared(kind, name, data.clone())
+        })
     }
 
     fn remove(&self, kind: FileKind, name: &str) -> Result<(), StoreError> {

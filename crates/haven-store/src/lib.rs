@@ -135,12 +135,53 @@ pub trait WriteBackend: ReadBackend {
     fn create(&self) -> Result<(), StoreError>;
     /// Write a whole file atomically and durably (see the crate doc for the contract).
     fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<(), StoreError>;
+    /// [`write`](Self::write) of a buffer the caller hands over: a backend that needs
+    /// owned bytes (S3) sends them without a copy. Same contract as `write`.
+    fn write_shared(
+        &self,
+        kind: FileKind,
+        name: &str,
+        data: SharedBytes,
+    ) -> Result<(), StoreError> {
+        self.write(kind, name, data.as_ref())
+    }
     /// Remove a file; removing a missing file succeeds. Durable when it returns.
     fn remove(&self, kind: FileKind, name: &str) -> Result<(), StoreError>;
     /// Remove what crashed writers left behind (temporary files, unfinished uploads)
     /// older than `min_age`; returns how many. Backends without such leftovers do nothing.
     fn remove_stale_temporaries(&self, _min_age: std::time::Duration) -> Result<usize, StoreError> {
         Ok(0)
+    }
+}
+
+/// A file's bytes handed to [`WriteBackend::write_shared`]: `buf[start..]`, shared so
+/// that a retry can send them again and the writer can take the buffer back for reuse
+/// ([`SharedBytes::into_vec`]) once the backend has let go of it.
+#[derive(Debug, Clone)]
+pub struct SharedBytes {
+    buf: std::sync::Arc<Vec<u8>>,
+    start: usize,
+}
+
+impl SharedBytes {
+    /// The bytes `buf[start..]`.
+    pub fn new(buf: Vec<u8>, start: usize) -> SharedBytes {
+        assert!(start <= buf.len(), "start beyond the buffer");
+        SharedBytes {
+            buf: std::sync::Arc::new(buf),
+            start,
+        }
+    }
+
+    /// The whole buffer back, when no other holder is left.
+    pub fn into_vec(self) -> Option<Vec<u8>> {
+        std::sync::Arc::try_unwrap(self.buf).ok()
+    }
+}
+
+impl AsRef<[u8]> for SharedBytes {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf[self.start..]
     }
 }
 

@@ -7,7 +7,7 @@
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
-use crate::{FileInfo, FileKind, ReadBackend, StoreError, WriteBackend};
+use crate::{FileInfo, FileKind, ReadBackend, SharedBytes, StoreError, WriteBackend};
 
 #[derive(Debug)]
 struct Semaphore {
@@ -106,6 +106,16 @@ impl<B: WriteBackend> WriteBackend for LimitBackend<B> {
     fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<(), StoreError> {
         let _p = self.sem.acquire();
         self.inner.write(kind, name, data)
+    }
+
+    fn write_shared(
+        &self,
+        kind: FileKind,
+        name: &str,
+        data: SharedBytes,
+    ) -> Result<(), StoreError> {
+        let _p = self.sem.acquire();
+        self.inner.write_shared(kind, name, data)
     }
 
     fn remove(&self, kind: FileKind, name: &str) -> Result<(), StoreError> {

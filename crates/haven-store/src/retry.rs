@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use crate::{ErrorClass, FileInfo, FileKind, ReadBackend, StoreError, WriteBackend};
+use crate::{ErrorClass, FileInfo, FileKind, ReadBackend, SharedBytes, StoreError, WriteBackend};
 
 /// How often and how patiently to retry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,6 +132,15 @@ impl<B: WriteBackend> WriteBackend for RetryBackend<B> {
 
     fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<(), StoreError> {
         self.run(|| self.inner.write(kind, name, data))
+    }
+
+    fn write_shared(
+        &self,
+        kind: FileKind,
+        name: &str,
+        data: SharedBytes,
+    ) -> Result<(), StoreError> {
+        self.run(|| self.inner.write_shared(kind, name, data.clone()))
     }
 
     fn remove(&self, kind: FileKind, name: &str) -> Result<(), StoreError> {

@@ -2,7 +2,7 @@
 //! stores that come later) runs these same checks of the contract in the crate doc.
 //! Each function panics with a message naming the broken rule.
 
-use crate::{ErrorClass, FileKind, WriteBackend};
+use crate::{ErrorClass, FileKind, SharedBytes, WriteBackend};
 
 /// Run every check against a backend whose `create` has not been called yet.
 pub fn run_all(b: &dyn WriteBackend) {
@@ -18,6 +18,7 @@ pub fn run_all(b: &dyn WriteBackend) {
     );
     write_read_roundtrip(b);
     write_is_idempotent(b);
+    shared_write(b);
     missing_files(b);
     ranges(b);
     listing(b);
@@ -40,6 +41,25 @@ fn write_is_idempotent(b: &dyn WriteBackend) {
     b.write(FileKind::Index, "11", b"same").unwrap();
     b.write(FileKind::Index, "11", b"same").unwrap();
     assert_eq!(b.read(FileKind::Index, "11").unwrap(), b"same");
+}
+
+fn shared_write(b: &dyn WriteBackend) {
+    let buf: Vec<u8> = (0..70_000u32).map(|i| (i * 13 % 241) as u8).collect();
+    let shared = SharedBytes::new(buf.clone(), 4096);
+    b.write_shared(FileKind::Pack, "ab02", shared.clone())
+        .unwrap();
+    b.write_shared(FileKind::Pack, "ab02", shared.clone())
+        .expect("a shared write of the same content again is a no-op success");
+    assert_eq!(
+        b.read(FileKind::Pack, "ab02").unwrap(),
+        &buf[4096..],
+        "a shared write stores the bytes from its start on"
+    );
+    assert!(
+        shared.into_vec().is_some(),
+        "the backend kept a hold on a shared buffer after the write returned"
+    );
+    b.remove(FileKind::Pack, "ab02").unwrap();
 }
 
 fn missing_files(b: &dyn WriteBackend) {

@@ -4,7 +4,9 @@
 //! repository engine (`haven-repo`) talks to storage only through two small traits:
 //!
 //! * [`ReadBackend`]: list, read whole files, read byte ranges.
-//! * [`WriteBackend`]: create the layout, write a file atomically and durably, remove.
+//! * [`WriteBackend`]: create the layout, write a file atomically and durably (from a
+//!   borrowed slice, or from a [`SharedBytes`] buffer handed over so that S3 needs no
+//!   copy), remove.
 //!
 //! Implementations: [`LocalBackend`] (a folder) and [`MemoryBackend`] (tests).
 //! Every error is a [`StoreError`] that says which location and file it concerns and

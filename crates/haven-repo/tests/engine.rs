@@ -18,20 +18,11 @@ use haven_store::{DynBackend, FileKind, MemoryBackend};
 use proptest::prelude::*;
 
 mod common;
-use common::{fast_opts, pass, restore_all};
+use common::{fast_opts, noise, pass, restore_all};
 
 fn write_tree(root: &Path) {
     std::fs::create_dir_all(root.join("a/b")).unwrap();
-    let mut x = 1u64;
-    let noise: Vec<u8> = (0..300_000)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
-    std::fs::write(root.join("a/noise.bin"), &noise).unwrap();
+    std::fs::write(root.join("a/noise.bin"), noise(300_000, 1)).unwrap();
     std::fs::write(root.join("a/b/text.txt"), "tenant data\n".repeat(20_000)).unwrap();
     std::fs::write(root.join("empty"), b"").unwrap();
     std::os::unix::fs::symlink("a/b/text.txt", root.join("link")).unwrap();

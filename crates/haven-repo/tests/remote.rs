@@ -140,16 +140,11 @@ fn write_source(root: &Path, dirs: usize, noise: usize) {
         std::fs::create_dir_all(&d).unwrap();
         std::fs::write(d.join("f"), format!("file {i}\n")).unwrap();
     }
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    let data: Vec<u8> = (0..noise)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
-    std::fs::write(root.join("noise.bin"), data).unwrap();
+    std::fs::write(
+        root.join("noise.bin"),
+        common::noise(noise, 0x9e37_79b9_7f4a_7c15),
+    )
+    .unwrap();
 }
 
 fn open(backend: &DynBackend) -> IndexedRepository {

@@ -54,3 +54,16 @@ pub fn restore_all(
     let restored = out.path().join(source.strip_prefix("/").unwrap());
     (out, restored)
 }
+
+/// `len` bytes that do not compress (xorshift from `seed`, which must not be 0).
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}

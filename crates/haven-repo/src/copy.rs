@@ -187,22 +187,16 @@ fn copy_range(
         .read_range(FileKind::Pack, &pack.to_hex(), start, end - start);
     let mut pairs = Vec::with_capacity(blobs.len());
     for b in blobs {
+        let loc = BlobLocation {
+            pack: *pack,
+            blob: *b,
+        };
         let plain = match &data {
             Ok(d) => {
                 let at = (b.offset as u64 - start) as usize;
-                crate::pack::open_blob(&src.repo.key, b, &d[at..at + b.length as usize]).map_err(
-                    |e| {
-                        RepoError::corrupt(
-                            format!("blob {} in pack {}", b.id.short(), pack.short()),
-                            e,
-                        )
-                    },
-                )?
+                src.open_blob_at(&loc, &d[at..at + b.length as usize])?
             }
-            Err(_) => src.read_blob_at(&BlobLocation {
-                pack: *pack,
-                blob: *b,
-            })?,
+            Err(_) => src.read_blob_at(&loc)?,
         };
         pairs.push((b.id, saver.save(BlobKind::Data, plain)?));
     }

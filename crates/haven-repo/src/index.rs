@@ -331,7 +331,13 @@ impl IndexedRepository {
             loc.blob.offset as u64,
             loc.blob.length as u64,
         )?;
-        pack::open_blob(&self.repo.key, &loc.blob, &sealed).map_err(|e| {
+        self.open_blob_at(loc, &sealed)
+    }
+
+    /// Decrypt and verify the sealed bytes of the blob at `loc`; damage is reported as
+    /// `Corrupt` naming the blob and its pack.
+    pub fn open_blob_at(&self, loc: &BlobLocation, sealed: &[u8]) -> Result<Vec<u8>> {
+        pack::open_blob(&self.repo.key, &loc.blob, sealed).map_err(|e| {
             RepoError::corrupt(
                 format!("blob {} in pack {}", loc.blob.id.short(), loc.pack.short()),
                 e,

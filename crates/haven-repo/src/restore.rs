@@ -10,9 +10,9 @@
 //! ```
 //! One sequential reader for a local folder: on these machines cold parallel reads of
 //! several packs are slower than one sequential stream; a remote store gets several
-//! ([`IndexedRepository::pack_readers`]) so that round trips overlap. A file with a damaged or missing blob is removed
-//! and reported by name: a restore never leaves wrong bytes under a real name, and the
-//! rest continues.
+//! ([`IndexedRepository::pack_readers`]) so that round trips overlap. A file with a
+//! damaged or missing blob is removed and reported by name: a restore never leaves wrong
+//! bytes under a real name, and the rest continues.
 
 mod file;
 mod plan;

@@ -6,10 +6,11 @@
 //! `save` hashes in the caller's thread and returns the blob id at once; a blob that
 //! is already indexed or already queued is not stored again. Channels are bounded, so
 //! memory stays bounded: a few chunks per worker, the data pack being filled and the ones
-//! being written (pack buffers circulate between packer and uploaders: one uploader for a
-//! local folder, [`REMOTE_UPLOADERS`] for a remote store), and a small tree pack. Tree
-//! packs of a remote repository are also kept in the local tree cache ([`crate::trees`]). The uploader writes a partial index file at least every two seconds,
-//! so a killed backup leaves almost everything it uploaded indexed (and
+//! being written (pack buffers circulate between packer and uploaders: one uploader for
+//! a local folder, [`REMOTE_UPLOADERS`] for a remote store), and a small tree pack. Tree
+//! packs of a remote repository are also kept in the local tree cache
+//! ([`crate::trees`]). The uploaders write a partial index file at least every two
+//! seconds, so a killed backup leaves almost everything it uploaded indexed (and
 //! `adopt_unindexed_packs` catches the rest). `finish` writes the index for all packs of
 //! this run and removes the partial ones.
 
@@ -75,27 +76,6 @@ pub struct BlobSaver {
 impl std::fmt::Debug for BlobSaver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("BlobSaver")
-    }
-}
-
-/// Hands a pack buffer back to the packer when the upload is done with it.
-struct Recycle<'a> {
-    buffer: Option<PackBytes>,
-    to: &'a Sender<Vec<u8>>,
-}
-
-impl std::ops::Deref for Recycle<'_> {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        self.buffer.as_ref().expect("present until drop")
-    }
-}
-
-impl Drop for Recycle<'_> {
-    fn drop(&mut self) {
-        if let Some(b) = self.buffer.take() {
-            let _ = self.to.try_send(b.into_buffer());
-        }
     }
 }
 
@@ -240,9 +220,10 @@ fn seal_worker(rx: Receiver<(BlobKind, BlobId, Vec<u8>)>, tx: Sender<SealedBlob>
     }
 }
 
-/// Pack buffers (one more than uploaders) circulate between packer and uploaders instead
-/// of being allocated per pack: no page faults for fresh 16 MiB buffers and no heap
-/// fragmentation (peak memory of a backup is a benchmarked target).
+/// Uploaders for a remote store. Pack buffers (one more than uploaders) circulate between
+/// packer and uploaders instead of being allocated per pack: no page faults for fresh
+/// 16 MiB buffers and no heap fragmentation (peak memory of a backup is a benchmarked
+/// target).
 const REMOTE_UPLOADERS: usize = 3;
 
 fn packer(
@@ -287,8 +268,8 @@ fn packer(
 }
 
 /// Store one pack, and keep a tree pack in the local tree cache (remote repositories).
-/// A remote store takes the buffer over (no 16 MiB copy per PUT) and gives it back for
-/// reuse once done with it; a local folder writes from it in place.
+/// The buffer is handed to the backend (S3 sends it without a copy, a local folder
+/// writes from it in place) and goes back to the packer for reuse once released.
 fn store_pack(
     sh: &Shared,
     id: &PackId,
@@ -296,31 +277,24 @@ fn store_pack(
     blobs: &[PackBlob],
     free: &Sender<Vec<u8>>,
 ) -> std::result::Result<(), haven_store::StoreError> {
-    let backend = &sh.repo.repo.backend;
     let name = id.to_hex();
-    let keep_tree = |pack: &[u8]| {
-        if let (Some(disk), Some((start, end))) =
-            (sh.repo.trees.disk(), crate::trees::tree_pack_span(blobs))
-        {
-            disk.store(&name, start, &pack[start as usize..end as usize]);
-        }
-    };
-    if backend.remote() {
-        let shared = bytes.into_shared();
-        backend.write_shared(FileKind::Pack, &name, shared.clone())?;
-        keep_tree(shared.as_ref());
-        if let Some(buffer) = shared.into_vec() {
-            let _ = free.try_send(buffer);
-        }
-    } else {
-        let bytes = Recycle {
-            buffer: Some(bytes),
-            to: free,
-        };
-        backend.write(FileKind::Pack, &name, &bytes)?;
-        keep_tree(&bytes);
+    let shared = bytes.into_shared();
+    let written = sh
+        .repo
+        .repo
+        .backend
+        .write_shared(FileKind::Pack, &name, shared.clone());
+    if let (Ok(()), Some(disk), Some((start, end))) = (
+        &written,
+        sh.repo.trees.disk(),
+        crate::trees::tree_pack_span(blobs),
+    ) {
+        disk.store(&name, start, &shared.as_ref()[start as usize..end as usize]);
     }
-    Ok(())
+    if let Some(buffer) = shared.into_vec() {
+        let _ = free.try_send(buffer);
+    }
+    written
 }
 
 fn uploader(

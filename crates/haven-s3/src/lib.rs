@@ -243,9 +243,7 @@ impl S3Backend {
             })
             .map_err(|e| self.err(prefix.as_ref(), "listing", e))
     }
-}
 
-impl S3Backend {
     /// One PUT: atomic on S3, and durable when the store acknowledges it. A repeated
     /// write of the same name carries the same content (names are content ids).
     fn put(&self, kind: FileKind, name: &str, payload: bytes::Bytes) -> Result<(), StoreError> {

@@ -101,23 +101,7 @@ impl FileItem {
         let result = self.create().and_then(|_| {
             let held = self.handle.lock().expect("handle lock");
             match held.as_ref() {
-                // The one write of a file written in one go; an all-zero blob only
-                // sets the size (sparse).
-                Some(f) => {
-                    let end = offset + data.len() as u64;
-                    (if zero {
-                        Ok(())
-                    } else {
-                        f.write_all_at(data, offset)
-                    })
-                    .and_then(|_| {
-                        if zero || end != self.node.size {
-                            f.set_len(self.node.size)
-                        } else {
-                            Ok(())
-                        }
-                    })
-                }
+                Some(f) => self.write_whole(f, data, offset, zero),
                 None if zero => Ok(()),
                 None => OpenOptions::new()
                     .write(true)
@@ -131,10 +115,23 @@ impl FileItem {
         }
     }
 
+    /// The one write of a file written in one go; an all-zero blob only sets the size
+    /// (sparse).
+    fn write_whole(&self, f: &File, data: &[u8], offset: u64, zero: bool) -> std::io::Result<()> {
+        if !zero {
+            f.write_all_at(data, offset)?;
+        }
+        if zero || offset + data.len() as u64 != self.node.size {
+            f.set_len(self.node.size)?;
+        }
+        Ok(())
+    }
+
     /// After the last write: metadata and rename, or removal when anything failed.
     /// Returns the failure, if any.
     pub fn finish(&self) -> Result<(), String> {
         let failure = self.failure.lock().expect("failure lock").clone();
+        // Taken (and so closed) in every case, failure included.
         let held = self.handle.lock().expect("handle lock").take();
         if let Some(why) = failure {
             if self.created.get().is_some() {
@@ -144,7 +141,6 @@ impl FileItem {
         }
         // Files without blobs (empty) are created here.
         let done = self.create().and_then(|_| {
-            let held = held.or_else(|| self.handle.lock().expect("handle lock").take());
             match held {
                 Some(f) => super::apply_metadata_to_file(&f, &self.node),
                 None => super::apply_metadata(self.write_path(), &self.node, false),

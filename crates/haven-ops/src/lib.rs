@@ -80,7 +80,7 @@ pub fn open_repository(
             let repo = Repository::init(backend, &secret, &haven_repo::InitOptions::default())?;
             return Ok((repo, true));
         }
-        return Err(RepoError::NotARepository(rc.url.clone()).into());
+        haven_repo::repository::require_marker(&backend)?;
     }
     Ok((Repository::open(backend, &secret)?, false))
 }

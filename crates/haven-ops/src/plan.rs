@@ -102,8 +102,8 @@ impl RawRetention {
             within,
             tags: vec![],
         };
-        if p.is_empty() {
-            return Err("the retention keeps nothing: give at least one keep-* rule, e.g. { keep-daily = 15 }".into());
+        if p.is_empty() || p.keeps_nothing() {
+            return Err("the retention keeps nothing: give at least one keep-* rule above 0, e.g. { keep-daily = 15 }".into());
         }
         Ok(p)
     }

@@ -9,8 +9,10 @@
 //!       completes the last one encodes the tree, saves it, and completes the parent.
 //! ```
 //! Order of durability: packs, then index (`BlobSaver::finish`), then the snapshot.
-//! A file that cannot be read is skipped with a warning; a repository error aborts
-//! the backup and writes no snapshot.
+//! A file that cannot be read is skipped with a warning (and not counted in the
+//! summary); a repository error aborts the backup and writes no snapshot.
+//! The paths given are resolved first (`backup/paths.rs`: absolute, `..` resolved as
+//! the kernel does); the snapshot records the resolved paths.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -32,6 +34,8 @@ use crate::progress::Progress;
 use crate::saver::BlobSaver;
 use crate::snapshot::{Snapshot, Summary};
 use crate::tree::{Node, NodeKind, Tree};
+
+mod paths;
 
 /// Which snapshot to compare against to skip unchanged files.
 #[derive(Debug, Clone, Default)]
@@ -163,12 +167,10 @@ enum Entry {
     Virtual(PathBuf, BTreeMap<OsString, Entry>),
 }
 
+/// `paths` are resolved ([`paths::resolve`]) and exist.
 fn build_layout(paths: &[PathBuf]) -> Result<BTreeMap<OsString, Entry>> {
     let mut root: BTreeMap<OsString, Entry> = BTreeMap::new();
-    for p in paths {
-        let abs = std::path::absolute(p).map_err(|e| RepoError::io(p, "resolving", e))?;
-        std::fs::symlink_metadata(&abs)
-            .map_err(|e| RepoError::InvalidInput(format!("cannot back up {}: {e}", p.display())))?;
+    for abs in paths {
         let comps: Vec<OsString> = abs
             .components()
             .filter_map(|c| match c {
@@ -365,6 +367,9 @@ fn read_file(ctx: &Ctx, job: FileJob) {
     match result {
         Ok(()) => dir.complete(slot, Some(node), ctx),
         Err(e @ RepoError::Io { .. }) => {
+            // Skipped: the summary counts only the files the snapshot holds.
+            ctx.files.fetch_sub(1, Ordering::Relaxed);
+            ctx.bytes_total.fetch_sub(node.size, Ordering::Relaxed);
             ctx.warn(e.to_string());
             dir.complete(slot, None, ctx);
         }
@@ -500,17 +505,18 @@ pub fn backup_paths(
             "name at least one path to back up (or use --stdin)".into(),
         ));
     }
-    let layout = build_layout(&opts.paths)?;
-    let mut paths: Vec<String> = opts
+    let resolved = opts
         .paths
         .iter()
         .map(|p| {
-            std::path::absolute(p)
-                .unwrap_or_else(|_| p.clone())
-                .display()
-                .to_string()
+            paths::resolve(p)
+                .and_then(|abs| std::fs::symlink_metadata(&abs).map(|_| abs))
+                .map_err(|e| RepoError::InvalidInput(format!("cannot back up {}: {e}", p.display())))
         })
-        .collect();
+        .collect::<Result<Vec<PathBuf>>>()?;
+    let layout = build_layout(&resolved)?;
+    // The snapshot records the resolved paths: the ones its tree holds.
+    let mut paths: Vec<String> = resolved.iter().map(|p| p.display().to_string()).collect();
     paths.sort();
     let host = opts.host.clone().unwrap_or_else(crate::host::hostname);
     crate::debug::phase("backup: finding parent");
@@ -522,7 +528,7 @@ pub fn backup_paths(
         ),
         None => None,
     };
-    let scanner = spawn_scanner(opts.paths.clone(), progress.clone());
+    let scanner = spawn_scanner(resolved, progress.clone());
     let ctx = new_ctx(repo.clone(), progress);
     let readers = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -571,9 +577,11 @@ pub fn backup_stream(
     progress: Arc<Progress>,
 ) -> Result<BackupResult> {
     let started = Instant::now();
-    if name.is_empty() || name.contains('/') {
+    // The name becomes a file below the restore target: `.` and `..` would name the
+    // target or its parent, and could never be restored into a folder.
+    if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\0']) {
         return Err(RepoError::InvalidInput(format!(
-            "--stdin-name {name:?} must be a plain file name"
+            "--stdin-name {name:?} cannot be restored as a file: give a plain file name (no `/`, not `.` or `..`), e.g. --stdin-name dump.sql"
         )));
     }
     progress.totals_final.store(false, Ordering::Relaxed);

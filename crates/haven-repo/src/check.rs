@@ -126,11 +126,15 @@ pub fn check(
     r.trees = seen_trees.len() as u64;
 
     for (name, info) in crate::lock::list_locks(&repo.repo)? {
-        if info.is_none_or(|i| i.is_stale()) {
-            r.notes.push(format!(
-                "lock {} is stale; `haven unlock` removes it",
-                &name[..8]
-            ));
+        let short: String = name.chars().take(8).collect();
+        match info {
+            None => r.notes.push(format!(
+                "lock {short} is unreadable (damaged, or from a newer haven) and blocks every other command; if no other haven is running, `haven unlock` removes it"
+            )),
+            Some(i) if i.is_stale() => r.notes.push(format!(
+                "lock {short} is stale; `haven unlock` removes it"
+            )),
+            Some(_) => {}
         }
     }
     crate::debug::phase("check: structure done");

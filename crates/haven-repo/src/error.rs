@@ -3,6 +3,9 @@
 //! Rules: every variant says which object or path it concerns; messages end with what
 //! the user can do next where there is something to do; storage errors keep their
 //! class (`haven_store::ErrorClass`) so callers can tell transient from permanent.
+//! A variant that names its cause in its message still returns it from `source()`;
+//! whoever prints a whole chain skips causes the line already holds (the CLI's
+//! `output::error_line`), so an OS error is printed once.
 
 use haven_store::StoreError;
 
@@ -12,6 +15,10 @@ pub enum RepoError {
     Store(#[from] StoreError),
     #[error("no Haven repository at {0}; create one with `haven init --repo {0}`")]
     NotARepository(String),
+    /// Config or key slots without a marker: the marker was deleted, or an `init` was
+    /// interrupted (it writes the marker last).
+    #[error("the location {location} holds a Haven repository's config and key slots but no format marker `haven-repository`, so haven neither opens nor re-creates it. If the marker was deleted, write it back: a file `haven-repository` at the repository's root holding the two lines `haven repository` and `format-version {version}` (for a folder: printf 'haven repository\\nformat-version {version}\\n' > {location}/haven-repository). If an init there was interrupted instead, remove the location and create the repository again")]
+    MarkerMissing { location: String, version: u32 },
     #[error("the repository at {location} uses format version {found}; this haven reads up to version {supported}: upgrade haven")]
     NewerFormat {
         location: String,
@@ -26,6 +33,10 @@ pub enum RepoError {
     InvalidInput(String),
     #[error("{0}")]
     Locked(String),
+    /// Only an unreadable lock file stands in the way (FORMAT.md 16.4): it blocks
+    /// every lock, but `check` runs beside it and notes it.
+    #[error("the repository at {location} is in use by an unreadable lock file {name} (damaged, or from a newer haven); wait for it to finish, or retry with --lock-wait 10m (if no other haven is running, `haven unlock` removes it; `haven check` runs beside it)")]
+    UnreadableLock { location: String, name: String },
     #[error("{path}: {action} failed: {source}")]
     Io {
         path: String,
@@ -55,6 +66,17 @@ impl RepoError {
             action,
             source,
         }
+    }
+
+    /// True when the repository refused a write: a read-only mount, or no permission
+    /// to write there.
+    pub fn is_read_only(&self) -> bool {
+        let os = match self {
+            RepoError::Store(e) => e.source.as_ref().and_then(|s| s.raw_os_error()),
+            RepoError::Io { source, .. } => source.raw_os_error(),
+            _ => None,
+        };
+        matches!(os, Some(libc::EROFS | libc::EACCES | libc::EPERM))
     }
 
     /// True when the underlying cause is a full disk.

@@ -136,6 +136,52 @@ pub fn remove_locks(repo: &Repository, all: bool) -> Result<usize> {
     Ok(n)
 }
 
+/// What keeps a lock from being taken.
+enum Conflict {
+    /// A live lock that conflicts with ours: its description.
+    Holder(String),
+    /// Only an unreadable lock file (damaged, or written by a newer haven): its name.
+    Unreadable(String),
+}
+
+impl Conflict {
+    fn into_error(self, location: String) -> RepoError {
+        match self {
+            Conflict::Holder(holder) => RepoError::Locked(format!(
+                "the repository at {location} is in use by {holder}; wait for it to finish, or retry with --lock-wait 10m (if that process is gone, `haven unlock` removes its lock)"
+            )),
+            Conflict::Unreadable(name) => RepoError::UnreadableLock {
+                location,
+                name: name.chars().take(8).collect(),
+            },
+        }
+    }
+}
+
+/// The lock that keeps us (`ours`, just written) from holding: a readable one is named
+/// first. An unreadable lock conflicts with everything: ignoring it could let a prune
+/// run beside a backup.
+fn find_conflict(
+    locks: Vec<(String, Option<LockInfo>)>,
+    ours: &str,
+    exclusive: bool,
+) -> Option<Conflict> {
+    let mut unreadable = None;
+    for (other, info) in locks {
+        match info {
+            _ if other == ours => {}
+            None => {
+                unreadable.get_or_insert(other);
+            }
+            Some(i) if !i.is_stale() && (exclusive || i.exclusive) => {
+                return Some(Conflict::Holder(i.describe()))
+            }
+            Some(_) => {}
+        }
+    }
+    unreadable.map(Conflict::Unreadable)
+}
+
 impl RepoLock {
     /// Take a lock, waiting up to `wait` for conflicting holders to finish.
     pub fn acquire(
@@ -155,30 +201,13 @@ impl RepoLock {
         let started = Instant::now();
         loop {
             let name = write_lock(repo, &info)?;
-            // An unreadable lock (damaged, or written by a newer haven) conflicts with
-            // everything: ignoring it could let a prune run beside a backup.
-            let conflict = list_locks(repo)?
-                .into_iter()
-                .find_map(|(other, oi)| match oi {
-                    _ if other == name => None,
-                    None => Some(format!(
-                        "an unreadable lock file {} (damaged, or from a newer haven)",
-                        &other[..8]
-                    )),
-                    Some(oi) => {
-                        (!oi.is_stale() && (exclusive || oi.exclusive)).then(|| oi.describe())
-                    }
-                });
+            let conflict = find_conflict(list_locks(repo)?, &name, exclusive);
             let Some(holder) = conflict else {
                 return Ok(Self::start_refresher(repo.clone(), name, info));
             };
             repo.backend.remove(FileKind::Lock, &name)?;
             if started.elapsed() >= wait {
-                return Err(RepoError::Locked(format!(
-                    "the repository at {} is in use by {}; wait for it to finish, or retry with --lock-wait 10m (if that process is gone, `haven unlock` removes its lock)",
-                    repo.location(),
-                    holder
-                )));
+                return Err(holder.into_error(repo.location()));
             }
             let jitter = u64::from(crate::crypto::random_bytes::<1>()[0]) * 4;
             std::thread::sleep(Duration::from_millis(200 + jitter));

@@ -114,12 +114,41 @@ fn validate_settings(
     Ok(())
 }
 
+/// `Ok` when `backend` holds a format marker. Otherwise why not: nothing there
+/// ([`RepoError::NotARepository`]), or a repository whose marker is missing
+/// ([`RepoError::MarkerMissing`]: its config or a key slot is there).
+pub fn require_marker(backend: &DynBackend) -> Result<()> {
+    if !backend.list(FileKind::Marker)?.is_empty() {
+        return Ok(());
+    }
+    Err(missing_marker(backend)?)
+}
+
+fn missing_marker(backend: &DynBackend) -> Result<RepoError> {
+    let location = backend.location();
+    let not_found_empty = |kind| match backend.list(kind) {
+        Ok(l) => Ok(l.is_empty()),
+        Err(e) if e.is_not_found() => Ok(true),
+        Err(e) => Err(e),
+    };
+    Ok(
+        if not_found_empty(FileKind::Config)? && not_found_empty(FileKind::Key)? {
+            RepoError::NotARepository(location)
+        } else {
+            RepoError::MarkerMissing {
+                location,
+                version: FORMAT_VERSION,
+            }
+        },
+    )
+}
+
 /// Read the format marker: `Ok(())` when this build can read the repository.
 fn check_marker(backend: &DynBackend) -> Result<()> {
     let location = backend.location();
     let data = match backend.read(FileKind::Marker, "") {
         Ok(d) => d,
-        Err(e) if e.is_not_found() => return Err(RepoError::NotARepository(location)),
+        Err(e) if e.is_not_found() => return Err(missing_marker(backend)?),
         Err(e) => return Err(e.into()),
     };
     let version = parse_marker(&data).ok_or_else(|| {
@@ -155,6 +184,9 @@ impl Repository {
                 "a repository exists at {} already",
                 backend.location()
             )));
+        }
+        if let e @ RepoError::MarkerMissing { .. } = missing_marker(&backend)? {
+            return Err(e);
         }
         backend.create()?;
         let key = MasterKey::generate();

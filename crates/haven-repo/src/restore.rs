@@ -6,7 +6,8 @@
 //!      folder, several for a remote store)
 //!   -> writers (N threads): decrypt, verify, write each blob at every offset that uses it
 //!   -> a file's last blob: owner, mode, mtime, rename into place (restore/file.rs)
-//! -> hard links, symlinks, directory metadata (deepest first)
+//! -> hard links, symlinks, FIFOs and devices (restore/special.rs), directory
+//!    metadata (deepest first)
 //! ```
 //! One sequential reader for a local folder: on these machines cold parallel reads of
 //! several packs are slower than one sequential stream; a remote store gets several
@@ -16,6 +17,7 @@
 
 mod file;
 mod plan;
+mod special;
 mod stream;
 
 use std::fs;
@@ -48,9 +50,14 @@ pub struct RestoreOptions {
 pub struct RestoreReport {
     pub files: u64,
     pub dirs: u64,
+    /// The size of the files restored (not of what was read for files that failed).
     pub bytes: u64,
     /// Files that could not be restored, with the reason (nothing is left under their name).
     pub failed: Vec<(String, String)>,
+    /// How many of `failed` failed because the target's device is full.
+    pub failed_no_space: u64,
+    /// Entries that cannot be recreated (sockets), with the reason.
+    pub skipped: Vec<(String, String)>,
     pub warnings: Vec<String>,
 }
 
@@ -139,10 +146,15 @@ fn finish_file(item: &file::FileItem, report: &Mutex<RestoreReport>, progress: &
     let result = item.finish();
     let mut rep = report.lock().expect("report");
     match result {
-        Ok(()) => rep.files += 1,
-        Err(why) => rep
-            .failed
-            .push((item.final_path.display().to_string(), why)),
+        Ok(()) => {
+            rep.files += 1;
+            rep.bytes += item.node.size;
+        }
+        Err(why) => {
+            rep.failed_no_space += u64::from(item.no_space());
+            rep.failed
+                .push((item.final_path.display().to_string(), why));
+        }
     }
     progress.add_done(1, 0);
 }
@@ -268,7 +280,6 @@ pub fn restore(
     let mut report = report.into_inner().expect("report");
     finish_links_and_dirs(&plan, &mut report);
     crate::debug::phase("restore: metadata done");
-    report.bytes = progress.bytes_done.load(Ordering::Relaxed);
     Ok(report)
 }
 
@@ -297,10 +308,15 @@ fn finish_links_and_dirs(plan: &plan::Plan, report: &mut RestoreReport) {
                         .push((path.display().to_string(), format!("symlink: {e}")));
                 }
             }
-            other => report.warnings.push(format!(
-                "{}: {other:?} entries are not restored",
-                path.display()
-            )),
+            _ => match special::create(path, node) {
+                special::Outcome::Created => {}
+                special::Outcome::Skipped(why) => {
+                    report.skipped.push((path.display().to_string(), why))
+                }
+                special::Outcome::Failed(why) => {
+                    report.failed.push((path.display().to_string(), why))
+                }
+            },
         }
     }
     for (path, node) in plan.dirs.iter().rev() {

@@ -6,9 +6,12 @@
 //! of the N most recent hours/days/ISO weeks/months/years that have snapshots;
 //! `keep-within D` keeps everything newer than D before the group's newest snapshot;
 //! `keep-tag T` keeps snapshots carrying tag T. A snapshot is kept if any rule keeps it.
+//! Unlike restic, a policy whose rules can keep nothing (`keep-last 0`) is refused
+//! ([`KeepPolicy::validate`]): removing every snapshot takes an explicit `--keep-none`.
 
 use chrono::{DateTime, Datelike, Duration, Utc};
 
+use crate::error::RepoError;
 use crate::snapshot::SnapshotEntry;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -26,6 +29,41 @@ pub struct KeepPolicy {
 impl KeepPolicy {
     pub fn is_empty(&self) -> bool {
         *self == KeepPolicy::default()
+    }
+
+    /// True when rules are given but none can keep a snapshot (`--keep-last 0`,
+    /// `--keep-within 0d`, ...): applied, the policy removes every snapshot.
+    pub fn keeps_nothing(&self) -> bool {
+        let counts = [
+            self.last,
+            self.hourly,
+            self.daily,
+            self.weekly,
+            self.monthly,
+            self.yearly,
+        ];
+        !self.is_empty()
+            && self.tags.is_empty()
+            && counts.iter().all(|n| n.unwrap_or(0) == 0)
+            && self.within.is_none_or(|d| d <= Duration::zero())
+    }
+
+    /// Check a forget request before anything is removed: removing every snapshot
+    /// takes the explicit `keep_none` (`forget --keep-none`), never a policy that
+    /// happens to keep nothing, and `keep_none` takes no rule beside it.
+    pub fn validate(&self, keep_none: bool) -> Result<(), RepoError> {
+        if keep_none && !self.is_empty() {
+            return Err(RepoError::InvalidInput(
+                "--keep-none removes every snapshot; it cannot be combined with --keep-* rules"
+                    .into(),
+            ));
+        }
+        if self.keeps_nothing() {
+            return Err(RepoError::InvalidInput(
+                "this policy keeps no snapshot (every --keep-* rule is 0) and would remove all of them; if that is what you want, pass --keep-none instead".into(),
+            ));
+        }
+        Ok(())
     }
 }
 

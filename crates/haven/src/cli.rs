@@ -285,6 +285,10 @@ pub struct ForgetArgs {
     /// Keep snapshots with this tag (repeatable).
     #[arg(long, value_name = "TAG")]
     pub keep_tag: Vec<String>,
+    /// Remove every snapshot (of those the filters select). A --keep-* policy that
+    /// keeps nothing, such as --keep-last 0, is refused: this is the explicit way.
+    #[arg(long)]
+    pub keep_none: bool,
     /// Group snapshots by these fields before applying the policy.
     #[arg(long, default_value = "host,paths")]
     pub group_by: haven_repo::retention::GroupBy,

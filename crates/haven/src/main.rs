@@ -20,7 +20,7 @@ fn main() {
     let code = match commands::run(args) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("haven: error: {e:#}");
+            eprintln!("haven: error: {}", output::error_line(&e));
             1
         }
     };

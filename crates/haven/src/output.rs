@@ -1,4 +1,4 @@
-//! Printing: usage errors on one line, sizes, JSON, and the progress bar (only on a
+//! Printing: usage errors and error chains on one line, sizes, JSON, and the progress bar (only on a
 //! terminal and never with --json or --quiet).
 
 use std::io::IsTerminal;
@@ -31,6 +31,26 @@ pub fn usage_error(e: clap::Error) -> i32 {
         .trim_start_matches("error: ");
     eprintln!("haven: error: {first} (see `haven --help` or `haven <command> --help`)");
     2
+}
+
+/// An error and its causes as one line, each cause once. The libraries' errors name
+/// their cause in their own message (so it shows wherever they are displayed alone) and
+/// still return it from `source()` (for classification); printing the chain as
+/// `{:#}` does would repeat it ("...: Permission denied (os error 13): Permission
+/// denied (os error 13)"). A cause whose text the line already holds is left out.
+pub fn error_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 /// 1536 -> "1.5 KiB" (the same spelling as the tenant reports).

@@ -234,6 +234,9 @@ fn restore_to_a_full_disk_says_the_disk_is_full_and_counts_only_restored_bytes()
         out.stderr
     );
     // The byte count is what was restored, not what was read from the repository.
+    for entry in fs::read_dir(&mnt.dir).unwrap() {
+        fs::remove_dir_all(entry.unwrap().path()).unwrap();
+    }
     let json = repo.run(&["restore", "latest", "--json", "--target", s(&mnt.dir)]);
     assert_eq!(json.code, 3, "{}", json.stderr);
     let report = &json.json()["report"];

@@ -23,6 +23,8 @@ pub(super) struct FileItem {
     /// Blob writes still to come.
     pub remaining: AtomicUsize,
     failure: Mutex<Option<String>>,
+    /// Set when a write failed because the device is full.
+    no_space: AtomicBool,
     direct: AtomicBool,
     /// Set once the file exists at its final size; no handle is kept open between
     /// writes (thousands of files may be in progress at once).
@@ -41,6 +43,7 @@ impl FileItem {
             node,
             remaining: AtomicUsize::new(0),
             failure: Mutex::new(None),
+            no_space: AtomicBool::new(false),
             direct: AtomicBool::new(false),
             created: OnceLock::new(),
             handle: Mutex::new(None),
@@ -67,6 +70,19 @@ impl FileItem {
             .get_or_insert(why);
     }
 
+    /// The reason for a failed write, noting a full device ([`FileItem::no_space`]).
+    fn io_failure(&self, action: &str, path: &Path, e: std::io::Error) -> String {
+        if matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)) {
+            self.no_space.store(true, Ordering::Relaxed);
+        }
+        format!("{action} {} failed: {e}", path.display())
+    }
+
+    /// True when the file failed because the target's device is full.
+    pub fn no_space(&self) -> bool {
+        self.no_space.load(Ordering::Relaxed)
+    }
+
     pub fn failed(&self) -> bool {
         self.failure.lock().expect("failure lock").is_some()
     }
@@ -84,7 +100,7 @@ impl FileItem {
                         }
                         Ok(f)
                     })
-                    .map_err(|e| format!("creating {} failed: {e}", path.display()))?;
+                    .map_err(|e| self.io_failure("creating", path, e))?;
                 if direct {
                     *self.handle.lock().expect("handle lock") = Some(f);
                 }
@@ -108,7 +124,7 @@ impl FileItem {
                     .open(self.write_path())
                     .and_then(|f| f.write_all_at(data, offset)),
             }
-            .map_err(|e| format!("writing {} failed: {e}", self.write_path().display()))
+            .map_err(|e| self.io_failure("writing", self.write_path(), e))
         });
         if let Err(e) = result {
             self.fail(e);

@@ -13,9 +13,7 @@ use crate::output::bytes;
 
 fn open_at(g: &Global, loc: &str, secret: impl FnOnce() -> Result<Secret>) -> Result<Repository> {
     let backend = crate::location::open_backend(loc, super::min_sites(g))?;
-    if backend.list(haven_store::FileKind::Marker)?.is_empty() {
-        return Err(haven_repo::RepoError::NotARepository(loc.to_string()).into());
-    }
+    haven_repo::repository::require_marker(&backend)?;
     Ok(Repository::open(backend, &secret()?)?)
 }
 

@@ -19,12 +19,14 @@ pub fn run(g: &Global, a: ForgetArgs) -> Result<i32> {
         within: a.keep_within,
         tags: a.keep_tag.clone(),
     };
-    if policy.is_empty() && a.snapshots.is_empty() {
+    let by_policy = !policy.is_empty() || a.keep_none;
+    if !by_policy && a.snapshots.is_empty() {
         bail!("nothing to forget: give snapshot ids or a policy such as --keep-daily 15");
     }
-    if !policy.is_empty() && !a.snapshots.is_empty() {
+    if by_policy && !a.snapshots.is_empty() {
         bail!("give either snapshot ids or a --keep-* policy, not both");
     }
+    policy.validate(a.keep_none)?;
     let repo = super::open(g)?;
     let lock = super::lock(g, &repo, super::Write, "forget")?;
     let (all, _) = repo.snapshots()?;

@@ -22,7 +22,7 @@ use anyhow::{Context, Result};
 use haven_repo::lock::RepoLock;
 use haven_repo::progress::Progress;
 use haven_repo::{IndexedRepository, Repository};
-pub use Access::{Exclusive, Read, Write};
+pub use Access::{Exclusive, Inspect, Read, Write};
 
 use crate::cli::{Cli, Command, Global, KeyCommand, RepairCommand};
 use crate::output::ProgressView;
@@ -73,9 +73,7 @@ pub fn open(g: &Global) -> Result<Repository> {
     let loc = location(g)?;
     let backend = crate::location::open_backend(&loc, min_sites(g))?;
     // Fail fast (before asking for a passphrase) when there is no repository.
-    if backend.list(haven_store::FileKind::Marker)?.is_empty() {
-        return Err(haven_repo::RepoError::NotARepository(loc).into());
-    }
+    haven_repo::repository::require_marker(&backend)?;
     let secret = crate::secret::current(g, false)?;
     Ok(Repository::open(backend, &secret)?)
 }
@@ -86,6 +84,10 @@ pub enum Access {
     /// Reads only: a shared lock, or none with `--no-lock` or when the device is too
     /// full to write a lock file (a warning says so).
     Read,
+    /// Reads only to report damage (`check`): as `Read`, and an unreadable lock file
+    /// does not stop it (FORMAT.md 16.4): it runs without a lock and the report notes
+    /// the file.
+    Inspect,
     /// Adds files: a shared lock.
     Write,
     /// May delete data others use: the exclusive lock.
@@ -99,15 +101,23 @@ pub fn lock(
     access: Access,
     purpose: &str,
 ) -> Result<Option<RepoLock>> {
-    if access == Access::Read && g.no_lock {
+    let reads_only = matches!(access, Access::Read | Access::Inspect);
+    if reads_only && g.no_lock {
         return Ok(None);
     }
     match RepoLock::acquire(repo, access == Access::Exclusive, purpose, g.lock_wait) {
         Ok(l) => Ok(Some(l)),
-        Err(e) if access == Access::Read && e.is_no_space() => {
+        Err(haven_repo::RepoError::UnreadableLock { name, .. }) if access == Access::Inspect => {
+            eprintln!("haven: warning: unreadable lock file {name}; running without a lock (a concurrent prune could make this report false damage, never cause any)");
+            Ok(None)
+        }
+        Err(e) if reads_only && e.is_no_space() => {
             eprintln!("haven: warning: no space left to write a lock file; reading without a lock (a concurrent prune could make this command fail, never damage data)");
             Ok(None)
         }
+        Err(e) if reads_only && e.is_read_only() => Err(anyhow::anyhow!(
+            "{e}; the repository is read-only here, so no lock file can be written: read-only commands such as this one run without a lock with --no-lock (a concurrent prune could then make them fail, never damage data)"
+        )),
         Err(e) if e.is_no_space() => Err(anyhow::anyhow!(
             "{e}; free space on the repository's device first (read-only commands still work, e.g. `haven snapshots`)"
         )),

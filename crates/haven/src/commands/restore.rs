@@ -32,6 +32,9 @@ pub fn run(g: &Global, a: RestoreArgs) -> Result<i32> {
     for w in &report.warnings {
         eprintln!("haven: warning: {w}");
     }
+    for (path, why) in &report.skipped {
+        eprintln!("haven: warning: not restored: {path}: {why}");
+    }
     for (path, why) in &report.failed {
         eprintln!("haven: error: not restored: {path}: {why}");
     }
@@ -53,11 +56,26 @@ pub fn run(g: &Global, a: RestoreArgs) -> Result<i32> {
             ),
         );
     }
-    if !report.failed.is_empty() {
+    let full = report.failed_no_space as usize;
+    if full > 0 {
+        eprintln!(
+            "haven: the target's disk is full: {full} file(s) could not be restored (listed above); free space on the disk holding {} (or restore to another one) and run the restore again",
+            target.display()
+        );
+    }
+    if report.failed.len() > full {
         eprintln!(
             "haven: {} file(s) could not be restored (listed above); run `haven check --read-data`",
-            report.failed.len()
+            report.failed.len() - full
         );
+    }
+    if !report.skipped.is_empty() {
+        eprintln!(
+            "haven: {} special file(s) cannot be restored (listed above); everything else was restored",
+            report.skipped.len()
+        );
+    }
+    if !report.failed.is_empty() || !report.skipped.is_empty() {
         return Ok(3);
     }
     Ok(0)

@@ -511,7 +511,9 @@ pub fn backup_paths(
         .map(|p| {
             paths::resolve(p)
                 .and_then(|abs| std::fs::symlink_metadata(&abs).map(|_| abs))
-                .map_err(|e| RepoError::InvalidInput(format!("cannot back up {}: {e}", p.display())))
+                .map_err(|e| {
+                    RepoError::InvalidInput(format!("cannot back up {}: {e}", p.display()))
+                })
         })
         .collect::<Result<Vec<PathBuf>>>()?;
     let layout = build_layout(&resolved)?;

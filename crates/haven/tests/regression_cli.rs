@@ -45,7 +45,14 @@ impl Mount {
 
     fn tmpfs(dir: &Path, size: &str) -> Mount {
         fs::create_dir_all(dir).unwrap();
-        Self::run(&["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs", s(dir)]);
+        Self::run(&[
+            "-t",
+            "tmpfs",
+            "-o",
+            &format!("size={size}"),
+            "tmpfs",
+            s(dir),
+        ]);
         Mount {
             dir: dir.to_path_buf(),
         }
@@ -200,7 +207,10 @@ fn backup_summary_does_not_count_skipped_files_as_saved() {
     assert_eq!(out.code, 3, "{}\n{}", out.stdout, out.stderr);
     assert!(out.stderr.contains("secret"), "{}", out.stderr);
     let summary = summary_of(&out);
-    assert_eq!(summary["files"], 2, "the unreadable file counted: {summary}");
+    assert_eq!(
+        summary["files"], 2,
+        "the unreadable file counted: {summary}"
+    );
     assert_eq!(summary["bytes_total"], 800, "{summary}");
     assert_eq!(summary["warnings"], 1, "{summary}");
 }
@@ -335,7 +345,10 @@ fn restore_recreates_fifos_and_devices_and_names_sockets_it_cannot() {
     assert_eq!(fifo.mode() & 0o7777, 0o640);
     let dev = fs::symlink_metadata(back.join("null-dev")).unwrap();
     assert!(dev.file_type().is_char_device(), "{:?}", dev.file_type());
-    assert_eq!(dev.rdev(), fs::metadata(src.join("null-dev")).unwrap().rdev());
+    assert_eq!(
+        dev.rdev(),
+        fs::metadata(src.join("null-dev")).unwrap().rdev()
+    );
     assert_eq!(dev.mode() & 0o7777, 0o600);
 
     let _listener = std::os::unix::net::UnixListener::bind(src.join("sock")).unwrap();
@@ -401,7 +414,8 @@ fn missing_marker_is_reported_as_such_not_as_no_repository() {
     // The advice works: the marker as the error describes it restores access.
     assert!(line.contains("format-version 1"), "{line}");
     fs::write(&marker, &text).unwrap();
-    repo.run(&["snapshots"]).ok("snapshots with the marker back");
+    repo.run(&["snapshots"])
+        .ok("snapshots with the marker back");
 }
 
 // ---------------------------------------------------------------------------------
@@ -433,6 +447,7 @@ fn forget_policy_keeping_nothing_needs_keep_none() {
     repo.run(&["forget", "--keep-last", "1"])
         .ok("forget --keep-last 1");
     assert_eq!(repo.snapshots().len(), 1);
-    repo.run(&["forget", "--keep-none"]).ok("forget --keep-none");
+    repo.run(&["forget", "--keep-none"])
+        .ok("forget --keep-none");
     assert!(repo.snapshots().is_empty());
 }

@@ -22,17 +22,17 @@ pub(super) enum Outcome {
 /// Create the FIFO or device `node` at `path` (an existing entry there is replaced),
 /// then set its owner, mode and mtime.
 pub(super) fn create(path: &Path, node: &Node) -> Outcome {
-    let kind = match node.kind {
-        NodeKind::Fifo => FileType::Fifo,
-        NodeKind::CharDevice => FileType::CharacterDevice,
-        NodeKind::BlockDevice => FileType::BlockDevice,
-        NodeKind::Socket => {
-            return Outcome::Skipped(
-                "sockets are not restored: a socket is recreated by the program that listens on it".into(),
-            )
-        }
-        other => return Outcome::Failed(format!("{other:?} is not a special file")),
-    };
+    let kind =
+        match node.kind {
+            NodeKind::Fifo => FileType::Fifo,
+            NodeKind::CharDevice => FileType::CharacterDevice,
+            NodeKind::BlockDevice => FileType::BlockDevice,
+            NodeKind::Socket => return Outcome::Skipped(
+                "sockets are not restored: a socket is recreated by the program that listens on it"
+                    .into(),
+            ),
+            other => return Outcome::Failed(format!("{other:?} is not a special file")),
+        };
     let _ = std::fs::remove_file(path);
     let mode = Mode::from_raw_mode(node.mode & 0o7777);
     let dev = if kind == FileType::Fifo { 0 } else { node.rdev };

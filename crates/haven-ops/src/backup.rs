@@ -253,7 +253,17 @@ fn backup_component(
     };
     let outcome = match c {
         ComponentConfig::Files(f) => {
-            record.paths = f.paths.iter().map(|p| p.display().to_string()).collect();
+            // As the snapshot records them (`..` resolved), so that restore finds them.
+            record.paths = f
+                .paths
+                .iter()
+                .map(|p| {
+                    haven_repo::backup::resolve_path(p)
+                        .unwrap_or_else(|_| p.clone())
+                        .display()
+                        .to_string()
+                })
+                .collect();
             crate::files::backup_files(repo, f, tags, observer.progress.clone()).map(
                 |(result, fp, warnings)| {
                     record.warnings = warnings;

@@ -36,6 +36,7 @@ use crate::snapshot::{Snapshot, Summary};
 use crate::tree::{Node, NodeKind, Tree};
 
 mod paths;
+pub use paths::resolve as resolve_path;
 
 /// Which snapshot to compare against to skip unchanged files.
 #[derive(Debug, Clone, Default)]

@@ -13,7 +13,7 @@
 use std::path::{Component, Path, PathBuf};
 
 /// The absolute path a backup of `given` reads (see the module doc).
-pub(crate) fn resolve(given: &Path) -> std::io::Result<PathBuf> {
+pub fn resolve(given: &Path) -> std::io::Result<PathBuf> {
     let abs = std::path::absolute(given)?;
     let comps: Vec<Component<'_>> = abs.components().collect();
     let (mut out, rest) = match comps.iter().rposition(|c| *c == Component::ParentDir) {

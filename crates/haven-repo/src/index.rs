@@ -117,6 +117,16 @@ impl MasterIndex {
                 }
             }
         }
+        Self::arranged(packs, entries, ids, damaged)
+    }
+
+    /// Sort `entries` into one primary entry per blob id and the duplicates.
+    fn arranged(
+        packs: Vec<PackId>,
+        mut entries: Vec<Entry>,
+        files: Vec<IndexId>,
+        damaged: Vec<(String, String)>,
+    ) -> Self {
         // Deterministic order: by blob id, then by pack id; a pack listed twice (partial
         // and final index of one backup) is one copy.
         entries.sort_unstable_by(|a, b| {
@@ -135,9 +145,28 @@ impl MasterIndex {
             packs,
             entries,
             duplicates,
-            files: ids,
+            files,
             damaged,
         }
+    }
+
+    /// This index without the entries of `gone` (packs lost or damaged), so that a
+    /// backup stores their blobs again instead of deduplicating against them
+    /// ([`pack_ids`](Self::pack_ids) still names them).
+    pub fn without_packs(&self, gone: &HashSet<PackId>) -> MasterIndex {
+        let entries = self
+            .entries
+            .iter()
+            .chain(&self.duplicates)
+            .filter(|e| !gone.contains(&self.packs[e.pack as usize]))
+            .copied()
+            .collect();
+        Self::arranged(
+            self.packs.clone(),
+            entries,
+            self.files.clone(),
+            self.damaged.clone(),
+        )
     }
 
     fn entry(&self, id: &BlobId) -> Option<&Entry> {
@@ -382,6 +411,16 @@ impl IndexedRepository {
     /// for a remote store, where each request waits on a round trip and requests overlap.
     pub fn pack_readers(&self) -> usize {
         self.repo.parallel_requests()
+    }
+
+    /// The same repository reading through an index without the packs in `gone`
+    /// ([`MasterIndex::without_packs`]).
+    pub fn without_packs(&self, gone: &HashSet<PackId>) -> IndexedRepository {
+        IndexedRepository {
+            repo: self.repo.clone(),
+            index: Arc::new(self.index.without_packs(gone)),
+            trees: Arc::new(self.trees.renewed()),
+        }
     }
 
     /// Read, decrypt and verify one blob; when its primary copy is damaged or missing,

@@ -129,7 +129,12 @@ fn repair_keeps_a_pack_with(damage: impl FnOnce(&mut Vec<u8>)) {
         "check calls the pack a leftover: {:?}",
         r.notes
     );
-    prune(&repo, &PruneOptions::default(), Arc::new(Progress::default())).unwrap();
+    prune(
+        &repo,
+        &PruneOptions::default(),
+        Arc::new(Progress::default()),
+    )
+    .unwrap();
     assert!(case.stored(&case.data_pack), "prune deleted the pack");
     case.assert_all_restored(Some(&case.data_pack));
 }
@@ -171,7 +176,11 @@ fn a_planted_pack_with_a_copied_header_is_neither_adopted_nor_indexed_by_repair(
 
     // Adoption (start of every backup and copy).
     let mut repo = case.open();
-    assert_eq!(repo.adopt_unindexed_packs().unwrap(), 0, "planted pack adopted");
+    assert_eq!(
+        repo.adopt_unindexed_packs().unwrap(),
+        0,
+        "planted pack adopted"
+    );
     assert!(!repo.index.pack_ids().contains(&planted));
 
     // Repair index.
@@ -181,7 +190,10 @@ fn a_planted_pack_with_a_copied_header_is_neither_adopted_nor_indexed_by_repair(
         "repair index must name the planted pack: {problems:?}"
     );
     let repo = case.open();
-    assert!(!repo.index.pack_ids().contains(&planted), "planted pack indexed");
+    assert!(
+        !repo.index.pack_ids().contains(&planted),
+        "planted pack indexed"
+    );
     assert!(repo.index.pack_ids().contains(&case.data_pack));
 
     // A backup of the same tree, then prune: the planted pack goes, the real one stays.
@@ -198,7 +210,10 @@ fn a_planted_pack_with_a_copied_header_is_neither_adopted_nor_indexed_by_repair(
         Arc::new(Progress::default()),
     )
     .unwrap();
-    assert!(case.stored(&case.data_pack), "prune deleted the authentic pack");
+    assert!(
+        case.stored(&case.data_pack),
+        "prune deleted the authentic pack"
+    );
     assert!(!case.stored(&planted), "prune kept the planted pack");
     case.assert_all_restored(None);
 }
@@ -229,10 +244,22 @@ fn prune_keeps_the_verified_copy_when_an_index_names_planted_packs() {
         )
         .unwrap();
     let repo = case.open();
-    let report = prune(&repo, &PruneOptions::default(), Arc::new(Progress::default())).unwrap();
-    assert!(case.stored(&case.data_pack), "prune deleted the authentic pack");
+    let report = prune(
+        &repo,
+        &PruneOptions::default(),
+        Arc::new(Progress::default()),
+    )
+    .unwrap();
+    assert!(
+        case.stored(&case.data_pack),
+        "prune deleted the authentic pack"
+    );
     for p in &planted {
-        assert!(!case.stored(p), "prune kept planted pack {}: {report:?}", p.short());
+        assert!(
+            !case.stored(p),
+            "prune kept planted pack {}: {report:?}",
+            p.short()
+        );
     }
     let repo = case.open();
     for b in &header {

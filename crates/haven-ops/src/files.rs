@@ -73,6 +73,7 @@ pub fn backup_files(
     }
     let result = result?;
     warnings.extend(result.warnings.iter().cloned());
+    warnings.extend(result.notices.iter().cloned());
     // The index loaded at the start does not know the trees this backup just wrote.
     let reloaded = repo.repo.clone().indexed()?;
     let fingerprint = snapshot_fingerprint(&reloaded, &result.snapshot, &cfg.paths)?;

@@ -14,7 +14,7 @@
 //! The paths given are resolved first (`backup/paths.rs`: absolute, `..` resolved as
 //! the kernel does); the snapshot records the resolved paths.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::ffi::OsString;
 use std::io::Read;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -27,7 +27,7 @@ use crossbeam_channel::bounded;
 
 use crate::chunker::ChunkStream;
 use crate::error::{RepoError, Result};
-use crate::id::{BlobId, SnapshotId};
+use crate::id::{BlobId, PackId, SnapshotId};
 use crate::index::IndexedRepository;
 use crate::pack::BlobKind;
 use crate::progress::Progress;
@@ -61,7 +61,11 @@ pub struct BackupOptions {
 pub struct BackupResult {
     pub id: SnapshotId,
     pub snapshot: Snapshot,
+    /// Files and folders skipped (unreadable, vanished).
     pub warnings: Vec<String>,
+    /// Warnings about the backup as a whole that skipped nothing, such as a parent
+    /// snapshot that could not be used (every file was then read in full).
+    pub notices: Vec<String>,
 }
 
 struct DirState {
@@ -476,6 +480,7 @@ fn commit(ctx: Arc<Ctx>, mut snapshot: Snapshot, started: Instant) -> Result<Bac
         id,
         snapshot,
         warnings,
+        notices: vec![],
     })
 }
 
@@ -523,13 +528,18 @@ pub fn backup_paths(
     paths.sort();
     let host = opts.host.clone().unwrap_or_else(crate::host::hostname);
     crate::debug::phase("backup: finding parent");
-    let parent = find_parent(&repo, opts, &host, &paths)?;
-    let parent_root = match &parent {
-        Some((_, s)) => Some(
-            Tree::decode(&repo.read_blob(&s.tree)?)
-                .map_err(|e| RepoError::corrupt("the parent snapshot's root tree", e))?,
-        ),
-        None => None,
+    let mut notices = vec![];
+    let mut repo = repo;
+    let (parent, parent_root) = match find_parent(&repo, opts, &host, &paths)? {
+        Some((id, s)) => match parent_root(&repo, &id, &s.tree)? {
+            Ok(root) => (Some(id), Some(root)),
+            Err(unusable) => {
+                notices.push(unusable);
+                repo = without_lost_packs(&repo, &s.tree)?;
+                (None, None)
+            }
+        },
+        None => (None, None),
     };
     let scanner = spawn_scanner(resolved, progress.clone());
     let ctx = new_ctx(repo.clone(), progress);
@@ -566,8 +576,49 @@ pub fn backup_paths(
     let _ = scanner.join();
     drop(root);
     let mut snapshot = base_snapshot(host, paths, opts.tags.clone());
-    snapshot.parent = parent.map(|(id, _)| id);
-    commit(ctx, snapshot, started)
+    snapshot.parent = parent;
+    let mut result = commit(ctx, snapshot, started)?;
+    result.notices = notices;
+    Ok(result)
+}
+
+/// `repo` reading without the packs that are missing from storage and without the pack
+/// of `damaged` (the parent's root tree): every blob they hold is stored again, so the
+/// new snapshot never names a blob only a lost pack holds (trees of unchanged folders
+/// have the same ids as before).
+fn without_lost_packs(repo: &IndexedRepository, damaged: &BlobId) -> Result<IndexedRepository> {
+    let stored = repo.repo.stored_packs()?;
+    let mut gone: HashSet<PackId> = repo
+        .index
+        .pack_ids()
+        .iter()
+        .filter(|p| !stored.contains_key(p))
+        .copied()
+        .collect();
+    gone.extend(repo.index.copies(damaged).map(|l| l.pack));
+    Ok(repo.without_packs(&gone))
+}
+
+/// The parent snapshot's root tree, or why it cannot be used. When it is damaged or
+/// lost (its tree pack gone), the backup goes on without a parent, reading every file
+/// in full: refusing would leave the data unprotected because of an old snapshot, and
+/// the new snapshot needs nothing of the lost trees. Other errors (a storage error a
+/// retry may cure) still fail the backup.
+fn parent_root(
+    repo: &IndexedRepository,
+    id: &SnapshotId,
+    tree: &BlobId,
+) -> Result<Result<Tree, String>> {
+    let damage = match crate::walk::load_tree(repo, tree) {
+        Ok(root) => return Ok(Ok(root)),
+        Err(e @ RepoError::Corrupt { .. }) => e,
+        Err(RepoError::Store(e)) if e.is_not_found() => RepoError::Store(e),
+        Err(e) => return Err(e),
+    };
+    Ok(Err(format!(
+        "the parent snapshot {} cannot be used: its root tree could not be read ({damage}); every file is read in full and this snapshot names no parent. Run `haven check` to see what else is damaged",
+        id.short()
+    )))
 }
 
 /// Back up one stream (standard input) as a single file named `name`.

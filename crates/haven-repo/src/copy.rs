@@ -194,9 +194,16 @@ fn copy_range(
         let plain = match &data {
             Ok(d) => {
                 let at = (b.offset as u64 - start) as usize;
-                src.open_blob_at(&loc, &d[at..at + b.length as usize])?
+                src.open_blob_at(&loc, &d[at..at + b.length as usize])
             }
-            Err(_) => src.read_blob_at(&loc)?,
+            Err(_) => src.read_blob_at(&loc),
+        };
+        // Another indexed copy (FORMAT.md 13.1) may be intact where this one is not.
+        let plain = match plain {
+            Err(e) if src.index.copies(&b.id).nth(1).is_some() => {
+                src.read_blob(&b.id).map_err(|_| e)?
+            }
+            p => p?,
         };
         pairs.push((b.id, saver.save(BlobKind::Data, plain)?));
     }

@@ -5,9 +5,18 @@
 //! pack number, offset, stored length, raw length with two flag bits) and one table of
 //! pack ids: 48 bytes per stored blob, no per-entry allocation, lookups by binary search.
 //!
+//! A blob listed in several packs (duplicates) has one *primary* entry, the copy in the
+//! pack with the smallest id, so every load of the same files reads the same way; the
+//! other copies are kept aside ([`MasterIndex::copies`]) for reads that fall back, for
+//! `check`, and for prune, which keeps only a copy it has verified.
+//!
 //! [`IndexedRepository`] = opened [`Repository`] + loaded [`MasterIndex`]: the type the
 //! verbs work on. Loading skips index files that fail to decrypt (reporting them), so a
 //! damaged index costs only the blobs it alone lists; `check` reports it.
+//!
+//! Packs enter an index only from their writer or after [`Repository::read_pack_verified`]
+//! re-hashed them against their name (adoption here, `repair index` in [`crate::repair`]):
+//! a pack header's seal does not name its pack, so a header alone proves nothing.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -63,7 +72,11 @@ pub struct BlobLocation {
 #[derive(Debug, Default)]
 pub struct MasterIndex {
     packs: Vec<PackId>,
+    /// One entry per blob id: the primary copy.
     entries: Vec<Entry>,
+    /// Further copies of blobs in other packs, sorted by blob id then pack id (rare:
+    /// concurrent backups, interrupted prunes).
+    duplicates: Vec<Entry>,
     /// Index files that were loaded.
     pub files: Vec<IndexId>,
     /// Index files that could not be read, with the reason.
@@ -104,15 +117,56 @@ impl MasterIndex {
                 }
             }
         }
-        entries.sort_unstable_by_key(|e| e.id);
+        Self::arranged(packs, entries, ids, damaged)
+    }
+
+    /// Sort `entries` into one primary entry per blob id and the duplicates.
+    fn arranged(
+        packs: Vec<PackId>,
+        mut entries: Vec<Entry>,
+        files: Vec<IndexId>,
+        damaged: Vec<(String, String)>,
+    ) -> Self {
+        // Deterministic order: by blob id, then by pack id; a pack listed twice (partial
+        // and final index of one backup) is one copy.
+        entries.sort_unstable_by(|a, b| {
+            a.id.cmp(&b.id)
+                .then_with(|| packs[a.pack as usize].cmp(&packs[b.pack as usize]))
+        });
+        entries.dedup_by(|a, b| a.id == b.id && a.pack == b.pack);
+        let duplicates: Vec<Entry> = entries
+            .windows(2)
+            .filter(|w| w[0].id == w[1].id)
+            .map(|w| w[1])
+            .collect();
         entries.dedup_by(|a, b| a.id == b.id);
         entries.shrink_to_fit();
         MasterIndex {
             packs,
             entries,
-            files: ids,
+            duplicates,
+            files,
             damaged,
         }
+    }
+
+    /// This index without the entries of `gone` (packs lost or damaged), so that a
+    /// backup stores their blobs again instead of deduplicating against them
+    /// ([`pack_ids`](Self::pack_ids) still names them).
+    pub fn without_packs(&self, gone: &HashSet<PackId>) -> MasterIndex {
+        let entries = self
+            .entries
+            .iter()
+            .chain(&self.duplicates)
+            .filter(|e| !gone.contains(&self.packs[e.pack as usize]))
+            .copied()
+            .collect();
+        Self::arranged(
+            self.packs.clone(),
+            entries,
+            self.files.clone(),
+            self.damaged.clone(),
+        )
     }
 
     fn entry(&self, id: &BlobId) -> Option<&Entry> {
@@ -126,8 +180,29 @@ impl MasterIndex {
         self.entry(id).is_some()
     }
 
+    /// The primary copy of a blob (see the module doc).
     pub fn get(&self, id: &BlobId) -> Option<BlobLocation> {
         self.entry(id).map(|e| self.location(e))
+    }
+
+    /// Every indexed copy of a blob: the primary first, then the others by pack id.
+    pub fn copies(&self, id: &BlobId) -> impl Iterator<Item = BlobLocation> + '_ {
+        let id = id.0;
+        let start = self.duplicates.partition_point(|e| e.id < id);
+        let others = self.duplicates[start..]
+            .iter()
+            .take_while(move |e| e.id == id);
+        self.entry(&BlobId(id))
+            .into_iter()
+            .chain(others)
+            .map(|e| self.location(e))
+    }
+
+    /// Blobs indexed in more than one pack, each once.
+    pub fn duplicated(&self) -> Vec<BlobId> {
+        let mut ids: Vec<BlobId> = self.duplicates.iter().map(|e| BlobId(e.id)).collect();
+        ids.dedup();
+        ids
     }
 
     fn location(&self, e: &Entry) -> BlobLocation {
@@ -156,21 +231,23 @@ impl MasterIndex {
         self.entries.is_empty()
     }
 
-    /// The blobs of each indexed pack (one entry per blob id, as loaded).
+    /// The blobs each pack holds by the index, every copy included: a pack whose
+    /// blobs all have their primary copy elsewhere is still listed.
     pub fn by_pack(&self) -> HashMap<PackId, Vec<PackBlob>> {
         let mut m: HashMap<PackId, Vec<PackBlob>> = HashMap::new();
-        for loc in self.iter() {
+        for e in self.entries.iter().chain(&self.duplicates) {
+            let loc = self.location(e);
             m.entry(loc.pack).or_default().push(loc.blob);
         }
         m
     }
 
-    /// Every indexed pack id.
+    /// Every pack some loaded index file names.
     pub fn pack_ids(&self) -> &[PackId] {
         &self.packs
     }
 
-    /// Every blob location (one per blob id).
+    /// Every blob's primary location (one per blob id).
     pub fn iter(&self) -> impl Iterator<Item = BlobLocation> + '_ {
         self.entries.iter().map(|e| self.location(e))
     }
@@ -199,6 +276,15 @@ fn load_index_files(repo: &Repository) -> Result<MasterIndex> {
         }
     }
     Ok(MasterIndex::from_files(files, damaged))
+}
+
+/// A whole pack read by [`Repository::read_pack_verified`].
+#[derive(Debug)]
+pub enum PackContent {
+    /// The pack matches its name and its header decodes: these are its blobs.
+    Verified(Vec<PackBlob>),
+    /// The pack does not match its name, or its header does not open.
+    Damaged { data: Vec<u8>, why: String },
 }
 
 /// A repository with its index loaded: what backup, restore, check and prune use.
@@ -260,6 +346,26 @@ impl Repository {
         pack::decode_header(&self.key, &sealed, size).map_err(|e| RepoError::corrupt(what(), e))
     }
 
+    /// Read a whole pack and verify it against its name (the keyed hash of its bytes)
+    /// before trusting its header: a header's seal does not name its pack, so a copied
+    /// header in front of other bytes opens as well. Storage errors are errors; damage
+    /// is [`PackContent::Damaged`], with the bytes for salvaging blobs one by one.
+    pub fn read_pack_verified(&self, id: &PackId) -> Result<PackContent> {
+        let data = self.backend.read(FileKind::Pack, &id.to_hex())?;
+        let header = pack::parse_pack(&self.key, &data);
+        if self.key.id_of(&data) != id.0 {
+            let why = match header {
+                Ok(_) => "its content does not match its name".to_string(),
+                Err(e) => format!("its content does not match its name, and {e}"),
+            };
+            return Ok(PackContent::Damaged { data, why });
+        }
+        Ok(match header {
+            Ok(blobs) => PackContent::Verified(blobs),
+            Err(why) => PackContent::Damaged { data, why },
+        })
+    }
+
     /// Write index files for `packs`, at most [`MAX_BLOBS_PER_INDEX_FILE`] blobs each
     /// (so every file stays far below the decoder's size limit); returns their ids.
     pub fn write_index(&self, packs: Vec<IndexPack>) -> Result<Vec<IndexId>> {
@@ -307,15 +413,36 @@ impl IndexedRepository {
         self.repo.parallel_requests()
     }
 
-    /// Read, decrypt and verify one blob.
+    /// The same repository reading through an index without the packs in `gone`
+    /// ([`MasterIndex::without_packs`]).
+    pub fn without_packs(&self, gone: &HashSet<PackId>) -> IndexedRepository {
+        IndexedRepository {
+            repo: self.repo.clone(),
+            index: Arc::new(self.index.without_packs(gone)),
+            trees: Arc::new(self.trees.renewed()),
+        }
+    }
+
+    /// Read, decrypt and verify one blob; when its primary copy is damaged or missing,
+    /// the other indexed copies are tried (the first error is returned if none opens).
     pub fn read_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
-        let loc = self.index.get(id).ok_or_else(|| {
+        let mut first_error = None;
+        for loc in self.index.copies(id) {
+            match self.read_blob_at(&loc) {
+                Ok(plain) => return Ok(plain),
+                Err(e @ RepoError::Corrupt { .. }) => _ = first_error.get_or_insert(e),
+                Err(RepoError::Store(e)) if e.is_not_found() => {
+                    _ = first_error.get_or_insert(RepoError::Store(e))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(first_error.unwrap_or_else(|| {
             RepoError::corrupt(
                 format!("blob {}", id.short()),
                 "it is not in the index (missing pack or index file)",
             )
-        })?;
-        self.read_blob_at(&loc)
+        }))
     }
 
     pub fn read_blob_at(&self, loc: &BlobLocation) -> Result<Vec<u8>> {
@@ -346,19 +473,30 @@ impl IndexedRepository {
     }
 
     /// Find packs that no index lists (left by a backup that was killed before it
-    /// wrote its index), read their headers, and write an index for them so the next
-    /// backup reuses what was uploaded. Unreadable packs are left for `check`/`prune`.
+    /// wrote its index), read each whole and verify it against its name, and write an
+    /// index for those that match so the next backup reuses what was uploaded. Packs
+    /// that do not match (damaged, or planted with a copied header) or cannot be read
+    /// are left for `check` to note and `prune` to delete.
     pub fn adopt_unindexed_packs(&mut self) -> Result<usize> {
         let known: HashSet<PackId> = self.index.pack_ids().iter().copied().collect();
-        let mut adopted = vec![];
-        for (id, size) in self.repo.stored_packs()? {
-            if known.contains(&id) {
-                continue;
-            }
-            if let Ok(blobs) = self.repo.read_pack_header(&id, size) {
-                adopted.push(IndexPack { id, blobs });
-            }
-        }
+        let mut unknown: Vec<PackId> = self
+            .repo
+            .stored_packs()?
+            .into_keys()
+            .filter(|id| !known.contains(id))
+            .collect();
+        unknown.sort();
+        let read = crate::parallel::map(self.repo.parallel_requests(), &unknown, |id| {
+            self.repo.read_pack_verified(id)
+        });
+        let adopted: Vec<IndexPack> = unknown
+            .into_iter()
+            .zip(read)
+            .filter_map(|(id, content)| match content {
+                Ok(PackContent::Verified(blobs)) => Some(IndexPack { id, blobs }),
+                _ => None,
+            })
+            .collect();
         crate::debug::phase("backup: unindexed packs looked for");
         let n = adopted.len();
         if n > 0 {

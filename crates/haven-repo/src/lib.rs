@@ -6,8 +6,8 @@
 //! * [`pack`], [`index`], [`tree`], [`snapshot`], [`keys`]: the stored objects
 //!   (`docs/FORMAT.md` is their binding spec).
 //! * [`repository::Repository`] (opened) -> [`index::IndexedRepository`] (index loaded).
-//! * Verbs: [`backup`], [`restore`], [`check`], [`retention`], [`prune`], [`stats`],
-//!   writing through [`saver::BlobSaver`] and guarded by [`lock`].
+//! * Verbs: [`backup`], [`restore`], [`check`], [`retention`], [`prune`], [`repair`],
+//!   [`stats`], writing through [`saver::BlobSaver`] and guarded by [`lock`].
 //!
 //! Errors: [`error::RepoError`]. Nothing here prints; progress goes through
 //! [`progress::Progress`] counters.
@@ -30,6 +30,7 @@ pub mod pack;
 pub mod parallel;
 pub mod progress;
 pub mod prune;
+pub mod repair;
 pub mod repository;
 pub mod restore;
 pub mod retention;

@@ -4,14 +4,18 @@
 //! 1. Mark: walk every snapshot's trees into the set of used blobs. Any unreadable
 //!    snapshot, tree or index file aborts prune: deleting on partial knowledge could
 //!    delete data a snapshot needs.
-//! 2. Plan per pack: fully unused -> delete; partly unused beyond the threshold ->
-//!    repack its used blobs; packs in no index (interrupted backups) -> delete.
-//! 3. Write repacked packs (sealed blobs are copied as they are: no re-encryption).
-//! 4. Write the new index files, then remove the old ones.
-//! 5. Delete the packs no index lists any more.
+//! 2. Choose one copy of every used blob that the index places in several packs: the
+//!    first, by pack id, that opens and verifies (the others are unused copies). With
+//!    no copy verifying, every copy is kept.
+//! 3. Plan per pack: fully unused -> delete; partly unused beyond the threshold ->
+//!    repack its used blobs; packs no index file names (interrupted backups, junk) ->
+//!    delete. A pack some index names is never taken for unindexed.
+//! 4. Write repacked packs (sealed blobs are copied as they are: no re-encryption).
+//! 5. Write the new index files, then remove the old ones.
+//! 6. Delete the packs no index lists any more.
 //!
-//! A crash after 3 leaves extra packs; after 4, duplicate index entries (harmless);
-//! after 5 started, packs no index lists: garbage that the next prune removes.
+//! A crash after 4 leaves extra packs; after 5, duplicate index entries (harmless);
+//! after 6 started, packs no index lists: garbage that the next prune removes.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -117,8 +121,8 @@ pub fn prune(
     }
     let stored = repo.repo.stored_packs()?;
     for id in &used {
-        let loc = repo.index.get(id).expect("checked above");
-        if !stored.contains_key(&loc.pack) {
+        if !repo.index.copies(id).any(|l| stored.contains_key(&l.pack)) {
+            let loc = repo.index.get(id).expect("checked above");
             return Err(RepoError::InvalidInput(format!(
                 "cannot prune safely: blob {} that a snapshot uses is indexed in pack {}, which is missing; run `haven check`, then `haven repair index`",
                 id.short(),
@@ -126,19 +130,28 @@ pub fn prune(
             )));
         }
     }
+    let keepers = choose_copies(repo, &used, &stored);
+    let is_kept = |pack: &PackId, b: &PackBlob| {
+        used.contains(&b.id)
+            && keepers
+                .get(&b.id)
+                .is_none_or(|k| k.is_none_or(|k| k == *pack))
+    };
+    let named: HashSet<PackId> = repo.index.pack_ids().iter().copied().collect();
     let mut by_pack = repo.index.by_pack();
     let mut keep_index: Vec<IndexPack> = vec![];
     let mut to_repack: Vec<(PackId, Vec<PackBlob>)> = vec![];
     let mut to_delete: Vec<PackId> = vec![];
     for (&pack, &size) in &stored {
-        let Some(blobs) = by_pack.remove(&pack) else {
+        if !named.contains(&pack) {
             report.packs_unindexed_deleted += 1;
             report.bytes_freed += size;
             to_delete.push(pack);
             continue;
-        };
+        }
+        let blobs = by_pack.remove(&pack).unwrap_or_default();
         let (kept, dropped): (Vec<PackBlob>, Vec<PackBlob>) =
-            blobs.into_iter().partition(|b| used.contains(&b.id));
+            blobs.into_iter().partition(|b| is_kept(&pack, b));
         report.blobs_removed += dropped.len() as u64;
         let used_bytes: u64 = kept.iter().map(|b| b.length as u64).sum();
         let unused_fraction = 1.0 - used_bytes as f64 / size.max(1) as f64;
@@ -157,7 +170,8 @@ pub fn prune(
             });
         }
     }
-    // Blobs indexed in packs that are gone are unused (checked above) and are dropped.
+    // Copies in packs that are gone are dropped: every used blob has a stored copy
+    // (checked above).
     report.blobs_removed += by_pack.values().map(|v| v.len() as u64).sum::<u64>();
     report.index_files_replaced = repo.index.files.len() as u64;
     if opts.dry_run {
@@ -186,6 +200,47 @@ pub fn prune(
         }
     }
     Ok(report)
+}
+
+/// For every used blob indexed in several stored packs, the copy to keep: the first by
+/// pack id that opens and verifies, or `None` (keep every copy) when none does. A copy
+/// is dropped only when another is proven good, so a planted or damaged pack that an
+/// index names can never cost the authentic one.
+fn choose_copies(
+    repo: &IndexedRepository,
+    used: &HashSet<BlobId>,
+    stored: &HashMap<PackId, u64>,
+) -> HashMap<BlobId, Option<PackId>> {
+    let mut keepers = HashMap::new();
+    for id in repo.index.duplicated() {
+        if !used.contains(&id) {
+            continue;
+        }
+        let mut copies: Vec<_> = repo
+            .index
+            .copies(&id)
+            .filter(|l| stored.contains_key(&l.pack))
+            .collect();
+        copies.sort_by_key(|l| l.pack);
+        copies.dedup_by_key(|l| l.pack);
+        if copies.len() < 2 {
+            continue;
+        }
+        let good = copies
+            .iter()
+            .find(|l| {
+                let sealed = repo.repo.backend.read_range(
+                    FileKind::Pack,
+                    &l.pack.to_hex(),
+                    l.blob.offset as u64,
+                    l.blob.length as u64,
+                );
+                sealed.is_ok_and(|s| crate::pack::open_blob(&repo.repo.key, &l.blob, &s).is_ok())
+            })
+            .map(|l| l.pack);
+        keepers.insert(id, good);
+    }
+    keepers
 }
 
 /// Copy the used blobs of `packs` into new packs; returns their index entries.
@@ -232,28 +287,4 @@ fn repack(repo: &IndexedRepository, packs: &[(PackId, Vec<PackBlob>)]) -> Result
         }
     }
     Ok(written)
-}
-
-/// Rebuild the index from the pack headers (under the exclusive lock): for an index
-/// file that is damaged or lost. Packs whose header is unreadable are reported.
-pub fn repair_index(repo: &IndexedRepository) -> Result<(u64, Vec<String>)> {
-    let mut packs = vec![];
-    let mut problems = vec![];
-    for (id, size) in repo.repo.stored_packs()? {
-        match repo.repo.read_pack_header(&id, size) {
-            Ok(blobs) => packs.push(IndexPack { id, blobs }),
-            Err(e) => problems.push(format!("pack {}: {e}", id.short())),
-        }
-    }
-    let packs_found = packs.len() as u64;
-    let new_index = repo.repo.write_index(packs)?;
-    let mut old: Vec<String> = repo.index.files.iter().map(|i| i.to_hex()).collect();
-    old.extend(repo.index.damaged.iter().map(|(n, _)| n.clone()));
-    for name in old
-        .iter()
-        .filter(|n| !new_index.iter().any(|i| &i.to_hex() == *n))
-    {
-        repo.repo.backend.remove(FileKind::Index, name)?;
-    }
-    Ok((packs_found, problems))
 }

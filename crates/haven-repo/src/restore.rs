@@ -127,6 +127,17 @@ fn write_range(
             }
             Err(e) => Err(e.clone()),
         };
+        // Another indexed copy (13.1) may be intact where this one is not.
+        let mut other_copy = None;
+        let plain = match plain {
+            Err(e) if repo.index.copies(&blob.id).nth(1).is_some() => {
+                match repo.read_blob(&blob.id) {
+                    Ok(p) => Ok(other_copy.insert(p).as_slice()),
+                    Err(_) => Err(e),
+                }
+            }
+            p => p,
+        };
         let zero = plain.as_ref().is_ok_and(|p| p.iter().all(|&b| b == 0));
         for &(f, offset) in uses {
             let item = &files[f];

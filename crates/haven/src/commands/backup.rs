@@ -48,10 +48,13 @@ fn report(g: &Global, r: &BackupResult) {
     for w in &r.warnings {
         eprintln!("haven: warning: skipped {w}");
     }
+    for n in &r.notices {
+        eprintln!("haven: warning: {n}");
+    }
     let s = &r.snapshot.summary;
     if g.json {
         crate::output::json(
-            &serde_json::json!({"id": r.id, "snapshot": r.snapshot, "warnings": r.warnings}),
+            &serde_json::json!({"id": r.id, "snapshot": r.snapshot, "warnings": r.warnings, "notices": r.notices}),
         );
         return;
     }

@@ -15,16 +15,19 @@ pub fn run(g: &Global, a: UnlockArgs) -> Result<i32> {
 
 pub fn repair_index(g: &Global) -> Result<i32> {
     let (repo, _lock) = super::open_locked(g, super::Exclusive, "repair index")?;
-    let (packs, problems) = haven_repo::prune::repair_index(&repo)?;
-    for p in &problems {
-        eprintln!("haven: problem: {p} (left out of the index)");
+    let r = haven_repo::repair::repair_index(&repo)?;
+    for p in &r.problems {
+        eprintln!("haven: problem: {p}");
     }
     super::report(
         g,
-        format!("rebuilt the index from {packs} pack header(s)"),
-        serde_json::json!({"packs_indexed": packs, "problems": problems}),
+        format!(
+            "rebuilt the index from {} pack(s) ({} read whole to verify them against their name)",
+            r.packs_indexed, r.packs_read_whole
+        ),
+        serde_json::json!(r),
     );
-    Ok(if problems.is_empty() { 0 } else { 1 })
+    Ok(if r.problems.is_empty() { 0 } else { 1 })
 }
 
 /// `haven repair` on a mirror: copy what a returning site lacks, verify, report.

@@ -57,7 +57,10 @@ fn restore_never_follows_symlinks_planted_in_the_target() {
     )
     .unwrap()
     .snapshot;
-    let repo = Repository::open(backend, &pass()).unwrap().indexed().unwrap();
+    let repo = Repository::open(backend, &pass())
+        .unwrap()
+        .indexed()
+        .unwrap();
 
     let out = tempfile::tempdir().unwrap();
     let target = out.path().join("target");
@@ -91,7 +94,11 @@ fn restore_never_follows_symlinks_planted_in_the_target() {
         "restore wrote through a planted symlink: {:?}",
         entries(&outside_dir)
     );
-    assert_eq!(entries(&outside_src), before, "restore wrote outside the target");
+    assert_eq!(
+        entries(&outside_src),
+        before,
+        "restore wrote outside the target"
+    );
     assert_eq!(std::fs::read(&outside_file).unwrap(), b"precious\n");
     assert!(report.failed.is_empty(), "{:?}", report.failed);
     for dir in [&restored, &restored.join("a"), &restored.join("a/b")] {
@@ -101,7 +108,10 @@ fn restore_never_follows_symlinks_planted_in_the_target() {
     assert!(std::fs::symlink_metadata(restored.join("c.txt"))
         .unwrap()
         .is_file());
-    assert_eq!(std::fs::read(restored.join("a/small.txt")).unwrap(), b"small\n");
+    assert_eq!(
+        std::fs::read(restored.join("a/small.txt")).unwrap(),
+        b"small\n"
+    );
     assert_eq!(std::fs::read(restored.join("a/b/big.bin")).unwrap(), big);
     assert_eq!(std::fs::read(restored.join("a/empty")).unwrap(), b"");
     assert_eq!(std::fs::read(restored.join("c.txt")).unwrap(), b"top\n");

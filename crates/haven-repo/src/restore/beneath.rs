@@ -234,7 +234,6 @@ impl Target {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,8 +248,12 @@ mod tests {
         let t = Target::open(dir.path()).unwrap();
         let create = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW;
         let mode = Mode::from_raw_mode(0o600);
-        assert!(t.open_walking(Path::new("planted/x"), create, mode).is_err());
-        assert!(t.open_walking(Path::new("real/../../x"), create, mode).is_err());
+        assert!(t
+            .open_walking(Path::new("planted/x"), create, mode)
+            .is_err());
+        assert!(t
+            .open_walking(Path::new("real/../../x"), create, mode)
+            .is_err());
         assert!(std::fs::read_dir(outside.path()).unwrap().next().is_none());
         t.open_walking(Path::new("real/x"), create, mode).unwrap();
         assert!(dir.path().join("real/x").is_file());

@@ -156,9 +156,9 @@ fn check_request(
     request: &Request,
 ) -> Result<(), String> {
     let params = SPEC.params(request.method().as_str(), matched.as_str());
+    let has_query_params = params.iter().any(|p| p.place == "query");
     let query: Vec<(String, String)> = match request.uri().query() {
-        None => vec![],
-        Some(_) => {
+        Some(_) if has_query_params => {
             Query::<Vec<(String, String)>>::try_from_uri(request.uri())
                 .map_err(|e| format!("malformed query: {}", e.body_text()))?
                 .0

@@ -163,6 +163,7 @@ fn check_request(
                 .map_err(|e| format!("malformed query: {}", e.body_text()))?
                 .0
         }
+        _ => vec![],
     };
     for p in params {
         let given: Vec<&str> = if p.place == "path" {

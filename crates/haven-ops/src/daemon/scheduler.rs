@@ -75,9 +75,11 @@ pub(super) fn enqueue(
 /// compute the next slots.
 pub(super) fn recover(shared: &Arc<Shared>) -> Result<(), OpsError> {
     let now = shared.clock.now();
-    // A new (or deleted) catalog: the recovery points come back from the repositories.
-    if shared.catalog.created() {
-        for tenant in shared.config.tenants.keys() {
+    // A new (or deleted) catalog, or a tenant new to it (on this repository: see the
+    // catalog's keying): the recovery points come back from the repositories.
+    for tenant in shared.config.tenants.keys() {
+        let unseen = shared.catalog.tenant_meta(tenant, "first_seen")?.is_none();
+        if shared.catalog.created() || unseen {
             let fresh = |e: &OpsError| {
                 matches!(e, OpsError::Repo(haven_repo::RepoError::NotARepository(_)))
             };

@@ -9,6 +9,7 @@ use haven_repo::restore::{restore, RestoreOptions};
 use haven_repo::Repository;
 use haven_store::{DynBackend, MemoryBackend};
 
+#[allow(dead_code)] // not every test file uses every fixture
 mod common;
 use common::{fast_opts, noise, pass};
 

@@ -7,18 +7,22 @@
 //! handle; every path is relative to it and opened with `openat2(RESOLVE_BENEATH |
 //! RESOLVE_NO_SYMLINKS)` (one syscall, as a plain `open` would be), or, where the kernel
 //! lacks `openat2`, component by component with `O_NOFOLLOW`. Names are then created,
-//! linked, renamed and removed relative to their parent folder's handle.
+//! linked, renamed and removed relative to their parent folder's handle, opened that
+//! way once and kept in a small cache (a file costs one `openat`, as a plain `open`
+//! would; the path walk is paid once per folder).
 //!
 //! A symlink found at a folder's place is replaced by the folder (it is not part of the
 //! snapshot, just as a file at a file's place is replaced); any other non-folder there
 //! is an error.
 
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, Timespec, Timestamps};
 use rustix::io::Errno;
@@ -34,9 +38,14 @@ const DIR_HANDLE: OFlags = OFlags::RDONLY;
 /// Cleared once the kernel answers that it has no `openat2`.
 static OPENAT2: AtomicBool = AtomicBool::new(cfg!(any(target_os = "linux", target_os = "android")));
 
+/// Folder handles kept at most (each is a file descriptor); the cache starts over when full.
+const PARENTS_CACHED: usize = 256;
+
 pub(super) struct Target {
     dir: OwnedFd,
     root: PathBuf,
+    /// Handles of parent folders, by path relative to the target.
+    parents: Mutex<HashMap<PathBuf, Arc<OwnedFd>>>,
 }
 
 impl Target {
@@ -51,6 +60,7 @@ impl Target {
         Ok(Target {
             dir,
             root: root.to_path_buf(),
+            parents: Mutex::new(HashMap::new()),
         })
     }
 
@@ -110,8 +120,8 @@ impl Target {
         )?)
     }
 
-    /// The handle of `rel`'s parent folder, and `rel`'s last name.
-    fn parent<'r>(&self, rel: &'r Path) -> io::Result<(OwnedFd, &'r OsStr)> {
+    /// The handle of `rel`'s parent folder (cached), and `rel`'s last name.
+    fn parent<'r>(&self, rel: &'r Path) -> io::Result<(Arc<OwnedFd>, &'r OsStr)> {
         let name = rel.file_name().ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -119,7 +129,15 @@ impl Target {
             )
         })?;
         let parent = rel.parent().unwrap_or(Path::new(""));
-        let dir = self.open_at(parent, DIR_HANDLE | OFlags::DIRECTORY, Mode::empty())?;
+        if let Some(dir) = self.parents.lock().expect("parents").get(parent) {
+            return Ok((dir.clone(), name));
+        }
+        let dir = Arc::new(self.open_at(parent, DIR_HANDLE | OFlags::DIRECTORY, Mode::empty())?);
+        let mut parents = self.parents.lock().expect("parents");
+        if parents.len() >= PARENTS_CACHED {
+            parents.clear();
+        }
+        parents.insert(parent.to_path_buf(), dir.clone());
         Ok((dir, name))
     }
 
@@ -131,16 +149,16 @@ impl Target {
         }
         let (dir, name) = self.parent(rel)?;
         let mode = Mode::from_raw_mode(0o777);
-        match rustix::fs::mkdirat(&dir, name, mode) {
+        match rustix::fs::mkdirat(&*dir, name, mode) {
             Err(Errno::EXIST) => {}
             other => return Ok(other?),
         }
-        let stat = rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
+        let stat = rustix::fs::statat(&*dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
         match FileType::from_raw_mode(stat.st_mode) {
             FileType::Directory => Ok(()),
             FileType::Symlink => {
-                rustix::fs::unlinkat(&dir, name, AtFlags::empty())?;
-                Ok(rustix::fs::mkdirat(&dir, name, mode)?)
+                rustix::fs::unlinkat(&*dir, name, AtFlags::empty())?;
+                Ok(rustix::fs::mkdirat(&*dir, name, mode)?)
             }
             _ => Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
@@ -152,21 +170,24 @@ impl Target {
     /// Create `rel` as a new empty file. Never opens what is already there: an existing
     /// entry (a planted symlink included) is removed first.
     pub fn create_new(&self, rel: &Path) -> io::Result<File> {
-        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL;
+        let flags =
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let mode = Mode::from_raw_mode(0o666);
-        match self.open_at(rel, flags, mode) {
-            Err(e) if matches!(Errno::from_io_error(&e), Some(Errno::EXIST | Errno::LOOP)) => {
-                let (dir, name) = self.parent(rel)?;
-                rustix::fs::unlinkat(&dir, name, AtFlags::empty())?;
-                Ok(rustix::fs::openat(&dir, name, flags | OFlags::CLOEXEC, mode)?.into())
+        let (dir, name) = self.parent(rel)?;
+        match rustix::fs::openat(&*dir, name, flags, mode) {
+            Err(Errno::EXIST) => {
+                rustix::fs::unlinkat(&*dir, name, AtFlags::empty())?;
+                Ok(rustix::fs::openat(&*dir, name, flags, mode)?.into())
             }
-            other => other.map(File::from),
+            other => Ok(other?.into()),
         }
     }
 
     /// Open a file this restore created, for writing.
     pub fn open_write(&self, rel: &Path) -> io::Result<File> {
-        Ok(self.open_at(rel, OFlags::WRONLY, Mode::empty())?.into())
+        let (dir, name) = self.parent(rel)?;
+        let flags = OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        Ok(rustix::fs::openat(&*dir, name, flags, Mode::empty())?.into())
     }
 
     /// Open a folder, to set its metadata through the handle.
@@ -178,25 +199,25 @@ impl Target {
     /// Remove the file `rel`.
     pub fn remove(&self, rel: &Path) -> io::Result<()> {
         let (dir, name) = self.parent(rel)?;
-        Ok(rustix::fs::unlinkat(&dir, name, AtFlags::empty())?)
+        Ok(rustix::fs::unlinkat(&*dir, name, AtFlags::empty())?)
     }
 
     /// Rename `from` to `to`; both are in the same folder.
     pub fn rename_sibling(&self, from: &Path, to: &Path) -> io::Result<()> {
         let (dir, from_name) = self.parent(from)?;
         let to_name = to.file_name().unwrap_or(to.as_os_str());
-        Ok(rustix::fs::renameat(&dir, from_name, &dir, to_name)?)
+        Ok(rustix::fs::renameat(&*dir, from_name, &*dir, to_name)?)
     }
 
     /// Make `rel` a hard link to `src`, replacing whatever is at `rel`.
     pub fn hard_link(&self, src: &Path, rel: &Path) -> io::Result<()> {
         let (src_dir, src_name) = self.parent(src)?;
         let (dir, name) = self.parent(rel)?;
-        let _ = rustix::fs::unlinkat(&dir, name, AtFlags::empty());
+        let _ = rustix::fs::unlinkat(&*dir, name, AtFlags::empty());
         Ok(rustix::fs::linkat(
-            &src_dir,
+            &*src_dir,
             src_name,
-            &dir,
+            &*dir,
             name,
             AtFlags::empty(),
         )?)
@@ -206,11 +227,11 @@ impl Target {
     /// file is at `rel`.
     pub fn symlink(&self, to: &OsStr, rel: &Path, node: &Node) -> io::Result<()> {
         let (dir, name) = self.parent(rel)?;
-        let _ = rustix::fs::unlinkat(&dir, name, AtFlags::empty());
-        rustix::fs::symlinkat(to, &dir, name)?;
+        let _ = rustix::fs::unlinkat(&*dir, name, AtFlags::empty());
+        rustix::fs::symlinkat(to, &*dir, name)?;
         if crate::host::current_uid() == 0 {
             rustix::fs::chownat(
-                &dir,
+                &*dir,
                 name,
                 Some(rustix::fs::Uid::from_raw(node.uid)),
                 Some(rustix::fs::Gid::from_raw(node.gid)),
@@ -226,7 +247,7 @@ impl Target {
             last_modification: mtime,
         };
         Ok(rustix::fs::utimensat(
-            &dir,
+            &*dir,
             name,
             &times,
             AtFlags::SYMLINK_NOFOLLOW,

@@ -59,10 +59,16 @@ pub struct RestoreReport {
     pub warnings: Vec<String>,
 }
 
+/// Whether owners are restored (only root can): asked once, not once per file.
+pub(crate) fn restores_owners() -> bool {
+    static ROOT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ROOT.get_or_init(|| crate::host::current_uid() == 0)
+}
+
 /// A restored entry's owner, mode and mtime, set through its open handle (no path walks).
 pub(crate) fn apply_metadata_to_file(file: &fs::File, node: &Node) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    if crate::host::current_uid() == 0 {
+    if restores_owners() {
         std::os::unix::fs::fchown(file, Some(node.uid), Some(node.gid))?;
     }
     file.set_permissions(fs::Permissions::from_mode(node.mode))?;

@@ -229,7 +229,7 @@ impl Target {
         let (dir, name) = self.parent(rel)?;
         let _ = rustix::fs::unlinkat(&*dir, name, AtFlags::empty());
         rustix::fs::symlinkat(to, &*dir, name)?;
-        if crate::host::current_uid() == 0 {
+        if super::restores_owners() {
             rustix::fs::chownat(
                 &*dir,
                 name,

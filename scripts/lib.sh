@@ -28,3 +28,14 @@ ensure_postgres() { # the server binaries (initdb, pg_ctl) and the client tools
   fi
   need_apt pg_dump postgresql-client
 }
+
+ensure_schemathesis() { # `st`, the OpenAPI fuzzer the API's schema test runs (from PyPI)
+  [ -d "$HOME/.local/bin" ] && export PATH="$HOME/.local/bin:$PATH"
+  command -v st >/dev/null 2>&1 && return 0
+  echo "installing schemathesis (pip)"
+  python3 -m pip --version >/dev/null 2>&1 || need_apt pip3 python3-pip
+  python3 -m pip install -q schemathesis 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages schemathesis
+  [ -d "$HOME/.local/bin" ] && export PATH="$HOME/.local/bin:$PATH"
+  command -v st >/dev/null 2>&1
+}

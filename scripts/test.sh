@@ -2,7 +2,8 @@
 # Every test of the workspace: formatting, lints, unit and property tests, the backend
 # contract suite, the fuzz corpus, and the fault-injection suite (crash loops, concurrent
 # writers, corruption, disk full; the disk-full test mounts a tmpfs and needs root), and the
-# tenant tests against real PostgreSQL, Redis, etcd and MariaDB servers they start themselves.
+# tenant tests against real PostgreSQL, Redis, etcd and MariaDB servers they start themselves,
+# and schemathesis against the API.
 #   bash scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +25,8 @@ need_apt pkg-config pkg-config
 need_apt chromium chromium
 need_apt openssl openssl
 need_apt tc iproute2
+# The API's schema test (crates/haven-api/tests/regression_api.rs) runs schemathesis.
+ensure_schemathesis
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -q -- -D warnings
 cargo nextest run --workspace --no-fail-fast

@@ -19,7 +19,8 @@
 //!
 //! Main items: [`start`] → [`ApiServer`], [`router`] (the same routes for embedding into
 //! another runtime), [`ApiConfig`], [`ApiError`]. Modules: `routes` (the API), `metrics`
-//! (the Prometheus text format), `dashboard` (the page), `openapi` (the document).
+//! (the Prometheus text format), `dashboard` (the page), `openapi` (the document), `params`
+//! (every request's parameters checked against the document: 400 when outside it).
 //!
 //! Limits: HTTP/1.1 only, no TLS (listen on loopback, or put a TLS proxy in front); the
 //! view's methods are called on tokio's blocking pool, so a slow catalog read delays only
@@ -29,6 +30,7 @@ mod auth;
 mod dashboard;
 mod metrics;
 mod openapi;
+mod params;
 mod routes;
 
 use std::fmt;

@@ -1,4 +1,5 @@
-//! The routes. Handlers are thin: each asks the [`DaemonView`] one question on tokio's
+//! The routes. Parameters are checked against the OpenAPI document first (`params`).
+//! Handlers are thin: each asks the [`DaemonView`] one question on tokio's
 //! blocking pool (the view reads a SQLite catalog) and answers JSON; errors are
 //! `{"error": "..."}` with 400 (bad request), 404 (no such tenant or job), 409 (conflict),
 //! 503 (the daemon cannot answer now), 401 (see `auth`).
@@ -19,11 +20,18 @@ use crate::auth::{require_token, Token};
 
 type View = Arc<dyn DaemonView>;
 
-/// Jobs listed when the request names no `limit`, and the most it may ask for.
-const DEFAULT_JOBS: usize = 50;
-const MAX_JOBS: usize = 1000;
+/// Jobs listed when the request names no `limit`: the document's default (its bounds
+/// are enforced by `params::validate` before the handler runs).
+fn default_jobs() -> usize {
+    crate::params::SPEC
+        .default_int("get", "/api/v1/jobs", "limit")
+        .and_then(|n| usize::try_from(n).ok())
+        .unwrap_or(50)
+}
 
 pub(crate) fn router(view: View, token: Token) -> Router {
+    // A document the validator cannot read fails here, at start, not at a request.
+    std::sync::LazyLock::force(&crate::params::SPEC);
     let protected = Router::new()
         .route("/api/v1/tenants", get(tenants))
         .route("/api/v1/tenants/{name}", get(tenant))
@@ -33,6 +41,8 @@ pub(crate) fn router(view: View, token: Token) -> Router {
         .route("/api/v1/jobs", get(jobs))
         .route("/api/v1/jobs/{id}", get(job))
         .route("/metrics", get(metrics))
+        // Layers run outside in: the token first, then the parameters.
+        .route_layer(middleware::from_fn(crate::params::validate))
         .route_layer(middleware::from_fn_with_state(token, require_token))
         .with_state(view);
     Router::new()
@@ -55,7 +65,7 @@ async fn common_headers(mut response: Response) -> Response {
 
 /// An error answer: a status and `{"error": message}`.
 #[derive(Debug)]
-pub(crate) struct Failure(StatusCode, String);
+pub(crate) struct Failure(pub(crate) StatusCode, pub(crate) String);
 
 pub(crate) fn error_body(message: String) -> Json<serde_json::Value> {
     Json(serde_json::json!({ "error": message }))
@@ -132,7 +142,7 @@ async fn jobs(State(view): State<View>, query: Result<Query<JobsQuery>, QueryRej
             format!("{} (expected ?tenant=NAME&limit=N)", e.body_text()),
         )
     })?;
-    let limit = query.limit.unwrap_or(DEFAULT_JOBS).min(MAX_JOBS);
+    let limit = query.limit.unwrap_or_else(default_jobs);
     json(ask(&view, move |v| v.jobs(query.tenant.as_deref(), limit)).await?)
 }
 

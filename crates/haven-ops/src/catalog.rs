@@ -11,19 +11,30 @@
 //! daemon start ──mark_running_as_interrupted──> jobs a killed daemon left running
 //! ```
 //!
-//! Schema (version 1; `PRAGMA user_version`, `PRAGMA application_id` = `HVNC`). Times are
+//! Schema (version 2; `PRAGMA user_version`, `PRAGMA application_id` = `HVNC`). Times are
 //! RFC 3339 UTC text with nanoseconds (fixed width, so they sort as text); JSON columns
 //! are text.
 //!
+//! A tenant is its name **and its repository**: every tenant's row carries `repo`, the
+//! repository's canonical location ([`crate::location::canonical_location`]; not the
+//! repository id, which sits in the sealed config and needs the key and the store to
+//! read). The daemon tells the catalog each tenant's repository at start
+//! ([`Catalog::bind_repositories`], kept in a per-connection `temp.bound` table) and every
+//! read and write of a tenant's rows is confined to that repository: a config with a
+//! tenant of the same name on another repository, sharing the state directory, sees none
+//! of the first's jobs, points, verifies, alerts or first-seen time. Rows from schema v1
+//! (repo `''`) are adopted by the first daemon that binds their tenant.
+//!
 //! | table | columns |
 //! | --- | --- |
-//! | `jobs` | `id` (autoincrement), `kind` (backup, verify, retention), `tenant`, `triggered_by` (schedule, manual, catch-up, retry), `scheduled_for` (the cron slot, or null), `late` (0/1: a slot missed while the daemon was down), `status` (queued, running, succeeded, failed, interrupted), `created`, `started`, `finished`, `attempts`, `error`, `point` (made or checked), `bytes`, `bytes_added`, `seconds` (started to finished), `progress_done`, `progress_total` (0 while unknown), `component` (being worked on) |
+//! | `jobs` | `id` (autoincrement), `kind` (backup, verify, retention), `tenant`, `repo`, `triggered_by` (schedule, manual, catch-up, retry), `scheduled_for` (the cron slot, or null), `late` (0/1: a slot missed while the daemon was down), `status` (queued, running, succeeded, failed, interrupted), `created`, `started`, `finished`, `attempts`, `error`, `point` (made or checked), `bytes`, `bytes_added`, `seconds` (started to finished), `progress_done`, `progress_total` (0 while unknown), `component` (being worked on) |
 //! | `job_log` | `id` (order), `job_id`, `time`, `line` |
 //! | `attempts` | `job_id`, `n` (1-based), `started`, `finished`, `status`, `error`, `details` (JSON, e.g. errors per component) |
-//! | `points` | `tenant`, `id`, `started`, `finished`, `status` (complete, failed), `components` (JSON: name → `ComponentRecord`), `bytes`, `bytes_added`, `seconds`, `source` (recorded, rebuilt) |
-//! | `verifies` | `id`, `job_id`, `tenant`, `point`, `time`, `passed`, `restore_seconds` (the measured RTO), `report` (JSON) |
-//! | `alerts` | `key` (e.g. `rpo:acme:db`), `state` (firing, resolved), `first_fired`, `last_sent`, `resolved_at`, `message` |
-//! | `meta` | `key`, `value` (e.g. `last_slot:backup:acme` → RFC 3339 time) |
+//! | `points` | `tenant`, `repo`, `id`, `started`, `finished`, `status` (complete, failed), `components` (JSON: name → `ComponentRecord`), `bytes`, `bytes_added`, `seconds`, `source` (recorded, rebuilt) |
+//! | `verifies` | `id`, `job_id`, `tenant`, `repo`, `point`, `time`, `passed`, `restore_seconds` (the measured RTO), `report` (JSON) |
+//! | `alerts` | `tenant`, `repo`, `key` (`KIND:TENANT[:DETAIL]`, e.g. `rpo:acme:db`), `state` (firing, resolved), `first_fired`, `last_sent`, `resolved_at`, `message` |
+//! | `tenant_meta` | `tenant`, `repo`, `key`, `value` (e.g. `last_slot:backup` → RFC 3339 time, `first_seen`) |
+//! | `meta` | `key`, `value`: what concerns the whole catalog (e.g. `retried:JOB`) |
 //!
 //! Migrations run in order inside one transaction each; a file that is not SQLite, is
 //! another application's database, or has a newer schema is refused with its name. The
@@ -33,7 +44,8 @@
 //!
 //! Files: this one (open, migrations, errors, alerts, meta), jobs and attempts in
 //! `catalog/jobs.rs`, points and verifies in `catalog/points.rs`, the schema in
-//! `catalog/v1.sql` (a released migration is never edited: add `v2.sql`).
+//! `catalog/v1.sql` and `catalog/v2.sql` (a released migration is never edited: add the
+//! next one).
 //!
 //! Limits: one process per file (a second daemon on the same state directory would share
 //! the file without coordination); needs SQLite 3.35 or newer (`RETURNING`); the history
@@ -61,7 +73,21 @@ pub use points::{CatalogPoint, RebuildSummary, VerifyRecord};
 pub const APPLICATION_ID: i32 = 0x4856_4e43;
 
 /// Each entry upgrades the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[include_str!("catalog/v1.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("catalog/v1.sql"),
+    include_str!("catalog/v2.sql"),
+];
+
+/// SQL: the repository `tenant_expr` is bound to (`''` when unbound).
+pub(crate) fn scope(tenant_expr: &str) -> String {
+    format!("coalesce((SELECT b.repo FROM temp.bound b WHERE b.tenant = {tenant_expr}), '')")
+}
+
+/// The tenant an alert key names: keys are `KIND:TENANT` or `KIND:TENANT:DETAIL` (tenant
+/// names have no `:`).
+fn alert_tenant(key: &str) -> &str {
+    key.split(':').nth(1).unwrap_or("")
+}
 
 /// The schema version this build writes (and the newest it reads).
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -267,9 +293,9 @@ fn alert_from(row: &Row) -> rusqlite::Result<AlertRow> {
     })
 }
 
-/// The `meta` key of the last cron slot run for a tenant's job kind.
-pub fn last_slot_key(kind: JobKind, tenant: &str) -> String {
-    format!("last_slot:{}:{tenant}", kind_str(kind))
+/// The `tenant_meta` key of the last cron slot run for a tenant's job kind.
+fn last_slot_key(kind: JobKind) -> String {
+    format!("last_slot:{}", kind_str(kind))
 }
 
 impl Catalog {
@@ -350,6 +376,10 @@ impl Catalog {
             .map_err(sql)?;
             tx.commit().map_err(sql)?;
         }
+        conn.execute_batch(
+            "CREATE TEMP TABLE bound (tenant TEXT PRIMARY KEY, repo TEXT NOT NULL);",
+        )
+        .map_err(sql)?;
         Ok(Catalog {
             conn: Arc::new(Mutex::new(conn)),
             file: Arc::new(file),
@@ -368,6 +398,36 @@ impl Catalog {
     /// rebuilds the points of every tenant.
     pub fn created(&self) -> bool {
         self.created
+    }
+
+    /// Confine every tenant's rows to its repository from now on: `repos` maps tenant
+    /// names to repository identities ([`crate::location::canonical_location`]). Replaces
+    /// the previous binding. A bound tenant adopts its rows from schema v1 (repo `''`).
+    pub fn bind_repositories<'a>(
+        &self,
+        repos: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<(), CatalogError> {
+        self.run(|c| {
+            let tx = c.transaction()?;
+            tx.execute("DELETE FROM temp.bound", [])?;
+            for (tenant, repo) in repos {
+                tx.execute(
+                    "INSERT OR REPLACE INTO temp.bound (tenant, repo) VALUES (?1, ?2)",
+                    params![tenant, repo],
+                )?;
+            }
+            for table in ["jobs", "points", "verifies", "alerts", "tenant_meta"] {
+                tx.execute(
+                    &format!(
+                        "UPDATE OR REPLACE {table} SET repo = {} \
+                         WHERE repo = '' AND tenant IN (SELECT tenant FROM temp.bound)",
+                        scope(&format!("{table}.tenant"))
+                    ),
+                    [],
+                )?;
+            }
+            tx.commit()
+        })
     }
 
     /// The file, as given to [`Catalog::open`].
@@ -410,8 +470,12 @@ impl Catalog {
     pub fn alert(&self, key: &str) -> Result<Option<AlertRow>, CatalogError> {
         self.run(|c| {
             c.query_row(
-                "SELECT key, state, first_fired, last_sent, resolved_at, message FROM alerts WHERE key = ?1",
-                [key],
+                &format!(
+                    "SELECT key, state, first_fired, last_sent, resolved_at, message FROM alerts \
+                     WHERE key = ?1 AND repo = {}",
+                    scope("?2")
+                ),
+                [key, alert_tenant(key)],
                 alert_from,
             )
             .optional()
@@ -421,10 +485,11 @@ impl Catalog {
     /// Every alert row, by key; only the firing ones when `firing_only`.
     pub fn alerts(&self, firing_only: bool) -> Result<Vec<AlertRow>, CatalogError> {
         self.run(|c| {
-            let mut st = c.prepare(
+            let mut st = c.prepare(&format!(
                 "SELECT key, state, first_fired, last_sent, resolved_at, message FROM alerts \
-                 WHERE NOT ?1 OR state = 'firing' ORDER BY key",
-            )?;
+                 WHERE (NOT ?1 OR state = 'firing') AND repo = {} ORDER BY key",
+                scope("alerts.tenant")
+            ))?;
             let rows = st.query_map([firing_only], alert_from)?;
             rows.collect()
         })
@@ -434,15 +499,20 @@ impl Catalog {
     pub fn set_alert(&self, alert: &AlertRow) -> Result<(), CatalogError> {
         self.run(|c| {
             c.execute(
-                "INSERT OR REPLACE INTO alerts (key, state, first_fired, last_sent, resolved_at, message) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                &format!(
+                    "INSERT OR REPLACE INTO alerts \
+                     (tenant, repo, key, state, first_fired, last_sent, resolved_at, message) \
+                     VALUES (?7, {}, ?1, ?2, ?3, ?4, ?5, ?6)",
+                    scope("?7")
+                ),
                 params![
                     alert.key,
                     alert.state.as_str(),
                     ts(alert.first_fired),
                     alert.last_sent.map(ts),
                     alert.resolved_at.map(ts),
-                    alert.message
+                    alert.message,
+                    alert_tenant(&alert.key)
                 ],
             )
         })?;
@@ -450,8 +520,16 @@ impl Catalog {
     }
 
     pub fn delete_alert(&self, key: &str) -> Result<bool, CatalogError> {
-        self.run(|c| c.execute("DELETE FROM alerts WHERE key = ?1", [key]))
-            .map(|n| n > 0)
+        self.run(|c| {
+            c.execute(
+                &format!(
+                    "DELETE FROM alerts WHERE key = ?1 AND repo = {}",
+                    scope("?2")
+                ),
+                [key, alert_tenant(key)],
+            )
+        })
+        .map(|n| n > 0)
     }
 
     // --- meta ------------------------------------------------------------------------
@@ -473,15 +551,49 @@ impl Catalog {
         })
     }
 
-    /// The last cron slot run (or queued) for a tenant's job kind (`meta`
-    /// `last_slot:KIND:TENANT`).
+    /// A setting of one tenant (on its bound repository).
+    pub fn set_tenant_meta(
+        &self,
+        tenant: &str,
+        key: &str,
+        value: &str,
+    ) -> Result<(), CatalogError> {
+        self.run(|c| {
+            c.execute(
+                &format!(
+                    "INSERT OR REPLACE INTO tenant_meta (tenant, repo, key, value) \
+                     VALUES (?1, {}, ?2, ?3)",
+                    scope("?1")
+                ),
+                params![tenant, key, value],
+            )
+        })?;
+        Ok(())
+    }
+
+    pub fn tenant_meta(&self, tenant: &str, key: &str) -> Result<Option<String>, CatalogError> {
+        self.run(|c| {
+            c.query_row(
+                &format!(
+                    "SELECT value FROM tenant_meta WHERE tenant = ?1 AND repo = {} AND key = ?2",
+                    scope("?1")
+                ),
+                [tenant, key],
+                |r| r.get(0),
+            )
+            .optional()
+        })
+    }
+
+    /// The last cron slot run (or queued) for a tenant's job kind (`tenant_meta`
+    /// `last_slot:KIND`).
     pub fn last_slot(
         &self,
         kind: JobKind,
         tenant: &str,
     ) -> Result<Option<DateTime<Utc>>, CatalogError> {
-        let key = last_slot_key(kind, tenant);
-        match self.get_meta(&key)? {
+        let key = last_slot_key(kind);
+        match self.tenant_meta(tenant, &key)? {
             None => Ok(None),
             Some(s) => DateTime::parse_from_rfc3339(&s)
                 .map(|t| Some(t.with_timezone(&Utc)))
@@ -495,6 +607,6 @@ impl Catalog {
         tenant: &str,
         slot: DateTime<Utc>,
     ) -> Result<(), CatalogError> {
-        self.set_meta(&last_slot_key(kind, tenant), &ts(slot))
+        self.set_tenant_meta(tenant, &last_slot_key(kind), &ts(slot))
     }
 }

@@ -73,3 +73,70 @@ fn open_site(location: &str) -> Result<DynBackend, StoreError> {
     }
     haven_store::open_location(location)
 }
+
+/// The identity the daemon's catalog keys a tenant's history by: the repository's
+/// canonical location. A local folder is made absolute with its symlinks resolved (as
+/// far as it exists yet; `local:` dropped), so two spellings of one folder are one
+/// repository; an S3 URL is kept as written without trailing slashes; a mirror is the
+/// canonical location of each site, in order. (The repository's own id sits in its
+/// sealed config: reading it needs the key and the store, at every daemon start, before
+/// the first backup has created the repository.)
+pub fn canonical_location(location: &str) -> String {
+    if let Some(spec) = location.strip_prefix("mirror:") {
+        return match haven_store::parse_mirror_sites(spec) {
+            Ok(sites) => {
+                let sites: Vec<String> = sites
+                    .iter()
+                    .map(|(name, loc)| format!("{name}={}", canonical_location(loc)))
+                    .collect();
+                format!("mirror:{}", sites.join(","))
+            }
+            Err(_) => location.to_string(),
+        };
+    }
+    if haven_s3::is_s3_url(location) || location.contains("://") {
+        return location.trim_end_matches('/').to_string();
+    }
+    let path = std::path::Path::new(location.strip_prefix("local:").unwrap_or(location));
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    // The longest existing ancestor is resolved; the rest is appended as written.
+    let mut missing = vec![];
+    let mut at = absolute.as_path();
+    loop {
+        if let Ok(real) = std::fs::canonicalize(at) {
+            let mut real = real;
+            real.extend(missing.iter().rev());
+            return real.display().to_string();
+        }
+        match (at.parent(), at.file_name()) {
+            (Some(parent), Some(name)) => {
+                missing.push(name.to_os_string());
+                at = parent;
+            }
+            _ => return absolute.display().to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::canonical_location;
+
+    #[test]
+    fn spellings_of_one_folder_have_one_canonical_location() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("repo");
+        std::fs::create_dir(&real).unwrap();
+        std::os::unix::fs::symlink(&real, dir.path().join("link")).unwrap();
+        let canonical = canonical_location(real.to_str().unwrap());
+        for other in [
+            format!("{}/link", dir.path().display()),
+            format!("local:{}/./repo/", dir.path().display()),
+        ] {
+            assert_eq!(canonical_location(&other), canonical, "{other}");
+        }
+        let missing = canonical_location(&format!("{}/link/new/x", dir.path().display()));
+        assert_eq!(missing, format!("{canonical}/new/x"));
+        assert_eq!(canonical_location("s3://bucket/p/"), "s3://bucket/p");
+    }
+}

@@ -431,7 +431,10 @@ fn verifies_alerts_and_slots_round_trip() {
         Some(slot)
     );
     assert_eq!(catalog.last_slot(JobKind::Verify, "acme").unwrap(), None);
-    assert!(catalog.get_meta("last_slot:backup:acme").unwrap().is_some());
+    assert!(catalog
+        .tenant_meta("acme", "last_slot:backup")
+        .unwrap()
+        .is_some());
 }
 
 #[test]

@@ -9,12 +9,16 @@
 //! -> hard links, symlinks, FIFOs and devices (restore/special.rs), directory
 //!    metadata (deepest first)
 //! ```
+//! Every path below the target is opened relative to the target's handle and no symlink
+//! is followed there (restore/beneath.rs): a symlink planted in the target cannot send a
+//! write outside it; one at a folder's place is replaced by the folder.
 //! One sequential reader for a local folder: on these machines cold parallel reads of
 //! several packs are slower than one sequential stream; a remote store gets several
 //! ([`IndexedRepository::pack_readers`]) so that round trips overlap. A file with a
 //! damaged or missing blob is removed and reported by name: a restore never leaves wrong
 //! bytes under a real name, and the rest continues.
 
+mod beneath;
 mod file;
 mod plan;
 mod special;
@@ -22,13 +26,14 @@ mod stream;
 
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::bounded;
 use haven_store::FileKind;
 
+use self::beneath::Target;
 use crate::error::{RepoError, Result};
 use crate::id::PackId;
 use crate::index::IndexedRepository;
@@ -61,25 +66,16 @@ pub struct RestoreReport {
     pub warnings: Vec<String>,
 }
 
-pub(crate) fn apply_metadata(path: &Path, node: &Node, is_symlink: bool) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    if crate::host::current_uid() == 0 {
-        std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid))?;
-    }
-    let secs = node.mtime_ns.div_euclid(1_000_000_000);
-    let mtime =
-        filetime::FileTime::from_unix_time(secs, node.mtime_ns.rem_euclid(1_000_000_000) as u32);
-    if is_symlink {
-        return filetime::set_symlink_file_times(path, mtime, mtime);
-    }
-    fs::set_permissions(path, fs::Permissions::from_mode(node.mode))?;
-    filetime::set_file_times(path, mtime, mtime)
+/// Whether owners are restored (only root can): asked once, not once per file.
+pub(crate) fn restores_owners() -> bool {
+    static ROOT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ROOT.get_or_init(|| crate::host::current_uid() == 0)
 }
 
-/// [`apply_metadata`] through an open file (no path walks): owner, mode, mtime.
+/// A restored entry's owner, mode and mtime, set through its open handle (no path walks).
 pub(crate) fn apply_metadata_to_file(file: &fs::File, node: &Node) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    if crate::host::current_uid() == 0 {
+    if restores_owners() {
         std::os::unix::fs::fchown(file, Some(node.uid), Some(node.gid))?;
     }
     file.set_permissions(fs::Permissions::from_mode(node.mode))?;
@@ -106,6 +102,7 @@ struct ReadRange<'p> {
 
 fn write_range(
     repo: &IndexedRepository,
+    target: &Target,
     r: &mut ReadRange<'_>,
     files: &[file::FileItem],
     report: &Mutex<RestoreReport>,
@@ -142,19 +139,24 @@ fn write_range(
         for &(f, offset) in uses {
             let item = &files[f];
             match &plain {
-                Ok(p) => item.write(p, offset, zero),
+                Ok(p) => item.write(target, p, offset, zero),
                 Err(e) => item.fail(e.clone()),
             }
             progress.add_done(0, blob.raw_length as u64);
             if item.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-                finish_file(item, report, progress);
+                finish_file(target, item, report, progress);
             }
         }
     }
 }
 
-fn finish_file(item: &file::FileItem, report: &Mutex<RestoreReport>, progress: &Progress) {
-    let result = item.finish();
+fn finish_file(
+    target: &Target,
+    item: &file::FileItem,
+    report: &Mutex<RestoreReport>,
+    progress: &Progress,
+) {
+    let result = item.finish(target);
     let mut rep = report.lock().expect("report");
     match result {
         Ok(()) => {
@@ -164,7 +166,7 @@ fn finish_file(item: &file::FileItem, report: &Mutex<RestoreReport>, progress: &
         Err(why) => {
             rep.failed_no_space += u64::from(item.no_space());
             rep.failed
-                .push((item.final_path.display().to_string(), why));
+                .push((target.display(&item.final_path).display().to_string(), why));
         }
     }
     progress.add_done(1, 0);
@@ -230,10 +232,12 @@ pub fn restore(
     }
     progress.add_total(plan.files.len() as u64, plan.bytes);
     progress.totals_final.store(true, Ordering::Relaxed);
-    fs::create_dir_all(&opts.target)
+    let target = Target::open(&opts.target)
         .map_err(|e| RepoError::io(&opts.target, "creating the target folder", e))?;
     for (path, _) in &plan.dirs {
-        fs::create_dir_all(path).map_err(|e| RepoError::io(path, "creating folder", e))?;
+        target
+            .make_dir(path)
+            .map_err(|e| RepoError::io(target.display(path), "creating folder", e))?;
     }
     report.dirs = plan.dirs.len() as u64;
     let report = Mutex::new(report);
@@ -243,7 +247,7 @@ pub fn restore(
         .iter()
         .filter(|f| f.remaining.load(Ordering::Acquire) == 0)
     {
-        finish_file(item, &report, &progress);
+        finish_file(&target, item, &report, &progress);
     }
     let writers = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -263,10 +267,10 @@ pub fn restore(
     std::thread::scope(|s| {
         for _ in 0..writers {
             let rx = rx.clone();
-            let (files, report, progress) = (&plan.files, &report, &progress);
+            let (files, report, progress, target) = (&plan.files, &report, &progress, &target);
             s.spawn(move || {
                 for mut r in rx {
-                    write_range(repo, &mut r, files, report, progress);
+                    write_range(repo, target, &mut r, files, report, progress);
                 }
             });
         }
@@ -289,52 +293,53 @@ pub fn restore(
     });
     crate::debug::phase("restore: packs done");
     let mut report = report.into_inner().expect("report");
-    finish_links_and_dirs(&plan, &mut report);
+    finish_links_and_dirs(&target, &plan, &mut report);
     crate::debug::phase("restore: metadata done");
     Ok(report)
 }
 
-fn finish_links_and_dirs(plan: &plan::Plan, report: &mut RestoreReport) {
+fn finish_links_and_dirs(target: &Target, plan: &plan::Plan, report: &mut RestoreReport) {
     for (path, first) in &plan.links {
         let src = &plan.files[*first].final_path;
-        let _ = fs::remove_file(path);
-        match fs::hard_link(src, path) {
+        match target.hard_link(src, path) {
             Ok(()) => report.files += 1,
             Err(e) => report.failed.push((
-                path.display().to_string(),
-                format!("hard link to {} failed: {e}", src.display()),
+                target.display(path).display().to_string(),
+                format!("hard link to {} failed: {e}", target.display(src).display()),
             )),
         }
     }
     for (path, node) in &plan.others {
         match node.kind {
             NodeKind::Symlink => {
-                let _ = fs::remove_file(path);
-                let target = std::ffi::OsStr::from_bytes(&node.link_target);
-                if let Err(e) = std::os::unix::fs::symlink(target, path)
-                    .and_then(|_| apply_metadata(path, node, true))
-                {
-                    report
-                        .failed
-                        .push((path.display().to_string(), format!("symlink: {e}")));
+                let to = std::ffi::OsStr::from_bytes(&node.link_target);
+                if let Err(e) = target.symlink(to, path, node) {
+                    report.failed.push((
+                        target.display(path).display().to_string(),
+                        format!("symlink: {e}"),
+                    ));
                 }
             }
-            _ => match special::create(path, node) {
+            _ => match special::create(&target, path, node) {
                 special::Outcome::Created => {}
-                special::Outcome::Skipped(why) => {
-                    report.skipped.push((path.display().to_string(), why))
-                }
-                special::Outcome::Failed(why) => {
-                    report.failed.push((path.display().to_string(), why))
-                }
+                special::Outcome::Skipped(why) => report
+                    .skipped
+                    .push((target.display(path).display().to_string(), why)),
+                special::Outcome::Failed(why) => report
+                    .failed
+                    .push((target.display(path).display().to_string(), why)),
             },
         }
     }
     for (path, node) in plan.dirs.iter().rev() {
-        if let Err(e) = apply_metadata(path, node, false) {
-            report
-                .warnings
-                .push(format!("{}: setting metadata failed: {e}", path.display()));
+        if let Err(e) = target
+            .open_dir(path)
+            .and_then(|dir| apply_metadata_to_file(&dir, node))
+        {
+            report.warnings.push(format!(
+                "{}: setting metadata failed: {e}",
+                target.display(path).display()
+            ));
         }
     }
 }

@@ -168,6 +168,9 @@ fn sigterm_during_a_backup_leaves_the_repository_consistent_and_the_job_is_retri
         "{}",
         out.stderr
     );
+    // The start names the state directory (several configs may share one).
+    let state = format!("state directory {}", tmp.path().join("state").display());
+    assert!(out.stderr.contains(&state), "{}", out.stderr);
 
     // The repository is consistent after the abandoned backup.
     let repo = Repo::at(&tmp.path().join("repo"));

@@ -5,7 +5,7 @@ use rusqlite::{params, OptionalExtension, Row};
 use serde::Serialize;
 
 use super::{
-    json_at, kind_str, opt_time_at, opt_u64_at, parse_kind, text_at, time_at, ts, Catalog,
+    json_at, kind_str, opt_time_at, opt_u64_at, parse_kind, scope, text_at, time_at, ts, Catalog,
     CatalogError, JobId, JobKind, JobStatus, Trigger,
 };
 
@@ -165,8 +165,11 @@ impl Catalog {
         let now = self.now();
         self.run(|c| {
             c.execute(
-                "INSERT INTO jobs (kind, tenant, triggered_by, scheduled_for, late, status, created) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6)",
+                &format!(
+                    "INSERT INTO jobs (kind, tenant, repo, triggered_by, scheduled_for, late, \
+                     status, created) VALUES (?1, ?2, {}, ?3, ?4, ?5, 'queued', ?6)",
+                    scope("?2")
+                ),
                 params![
                     kind_str(job.kind),
                     job.tenant,
@@ -344,7 +347,10 @@ impl Catalog {
     pub fn job(&self, id: JobId) -> Result<Option<Job>, CatalogError> {
         self.run(|c| {
             c.query_row(
-                &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
+                &format!(
+                    "SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1 AND repo = {}",
+                    scope("jobs.tenant")
+                ),
                 [id.0],
                 job_from,
             )
@@ -358,7 +364,8 @@ impl Catalog {
             let mut st = c.prepare(&format!(
                 "SELECT {JOB_COLUMNS} FROM jobs WHERE (?1 IS NULL OR tenant = ?1) \
                  AND (?2 IS NULL OR kind = ?2) AND (?3 IS NULL OR status = ?3) \
-                 ORDER BY id DESC LIMIT ?4"
+                 AND repo = {} ORDER BY id DESC LIMIT ?4",
+                scope("jobs.tenant")
             ))?;
             let rows = st.query_map(
                 params![
@@ -407,11 +414,12 @@ impl Catalog {
         self.run(|c| {
             let tx = c.transaction()?;
             let ids = {
-                let mut st = tx.prepare(
+                let mut st = tx.prepare(&format!(
                     "UPDATE jobs SET status = 'interrupted', finished = ?1, \
                      error = coalesce(error, ?2), component = NULL \
-                     WHERE status = 'running' RETURNING id",
-                )?;
+                     WHERE status = 'running' AND repo = {} RETURNING id",
+                    scope("jobs.tenant")
+                ))?;
                 let ids = st.query_map(params![now, why], |r| r.get(0).map(JobId))?;
                 ids.collect::<rusqlite::Result<Vec<_>>>()?
             };
@@ -433,11 +441,14 @@ impl Catalog {
     pub fn job_counts(&self, tenant: &str) -> Result<JobCounts, CatalogError> {
         self.run(|c| {
             c.query_row(
-                "SELECT \
+                &format!(
+                    "SELECT \
                    coalesce(sum(kind = 'backup' AND status = 'failed'), 0), \
                    coalesce(sum(CASE WHEN kind = 'backup' AND attempts > 1 THEN attempts - 1 ELSE 0 END), 0), \
                    coalesce(sum(kind = 'verify' AND status = 'failed'), 0) \
-                 FROM jobs WHERE tenant = ?1",
+                 FROM jobs WHERE tenant = ?1 AND repo = {}",
+                    scope("?1")
+                ),
                 [tenant],
                 |r| {
                     Ok(JobCounts {

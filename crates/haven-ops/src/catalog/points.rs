@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use haven_repo::IndexedRepository;
 
-use super::{json_at, text_at, time_at, ts, Catalog, CatalogError, JobId, PointSource};
+use super::{json_at, scope, text_at, time_at, ts, Catalog, CatalogError, JobId, PointSource};
 use crate::point::{ComponentRecord, PointStatus, RecoveryPoint};
 
 /// A recovery point as cached in the catalog.
@@ -90,8 +90,12 @@ fn insert_point(
     let seconds = (point.finished - point.started).as_seconds_f64();
     let components = serde_json::to_string(&point.components).expect("components serialise");
     conn.execute(
-        "INSERT OR REPLACE INTO points (tenant, id, started, finished, status, components, \
-         bytes, bytes_added, seconds, source) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        &format!(
+            "INSERT OR REPLACE INTO points (tenant, repo, id, started, finished, status, \
+             components, bytes, bytes_added, seconds, source) \
+             VALUES (?1, {}, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            scope("?1")
+        ),
         params![
             point.tenant,
             point.id,
@@ -136,7 +140,9 @@ impl Catalog {
     pub fn points(&self, tenant: &str) -> Result<Vec<CatalogPoint>, CatalogError> {
         self.run(|c| {
             let mut st = c.prepare(&format!(
-                "SELECT {POINT_COLUMNS} FROM points WHERE tenant = ?1 ORDER BY started, id"
+                "SELECT {POINT_COLUMNS} FROM points WHERE tenant = ?1 AND repo = {} \
+                 ORDER BY started, id",
+                scope("?1")
             ))?;
             let rows = st.query_map([tenant], point_from)?;
             rows.collect()
@@ -151,8 +157,9 @@ impl Catalog {
         self.run(|c| {
             c.query_row(
                 &format!(
-                    "SELECT {POINT_COLUMNS} FROM points WHERE tenant = ?1 AND status = 'complete' \
-                     ORDER BY started DESC, id DESC LIMIT 1"
+                    "SELECT {POINT_COLUMNS} FROM points WHERE tenant = ?1 AND repo = {} \
+                     AND status = 'complete' ORDER BY started DESC, id DESC LIMIT 1",
+                    scope("?1")
                 ),
                 [tenant],
                 point_from,
@@ -168,7 +175,10 @@ impl Catalog {
             let mut n = 0;
             for id in ids {
                 n += tx.execute(
-                    "DELETE FROM points WHERE tenant = ?1 AND id = ?2",
+                    &format!(
+                        "DELETE FROM points WHERE tenant = ?1 AND repo = {} AND id = ?2",
+                        scope("?1")
+                    ),
                     params![tenant, id],
                 )?;
             }
@@ -187,7 +197,13 @@ impl Catalog {
         let (listed, damaged) = crate::point::list_points(repo, tenant)?;
         self.run(|c| {
             let tx = c.transaction()?;
-            tx.execute("DELETE FROM points WHERE tenant = ?1", [tenant])?;
+            tx.execute(
+                &format!(
+                    "DELETE FROM points WHERE tenant = ?1 AND repo = {}",
+                    scope("?1")
+                ),
+                [tenant],
+            )?;
             for p in &listed {
                 insert_point(&tx, &p.point, PointSource::Rebuilt)?;
             }
@@ -205,7 +221,9 @@ impl Catalog {
         self.run(|c| {
             c.execute(
                 &format!(
-                    "INSERT INTO verifies ({VERIFY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+                    "INSERT INTO verifies ({VERIFY_COLUMNS}, repo) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, {})",
+                    scope("?2")
                 ),
                 params![
                     v.job.map(|j| j.0),
@@ -225,8 +243,9 @@ impl Catalog {
     pub fn verifies(&self, tenant: &str, limit: usize) -> Result<Vec<VerifyRecord>, CatalogError> {
         self.run(|c| {
             let mut st = c.prepare(&format!(
-                "SELECT {VERIFY_COLUMNS} FROM verifies WHERE tenant = ?1 \
-                 ORDER BY time DESC, id DESC LIMIT ?2"
+                "SELECT {VERIFY_COLUMNS} FROM verifies WHERE tenant = ?1 AND repo = {} \
+                 ORDER BY time DESC, id DESC LIMIT ?2",
+                scope("?1")
             ))?;
             let rows = st.query_map(
                 params![tenant, limit.min(i64::MAX as usize) as i64],

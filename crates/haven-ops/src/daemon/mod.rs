@@ -122,6 +122,17 @@ impl Daemon {
         let clock = opts.clock.clone();
         let catalog =
             Catalog::open(&state_dir.join("catalog.sqlite"))?.with_clock(move || clock.now());
+        // A tenant is its name and its repository: another config's tenant of the same
+        // name on another repository, in the same state directory, shares nothing.
+        let repos: Vec<(String, String)> = config
+            .tenants
+            .values()
+            .map(|t| {
+                let url = &config.repository_of(t).url;
+                (t.name.clone(), crate::location::canonical_location(url))
+            })
+            .collect();
+        catalog.bind_repositories(repos.iter().map(|(t, r)| (t.as_str(), r.as_str())))?;
         let mut schedules = BTreeMap::new();
         let parse = |expr: &str| Schedule::parse(expr).map_err(OpsError::Invalid);
         for (name, t) in &config.tenants {
@@ -157,6 +168,13 @@ impl Daemon {
             shared,
             scheduler: Some(scheduler),
         })
+    }
+
+    /// The state directory in use (the catalog and other daemon state), for the start
+    /// message: several configs may share one (the default), each tenant keyed by its
+    /// repository.
+    pub fn state_dir(&self) -> &std::path::Path {
+        &self.shared.config.daemon.state_dir
     }
 
     /// The view the HTTP API serves.

@@ -2,7 +2,7 @@
 //! `concurrency` at once, one per tenant), and the RPO watch runs between.
 //!
 //! Catch-up: the catalog remembers the last slot run per tenant and kind
-//! (`last_slot:<kind>:<tenant>`). At start, if a slot passed since then (the daemon was
+//! (`tenant_meta` `last_slot:<kind>`). At start, if a slot passed since then (the daemon was
 //! down), one run is queued for the most recent missed slot, however many were missed,
 //! and recorded as late. A tenant seen for the first time starts at the next slot.
 
@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 
 use super::view::{JobKind, ViewError};
 use super::{watch, worker, Queued, Shared};
-use crate::catalog::{last_slot_key, JobFilter, JobStatus, NewJob, Trigger};
+use crate::catalog::{JobFilter, JobStatus, NewJob, Trigger};
 use crate::OpsError;
 
 /// How often the RPO watch runs (by the daemon's clock).
@@ -27,10 +27,6 @@ pub(super) fn kind_name(kind: JobKind) -> &'static str {
         JobKind::Verify => "verify",
         JobKind::Retention => "retention",
     }
-}
-
-fn slot_key(tenant: &str, kind: JobKind) -> String {
-    last_slot_key(kind, tenant)
 }
 
 /// Queue a job unless one of the same tenant and kind is queued already (then its id is
@@ -79,9 +75,11 @@ pub(super) fn enqueue(
 /// compute the next slots.
 pub(super) fn recover(shared: &Arc<Shared>) -> Result<(), OpsError> {
     let now = shared.clock.now();
-    // A new (or deleted) catalog: the recovery points come back from the repositories.
-    if shared.catalog.created() {
-        for tenant in shared.config.tenants.keys() {
+    // A new (or deleted) catalog, or a tenant new to it (on this repository: see the
+    // catalog's keying): the recovery points come back from the repositories.
+    for tenant in shared.config.tenants.keys() {
+        let unseen = shared.catalog.tenant_meta(tenant, "first_seen")?.is_none();
+        if shared.catalog.created() || unseen {
             let fresh = |e: &OpsError| {
                 matches!(e, OpsError::Repo(haven_repo::RepoError::NotARepository(_)))
             };
@@ -120,12 +118,7 @@ pub(super) fn recover(shared: &Arc<Shared>) -> Result<(), OpsError> {
     }
     let mut next = std::collections::BTreeMap::new();
     for ((tenant, kind), schedule) in &shared.schedules {
-        let key = slot_key(tenant, *kind);
-        let last = shared
-            .catalog
-            .get_meta(&key)?
-            .and_then(|s| DateTime::parse_from_rfc3339(&s).ok())
-            .map(|t| t.with_timezone(&Utc));
+        let last = shared.catalog.last_slot(*kind, tenant).ok().flatten();
         match last {
             Some(last) => {
                 if let Some(slot) = schedule.due_slot(last, now) {
@@ -133,22 +126,18 @@ pub(super) fn recover(shared: &Arc<Shared>) -> Result<(), OpsError> {
                     if *kind == JobKind::Backup {
                         watch::backup_missed(shared, tenant, slot, now);
                     }
-                    shared.catalog.set_meta(&key, &slot.to_rfc3339())?;
+                    shared.catalog.set_last_slot(*kind, tenant, slot)?;
                 }
             }
             None => {
                 let mark = schedule.last_at_or_before(now).unwrap_or(now);
-                shared.catalog.set_meta(&key, &mark.to_rfc3339())?;
+                shared.catalog.set_last_slot(*kind, tenant, mark)?;
             }
         }
-        if shared
-            .catalog
-            .get_meta(&format!("first_seen:{tenant}"))?
-            .is_none()
-        {
+        if shared.catalog.tenant_meta(tenant, "first_seen")?.is_none() {
             shared
                 .catalog
-                .set_meta(&format!("first_seen:{tenant}"), &now.to_rfc3339())?;
+                .set_tenant_meta(tenant, "first_seen", &now.to_rfc3339())?;
         }
         if let Some(n) = schedule.next_after(now) {
             next.insert((tenant.clone(), *kind), n);
@@ -204,10 +193,7 @@ fn queue_due_slots(shared: &Shared, now: DateTime<Utc>) {
         };
         match enqueue(shared, &tenant, kind, trigger, Some(slot), late) {
             Ok(_) => {
-                if let Err(e) = shared
-                    .catalog
-                    .set_meta(&slot_key(&tenant, kind), &slot.to_rfc3339())
-                {
+                if let Err(e) = shared.catalog.set_last_slot(kind, &tenant, slot) {
                     eprintln!("haven: warning: recording the slot of {tenant}: {e}");
                 }
             }

@@ -183,7 +183,7 @@ pub(super) fn effective_rpo(
     let target = t.plan.rpo.as_secs_f64();
     let first_seen = shared
         .catalog
-        .get_meta(&format!("first_seen:{tenant}"))
+        .tenant_meta(tenant, "first_seen")
         .ok()
         .flatten()
         .and_then(|s| DateTime::parse_from_rfc3339(&s).ok())
@@ -219,10 +219,10 @@ fn grace(target: std::time::Duration) -> f64 {
 /// when a breach is about to be alerted: the repository is read again, at most every
 /// 10 minutes per tenant.
 fn refresh_before_alerting(shared: &Shared, tenant: &str, now: DateTime<Utc>) -> bool {
-    let key = format!("points_refreshed:{tenant}");
+    let key = "points_refreshed";
     let recent = shared
         .catalog
-        .get_meta(&key)
+        .tenant_meta(tenant, key)
         .ok()
         .flatten()
         .and_then(|s| DateTime::parse_from_rfc3339(&s).ok())
@@ -230,7 +230,9 @@ fn refresh_before_alerting(shared: &Shared, tenant: &str, now: DateTime<Utc>) ->
     if recent {
         return false;
     }
-    let _ = shared.catalog.set_meta(&key, &now.to_rfc3339());
+    let _ = shared
+        .catalog
+        .set_tenant_meta(tenant, key, &now.to_rfc3339());
     super::worker::refresh_points(shared, tenant).is_ok()
 }
 

@@ -238,26 +238,19 @@ fn retention(shared: &Shared, tenant: &str, observer: &Observer) -> JobOutcome {
     }
 }
 
-/// Count component retries per tenant (meta `retries:TENANT`), for `/metrics`.
+/// Count component retries per tenant (tenant meta `retries`), for `/metrics`.
 fn add_retries(shared: &Shared, tenant: &str, n: u32) {
-    let key = format!("retries:{tenant}");
-    let before: u64 = shared
-        .catalog
-        .get_meta(&key)
-        .ok()
-        .flatten()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let before = retries(shared, tenant);
     let _ = shared
         .catalog
-        .set_meta(&key, &(before + n as u64).to_string());
+        .set_tenant_meta(tenant, "retries", &(before + n as u64).to_string());
 }
 
 /// Component retries counted so far for `tenant`.
 pub(super) fn retries(shared: &Shared, tenant: &str) -> u64 {
     shared
         .catalog
-        .get_meta(&format!("retries:{tenant}"))
+        .tenant_meta(tenant, "retries")
         .ok()
         .flatten()
         .and_then(|v| v.parse().ok())

@@ -6,17 +6,20 @@
 //! much of its time in the kernel walking paths). A file that needs several writes is
 //! written under a temporary name (`.haven-restore-N`) created at its final size on the
 //! first write (holes stay sparse) and renamed into place after the last one.
-//! Any failure removes what was written and records the reason once.
+//! Any failure removes what was written and records the reason once. Paths are
+//! relative to the target and go through [`Target`] (no symlink followed).
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 
+use super::beneath::Target;
 use crate::tree::Node;
 
 pub(super) struct FileItem {
+    /// Relative to the target folder.
     pub final_path: PathBuf,
     temp_path: PathBuf,
     pub node: Node,
@@ -87,20 +90,21 @@ impl FileItem {
         self.failure.lock().expect("failure lock").is_some()
     }
 
-    fn create(&self) -> Result<(), String> {
+    fn create(&self, target: &Target) -> Result<(), String> {
         self.created
             .get_or_init(|| {
                 let path = self.write_path();
                 let direct = self.direct.load(Ordering::Relaxed);
                 // A file written in one go gets its size from that write.
-                let f = create_fresh(path)
+                let f = target
+                    .create_new(path)
                     .and_then(|f| {
                         if !direct {
                             f.set_len(self.node.size)?;
                         }
                         Ok(f)
                     })
-                    .map_err(|e| self.io_failure("creating", path, e))?;
+                    .map_err(|e| self.io_failure("creating", &target.display(path), e))?;
                 if direct {
                     *self.handle.lock().expect("handle lock") = Some(f);
                 }
@@ -110,21 +114,20 @@ impl FileItem {
     }
 
     /// Write one verified blob at `offset`; all-zero blobs only extend the file (sparse).
-    pub fn write(&self, data: &[u8], offset: u64, zero: bool) {
+    pub fn write(&self, target: &Target, data: &[u8], offset: u64, zero: bool) {
         if self.failed() {
             return;
         }
-        let result = self.create().and_then(|_| {
+        let result = self.create(target).and_then(|_| {
             let held = self.handle.lock().expect("handle lock");
             match held.as_ref() {
                 Some(f) => self.write_whole(f, data, offset, zero),
                 None if zero => Ok(()),
-                None => OpenOptions::new()
-                    .write(true)
-                    .open(self.write_path())
+                None => target
+                    .open_write(self.write_path())
                     .and_then(|f| f.write_all_at(data, offset)),
             }
-            .map_err(|e| self.io_failure("writing", self.write_path(), e))
+            .map_err(|e| self.io_failure("writing", &target.display(self.write_path()), e))
         });
         if let Err(e) = result {
             self.fail(e);
@@ -145,48 +148,37 @@ impl FileItem {
 
     /// After the last write: metadata and rename, or removal when anything failed.
     /// Returns the failure, if any.
-    pub fn finish(&self) -> Result<(), String> {
+    pub fn finish(&self, target: &Target) -> Result<(), String> {
         let failure = self.failure.lock().expect("failure lock").clone();
         // Taken (and so closed) in every case, failure included.
         let held = self.handle.lock().expect("handle lock").take();
         if let Some(why) = failure {
             if self.created.get().is_some() {
-                let _ = fs::remove_file(self.write_path());
+                let _ = target.remove(self.write_path());
             }
             return Err(why);
         }
         // Files without blobs (empty) are created here.
-        let done = self.create().and_then(|_| {
+        let done = self.create(target).and_then(|_| {
             match held {
-                Some(f) => super::apply_metadata_to_file(&f, &self.node),
-                None => super::apply_metadata(self.write_path(), &self.node, false),
+                Some(f) => Ok(f),
+                None => target.open_write(self.write_path()),
             }
+            .and_then(|f| super::apply_metadata_to_file(&f, &self.node))
             .map_err(|e| format!("setting metadata failed: {e}"))
         });
         let done = done.and_then(|_| {
             if self.direct.load(Ordering::Relaxed) {
                 Ok(())
             } else {
-                fs::rename(&self.temp_path, &self.final_path)
+                target
+                    .rename_sibling(&self.temp_path, &self.final_path)
                     .map_err(|e| format!("renaming into place failed: {e}"))
             }
         });
         if done.is_err() {
-            let _ = fs::remove_file(self.write_path());
+            let _ = target.remove(self.write_path());
         }
         done
-    }
-}
-
-/// Create `path` as a new empty file. Never opens what is already there (a symlink
-/// planted in the target would be followed): an existing entry is removed first.
-fn create_fresh(path: &Path) -> std::io::Result<File> {
-    let open = || OpenOptions::new().write(true).create_new(true).open(path);
-    match open() {
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            fs::remove_file(path)?;
-            open()
-        }
-        other => other,
     }
 }

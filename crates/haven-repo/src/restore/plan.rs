@@ -19,6 +19,7 @@ use super::{RestoreOptions, RestoreReport};
 /// One blob to write, and where: (file number, offset in the file).
 pub(super) type BlobUses = (PackBlob, Vec<(usize, u64)>);
 
+/// Every path is relative to the target folder (see `beneath.rs`).
 pub(super) struct Plan {
     pub dirs: Vec<(PathBuf, Node)>,
     pub files: Vec<FileItem>,
@@ -29,8 +30,12 @@ pub(super) struct Plan {
     pub bytes: u64,
 }
 
-fn target_path(target: &Path, snap_path: &Path) -> PathBuf {
-    target.join(snap_path.strip_prefix("/").unwrap_or(snap_path))
+/// Where a snapshot path lands, relative to the target folder.
+fn target_path(snap_path: &Path) -> PathBuf {
+    snap_path
+        .strip_prefix("/")
+        .unwrap_or(snap_path)
+        .to_path_buf()
 }
 
 pub(super) fn make_plan(
@@ -55,7 +60,7 @@ pub(super) fn make_plan(
         &snap.tree,
         &mut |path, node| {
             let (inside, descend) = walk::included(path, &opts.include);
-            let dest = target_path(&opts.target, path);
+            let dest = target_path(path);
             match node.kind {
                 NodeKind::Dir if descend => plan.dirs.push((dest, node.clone())),
                 NodeKind::File if inside => {

@@ -6,7 +6,9 @@
 
 use std::path::Path;
 
-use rustix::fs::{FileType, Mode, CWD};
+use rustix::fs::FileType;
+
+use super::beneath::Target;
 
 use crate::tree::{Node, NodeKind};
 
@@ -19,9 +21,9 @@ pub(super) enum Outcome {
     Failed(String),
 }
 
-/// Create the FIFO or device `node` at `path` (an existing entry there is replaced),
-/// then set its owner, mode and mtime.
-pub(super) fn create(path: &Path, node: &Node) -> Outcome {
+/// Create the FIFO or device `node` at `rel` below the target (an existing entry there
+/// is replaced), then set its owner, mode and mtime without opening it.
+pub(super) fn create(target: &Target, rel: &Path, node: &Node) -> Outcome {
     let kind =
         match node.kind {
             NodeKind::Fifo => FileType::Fifo,
@@ -33,36 +35,16 @@ pub(super) fn create(path: &Path, node: &Node) -> Outcome {
             ),
             other => return Outcome::Failed(format!("{other:?} is not a special file")),
         };
-    let _ = std::fs::remove_file(path);
-    let mode = Mode::from_raw_mode(node.mode & 0o7777);
     let dev = if kind == FileType::Fifo { 0 } else { node.rdev };
-    if let Err(e) = rustix::fs::mknodat(CWD, path, kind, mode, dev) {
-        let e = std::io::Error::from(e);
-        let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {
-            " (creating device nodes needs root)"
-        } else {
-            ""
-        };
-        return Outcome::Failed(format!("creating the {:?} failed: {e}{hint}", node.kind));
-    }
-    match set_metadata(path, node) {
+    match target.make_special(rel, kind, dev, node) {
         Ok(()) => Outcome::Created,
-        Err(e) => Outcome::Failed(format!("setting metadata failed: {e}")),
+        Err(e) => {
+            let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {
+                " (creating device nodes needs root)"
+            } else {
+                ""
+            };
+            Outcome::Failed(format!("creating the {:?} failed: {e}{hint}", node.kind))
+        }
     }
-}
-
-/// Owner, mode and mtime by path, never opening the entry: opening a FIFO blocks
-/// until a writer comes (`filetime::set_file_times` opens it).
-fn set_metadata(path: &Path, node: &Node) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    if crate::host::current_uid() == 0 {
-        std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid))?;
-    }
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(node.mode))?;
-    let mtime = filetime::FileTime::from_unix_time(
-        node.mtime_ns.div_euclid(1_000_000_000),
-        node.mtime_ns.rem_euclid(1_000_000_000) as u32,
-    );
-    // utimensat(AT_SYMLINK_NOFOLLOW): sets the entry's own times without opening it.
-    filetime::set_symlink_file_times(path, mtime, mtime)
 }

@@ -52,6 +52,11 @@ pub fn run(g: &Global, a: ServeArgs) -> Result<i32> {
             path.display(),
             api.addr()
         );
+        eprintln!(
+            "haven: state directory {} (catalog {}; set [daemon] state-dir to move it)",
+            daemon.state_dir().display(),
+            daemon.state_dir().join("catalog.sqlite").display()
+        );
     }
     let signal = signals.forever().next().unwrap_or(SIGTERM);
     if !g.quiet {

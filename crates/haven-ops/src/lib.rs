@@ -24,6 +24,7 @@ pub mod point;
 pub mod report;
 pub mod restore;
 pub mod retention;
+mod run;
 pub mod schedule;
 pub mod verify;
 

@@ -125,7 +125,10 @@ impl StreamComponent for CommandComponent {
         let mut out = self
             .shell("backup", &self.config.backup, Some(work))
             .stream()?;
-        sink(&mut out)?;
+        if let Err(e) = sink(&mut out) {
+            // The command's own failure (or timeout) explains a failed store.
+            return Err(out.take_failure().unwrap_or(e));
+        }
         out.finish()?;
         self.fingerprint()
     }

@@ -327,8 +327,12 @@ impl StreamComponent for PostgresComponent {
             inner: &mut out,
             tx,
         });
-        // The tee is gone, so the reader has seen the end of the stream.
-        let dumped = dumped.and_then(|()| drain(&mut out, &what));
+        // The tee is gone, so the reader has seen the end of the stream. pg_dump's own
+        // failure (or timeout) explains a failed store.
+        let dumped = match dumped {
+            Ok(()) => drain(&mut out, &what),
+            Err(e) => Err(out.take_failure().unwrap_or(e)),
+        };
         let fingerprint = reader
             .join()
             .expect("the fingerprint thread does not panic");

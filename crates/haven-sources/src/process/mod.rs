@@ -202,6 +202,8 @@ pub struct Tool {
     stderr: Option<Stdio>,
     /// Put it in a process group of its own (false: it calls `setsid` itself).
     own_group: bool,
+    /// Values scrubbed from its stderr in errors (the passwords on a script's line).
+    secrets: Vec<String>,
 }
 
 impl Tool {
@@ -219,6 +221,7 @@ impl Tool {
             stdout: None,
             stderr: None,
             own_group: true,
+            secrets: vec![],
         }
     }
 
@@ -234,6 +237,7 @@ impl Tool {
         let mut tool = Tool::new("sh", what, hint);
         tool.cmd.arg("-c").arg(script);
         tool.env = EnvPolicy::Script;
+        tool.secrets = secrets::secret_values(script);
         tool
     }
 
@@ -370,6 +374,7 @@ impl Tool {
             watchdog,
             budget,
             done: false,
+            secrets: std::mem::take(&mut self.secrets),
         })
     }
 
@@ -402,7 +407,11 @@ impl Tool {
         self.stdout = Some(Stdio::piped());
         let mut running = self.spawn()?;
         let stdout = running.child.stdout.take().expect("piped stdout");
-        Ok(ChildOutput { running, stdout })
+        Ok(ChildOutput {
+            running,
+            stdout,
+            failure: None,
+        })
     }
 }
 
@@ -440,6 +449,7 @@ pub struct Running {
     watchdog: Option<group::Watchdog>,
     budget: Option<(Duration, Cut)>,
     done: bool,
+    secrets: Vec<String>,
 }
 
 /// How a tool ended.
@@ -451,6 +461,7 @@ pub struct Exit {
     what: String,
     /// Set when its deadline passed and it did not succeed.
     timed_out: Option<(Duration, Cut)>,
+    secrets: Vec<String>,
 }
 
 impl Exit {
@@ -466,7 +477,8 @@ impl Exit {
 
     /// The end of its stderr and its status, for an error message.
     pub fn detail(&self) -> String {
-        format!("{} ({})", stderr_tail(&self.stderr), self.status)
+        let tail = secrets::scrub(&stderr_tail(&self.stderr), &self.secrets);
+        format!("{tail} ({})", self.status)
     }
 
     /// `Ok` when it succeeded; otherwise the timeout or [`SourceError::Failed`].
@@ -526,6 +538,7 @@ impl Running {
             } else {
                 None
             },
+            secrets: self.secrets.clone(),
         })
     }
 
@@ -577,11 +590,18 @@ impl Drop for Running {
 pub struct ChildOutput {
     running: Running,
     stdout: ChildStdout,
+    /// How the tool failed, once seen at the end of the stream (kept typed for `finish`).
+    failure: Option<SourceError>,
 }
 
 impl ChildOutput {
-    /// Wait for the tool (after its stdout was read to the end) and report how it ended.
+    /// Wait for the tool (after its stdout was read to the end) and report how it ended:
+    /// the tool's own failure (or timeout), also when the reader already saw it as a
+    /// read error, so callers can put the cause before a consequence.
     pub fn finish(&mut self) -> Result<()> {
+        if let Some(e) = self.failure.take() {
+            return Err(e);
+        }
         if self.running.done {
             return Ok(());
         }
@@ -589,11 +609,24 @@ impl ChildOutput {
     }
 }
 
+impl ChildOutput {
+    /// The tool's failure, if the end of the stream already showed one: the cause to
+    /// report when the reader of the stream failed (a dropped `ChildOutput` kills a tool
+    /// still running).
+    pub fn take_failure(&mut self) -> Option<SourceError> {
+        self.failure.take()
+    }
+}
+
 impl Read for ChildOutput {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.stdout.read(buf)?;
-        if n == 0 && !buf.is_empty() {
-            self.finish().map_err(io::Error::other)?;
+        if n == 0 && !buf.is_empty() && !self.running.done {
+            if let Err(e) = self.running.finish() {
+                let message = e.to_string();
+                self.failure = Some(e);
+                return Err(io::Error::other(message));
+            }
         }
         Ok(n)
     }

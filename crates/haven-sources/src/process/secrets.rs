@@ -66,6 +66,30 @@ pub fn random_token(n: usize) -> crate::Result<String> {
 /// `scheme://user:password@host` URLs. Over-redacts rather than leaks (`-p 5432` loses
 /// its port); quoting and spacing are kept.
 pub fn redact(line: &str) -> String {
+    redact_collect(line, &mut vec![])
+}
+
+/// The values [`redact`] masks in `line` (at least 4 characters long): to be scrubbed
+/// from what the command prints too (a tool's error may echo its password).
+pub fn secret_values(line: &str) -> Vec<String> {
+    let mut found = vec![];
+    redact_collect(line, &mut found);
+    found.retain(|v| v.chars().count() >= 4);
+    found.sort();
+    found.dedup();
+    found
+}
+
+/// `text` with every one of `values` replaced by `***`.
+pub fn scrub(text: &str, values: &[String]) -> String {
+    let mut text = text.to_string();
+    for v in values {
+        text = text.replace(v.as_str(), MASK);
+    }
+    text
+}
+
+fn redact_collect(line: &str, found: &mut Vec<String>) -> String {
     let mut out = String::with_capacity(line.len());
     let mut mask_next = false;
     for (space, word) in words(line) {
@@ -75,7 +99,7 @@ pub fn redact(line: &str) -> String {
         }
         if mask_next {
             mask_next = false;
-            out.push_str(&quoted_mask(word));
+            out.push_str(&quoted_mask(word, found));
             continue;
         }
         let bare = word.trim_start_matches(['\'', '"']);
@@ -84,7 +108,7 @@ pub fn redact(line: &str) -> String {
             if option && secret_name(name) && !name.contains("://") {
                 let keep = word.len() - bare.len() + name.len() + 1;
                 out.push_str(&word[..keep]);
-                out.push_str(&quoted_mask(&word[keep..]));
+                out.push_str(&quoted_mask(&word[keep..], found));
                 continue;
             }
         }
@@ -103,16 +127,20 @@ pub fn redact(line: &str) -> String {
         }) {
             let keep = word.len() - bare.len() + short.len();
             out.push_str(&word[..keep]);
-            out.push_str(&quoted_mask(&word[keep..]));
+            out.push_str(&quoted_mask(&word[keep..], found));
             continue;
         }
-        out.push_str(&redact_urls(word));
+        out.push_str(&redact_urls(word, found));
     }
     out
 }
 
-/// `***`, keeping a closing quote the masked value had.
-fn quoted_mask(value: &str) -> String {
+/// `***`, keeping the quotes the masked value had; the value goes to `found`.
+fn quoted_mask(value: &str, found: &mut Vec<String>) -> String {
+    let inner = value.trim_matches(['\'', '"']);
+    if !inner.is_empty() {
+        found.push(inner.to_string());
+    }
     let close: String = value
         .chars()
         .rev()
@@ -129,7 +157,7 @@ fn quoted_mask(value: &str) -> String {
 }
 
 /// The password of every `scheme://user:password@` in `word`.
-fn redact_urls(word: &str) -> String {
+fn redact_urls(word: &str, found: &mut Vec<String>) -> String {
     let mut out = String::new();
     let mut rest = word;
     while let Some(at) = rest.find("://") {
@@ -143,7 +171,8 @@ fn redact_urls(word: &str) -> String {
             Some(a) => {
                 let userinfo = &authority[..a];
                 match userinfo.split_once(':') {
-                    Some((user, _)) => {
+                    Some((user, password)) => {
+                        found.push(password.to_string());
                         out.push_str(user);
                         out.push(':');
                         out.push_str(MASK);
@@ -223,6 +252,16 @@ mod tests {
         for (line, want) in cases {
             assert_eq!(redact(line), want, "{line}");
         }
+    }
+
+    #[test]
+    fn masked_values_are_found_for_scrubbing_output() {
+        let line = "mysql -phunter2 --token 'a b c' postgres://u:pw@h/db -p 1";
+        assert_eq!(secret_values(line), vec!["a b c", "hunter2"]);
+        assert_eq!(
+            scrub("error: db hunter2 unknown", &secret_values(line)),
+            "error: db *** unknown"
+        );
     }
 
     #[test]

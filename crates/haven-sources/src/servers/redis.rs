@@ -227,6 +227,11 @@ impl RedisServer {
         self.port
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// `redis://:password@127.0.0.1:<port>`, password included: for a component config.
     pub fn url(&self) -> String {
         self.redis_url().to_url()

@@ -208,6 +208,15 @@ fn daemon_settings(
     if let Some(g) = d.shutdown_grace {
         s.shutdown_grace = parse_span(&g).map_err(|m| ("shutdown-grace", m))?;
     }
+    if let Some(t) = d.job_timeout {
+        s.job_timeout = parse_span(&t).map_err(|m| ("job-timeout", m))?;
+        if s.job_timeout.is_zero() {
+            return Err((
+                "job-timeout",
+                "a job timeout of 0 would stop every job at once: give e.g. 12h".into(),
+            ));
+        }
+    }
     Ok(s)
 }
 

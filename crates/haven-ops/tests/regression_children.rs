@@ -302,3 +302,134 @@ fn the_jobs_deadline_stops_a_command_without_its_own_timeout() {
     assert!(db.contains("job-timeout"), "{db}");
     assert_no_survivors(&mark);
 }
+
+mod daemon {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::TcpListener;
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    use chrono::{TimeZone, Utc};
+    use haven_ops::daemon::clock::ManualClock;
+    use haven_ops::daemon::view::{DaemonView, JobKind};
+    use haven_ops::daemon::{Daemon, DaemonOptions};
+
+    use super::{assert_no_survivors, Setup};
+
+    /// A real HTTP peer that records the JSON bodies POSTed to it.
+    fn receiver() -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let bodies = Arc::new(Mutex::new(vec![]));
+        let b = bodies.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut len = 0usize;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                }
+                let mut body = vec![0; len];
+                if reader.read_exact(&mut body).is_ok() {
+                    if let Ok(v) = serde_json::from_slice(&body) {
+                        b.lock().unwrap().push(v);
+                    }
+                }
+                let _ = stream.write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                );
+            }
+        });
+        (url, bodies)
+    }
+
+    #[track_caller]
+    fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+        let start = Instant::now();
+        while !cond() {
+            assert!(start.elapsed() < Duration::from_secs(60), "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn start(config: haven_ops::Config) -> Daemon {
+        let clock = Arc::new(ManualClock::new(Utc.with_ymd_and_hms(2026, 11, 20, 2, 0, 0).unwrap()));
+        Daemon::start(
+            config,
+            DaemonOptions {
+                clock,
+                lock_wait: Duration::from_secs(30),
+            },
+        )
+        .unwrap()
+    }
+
+    fn run(view: &Arc<dyn DaemonView>, kind: JobKind) -> haven_ops::daemon::view::JobSummary {
+        let id = view.trigger("acme", kind).unwrap();
+        wait_for("the job", || {
+            let s = view.job(id).unwrap().summary.status;
+            s != "queued" && s != "running"
+        });
+        view.job(id).unwrap().summary
+    }
+
+    #[test]
+    fn a_failed_retention_run_is_alerted_and_resolved_by_the_next_good_one() {
+        let (url, bodies) = receiver();
+        let data = tempfile::tempdir().unwrap();
+        let (_s, config) = Setup::new(
+            &format!("[daemon]\nstate-dir = \"state\"\n\n[alerts.ops]\nkind = \"webhook\"\nurl = \"{url}\"\n"),
+            &format!(
+                "[tenants.acme.components.files]\nkind = \"files\"\npaths = [\"{}\"]\n",
+                data.path().display()
+            ),
+        );
+        let daemon = start(config);
+        let view = daemon.view();
+        // No repository yet: retention cannot open it.
+        let job = run(&view, JobKind::Retention);
+        assert_eq!(job.status, "failed", "{job:?}");
+        let alerted = |state: &str| {
+            bodies
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|b| b["kind"] == "retention-failed" && b["state"] == state)
+        };
+        wait_for("the retention alert", || alerted("firing"));
+        assert_eq!(run(&view, JobKind::Backup).status, "succeeded");
+        assert_eq!(run(&view, JobKind::Retention).status, "succeeded");
+        wait_for("the resolution", || alerted("resolved"));
+        daemon.stop(Duration::from_secs(10));
+    }
+
+    #[test]
+    fn a_daemon_job_is_stopped_at_its_job_timeout() {
+        let mark = format!("MARK=job-{}", std::process::id());
+        let (_s, config) = Setup::new(
+            "[daemon]\nstate-dir = \"state\"\njob-timeout = \"2s\"\n",
+            &format!(
+                "retries = {{ attempts = 1, backoff = \"1s\" }}\n[tenants.acme.components.db]\nkind = \"command\"\nbackup = \"export {mark}; sh -c 'sleep 1000 & sleep 1000'\"\n"
+            ),
+        );
+        let daemon = start(config);
+        let view = daemon.view();
+        let started = Instant::now();
+        let job = run(&view, JobKind::Backup);
+        assert!(started.elapsed() < Duration::from_secs(30));
+        assert_eq!(job.status, "failed", "{job:?}");
+        assert!(job.error.as_deref().unwrap_or("").contains("job-timeout"), "{job:?}");
+        assert_no_survivors(&mark);
+        daemon.stop(Duration::from_secs(10));
+    }
+}

@@ -22,11 +22,11 @@ use haven_sources::{SourceError, StreamComponent};
 
 use crate::config::{ComponentConfig, Config, Tenant};
 use crate::plan::Retries;
-use crate::run::RunEnv;
 use crate::point::{
     component_tag, new_point_id, point_tag, save_manifest, tenant_tag, ComponentRecord,
     ComponentStatus, PointStatus, RecoveryPoint, MANIFEST_FORMAT,
 };
+use crate::run::RunEnv;
 use crate::OpsError;
 
 /// Receives progress of a tenant operation: a line per step, and byte counters.

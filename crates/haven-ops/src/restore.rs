@@ -21,10 +21,10 @@ use haven_repo::IndexedRepository;
 use haven_sources::{Fingerprint, RestoreOptions, SourceError, StreamComponent};
 
 use crate::backup::{describe, open_tenant_repository, Observer};
-use crate::run::RunEnv;
 use crate::config::{ComponentConfig, Config};
 use crate::point::{choose_point, list_points, ComponentRecord, PointChoice, RecoveryPoint};
 use crate::report::{Check, ComponentReport, Outcome, TenantReport};
+use crate::run::RunEnv;
 use crate::OpsError;
 
 /// What to restore, and where.

@@ -17,11 +17,11 @@ use haven_repo::IndexedRepository;
 use haven_sources::SourceError;
 
 use crate::backup::{describe, open_tenant_repository, Observer};
-use crate::run::RunEnv;
 use crate::config::{ComponentConfig, Config};
 use crate::point::{ComponentRecord, PointChoice, RecoveryPoint};
 use crate::report::{Check, ComponentReport, Outcome, TenantReport};
 use crate::restore::{resolve_point, restore_stream, validate_stream};
+use crate::run::RunEnv;
 use crate::OpsError;
 
 /// Verify a recovery point of `tenant` by restoring it into scratch targets.

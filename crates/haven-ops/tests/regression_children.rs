@@ -15,7 +15,6 @@ use haven_ops::{restore_tenant, Config, RestoreRequest};
 
 struct Setup {
     _tmp: tempfile::TempDir,
-    root: PathBuf,
 }
 
 impl Setup {
@@ -39,11 +38,7 @@ repository = "main"
         let path = root.join("haven.toml");
         std::fs::write(&path, text).unwrap();
         let config = Config::load(&path).unwrap();
-        (Setup { _tmp: tmp, root }, config)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.root.join(name)
+        (Setup { _tmp: tmp }, config)
     }
 }
 
@@ -72,7 +67,9 @@ fn work_folders_are_fresh_private_and_under_the_configured_work_dir() {
     let old_tmp = tempfile::tempdir().unwrap();
     // Where the old code put its folders (std::env::temp_dir()).
     std::env::set_var("TMPDIR", old_tmp.path());
-    let record = |file: &str| format!(r#"printf '%s\n%s\n' \"$PWD\" \"$TMPDIR\" > {file}; stat -c %a . >> {file}"#);
+    let record = |file: &str| {
+        format!(r#"printf '%s\n%s\n' \"$PWD\" \"$TMPDIR\" > {file}; stat -c %a . >> {file}"#)
+    };
     let probe = tempfile::tempdir().unwrap();
     let backup_seen = probe.path().join("backup-seen");
     let restore_seen = probe.path().join("restore-seen");
@@ -86,12 +83,15 @@ fn work_folders_are_fresh_private_and_under_the_configured_work_dir() {
     );
     let _ = &s;
     let work = probe.path().join("work");
-    let point = backup_tenant(&config, "acme", Duration::from_secs(30), &Observer::quiet()).unwrap();
+    let point =
+        backup_tenant(&config, "acme", Duration::from_secs(30), &Observer::quiet()).unwrap();
     assert_eq!(point.status, PointStatus::Complete, "{point:?}");
 
     // Another local user knows the point id (it is in the repository's listing) and
     // plants the restore's folder, with a dump of their choosing, at the old name.
-    let planted = old_tmp.path().join(format!("haven-{}-db-restore", point.id));
+    let planted = old_tmp
+        .path()
+        .join(format!("haven-{}-db-restore", point.id));
     std::fs::create_dir_all(&planted).unwrap();
     std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o777)).unwrap();
     std::fs::write(planted.join("dump"), "the attacker's dump").unwrap();
@@ -109,7 +109,10 @@ fn work_folders_are_fresh_private_and_under_the_configured_work_dir() {
         &Observer::quiet(),
     )
     .unwrap();
-    assert!(report.components.iter().all(|c| c.error.is_none()), "{report:?}");
+    assert!(
+        report.components.iter().all(|c| c.error.is_none()),
+        "{report:?}"
+    );
 
     // The planted folder was neither used nor touched.
     assert_eq!(
@@ -119,11 +122,18 @@ fn work_folders_are_fresh_private_and_under_the_configured_work_dir() {
     let mut used = vec![];
     for file in [&backup_seen, &restore_seen] {
         let (dir, tmpdir, mode) = seen(file);
-        assert_eq!(dir.parent(), Some(work.as_path()), "{dir:?} is under the work dir");
+        assert_eq!(
+            dir.parent(),
+            Some(work.as_path()),
+            "{dir:?} is under the work dir"
+        );
         assert_eq!(tmpdir, dir, "TMPDIR is the private folder too");
         assert_eq!(mode, "700", "{dir:?} is private");
         let name = dir.file_name().unwrap().to_string_lossy().into_owned();
-        assert!(!name.contains(&point.id), "{name} is not derived from the point");
+        assert!(
+            !name.contains(&point.id),
+            "{name} is not derived from the point"
+        );
         assert!(name.len() >= 20, "{name} has a random part");
         assert!(!dir.exists(), "{dir:?} is removed after use");
         used.push(dir);
@@ -178,7 +188,11 @@ backup = "echo mysqldump --password=hunter5 app: access denied >&2; exit 1"
     );
     let (observer, lines) = recording();
     let point = backup_tenant(&config, "acme", Duration::from_secs(30), &observer).unwrap();
-    assert_eq!(point.components["db"].status, ComponentStatus::Ok, "{point:?}");
+    assert_eq!(
+        point.components["db"].status,
+        ComponentStatus::Ok,
+        "{point:?}"
+    );
     assert_eq!(point.components["broken"].status, ComponentStatus::Failed);
 
     for file in [&hook_env, &cmd_env] {
@@ -196,7 +210,10 @@ backup = "echo mysqldump --password=hunter5 app: access denied >&2; exit 1"
         assert!(!stored.contains(secret), "{secret} in the point: {stored}");
         assert!(!log.contains(secret), "{secret} in the log: {log}");
     }
-    assert!(point.components["db"].source.contains("--password=***"), "{stored}");
+    assert!(
+        point.components["db"].source.contains("--password=***"),
+        "{stored}"
+    );
     assert!(
         point.components["broken"]
             .error
@@ -221,7 +238,13 @@ fn processes_marked(marker: &str) -> Vec<u32> {
             continue;
         }
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let state = stat.rsplit(')').next().unwrap_or("").trim_start().chars().next();
+        let state = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .chars()
+            .next();
         if state.is_some_and(|s| s != 'Z' && s != 'X') {
             found.push(pid);
         }
@@ -246,7 +269,12 @@ fn assert_no_survivors(marker: &str) {
 fn backup_within_a_minute(config: Config, observer: Observer) -> haven_ops::point::RecoveryPoint {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
-        let _ = tx.send(backup_tenant(&config, "acme", Duration::from_secs(30), &observer));
+        let _ = tx.send(backup_tenant(
+            &config,
+            "acme",
+            Duration::from_secs(30),
+            &observer,
+        ));
     });
     rx.recv_timeout(Duration::from_secs(60))
         .expect("a hung tool must not hold the backup (and the lock) for ever")
@@ -282,7 +310,10 @@ timeout = "1s"
     let db = point.components["db"].error.as_deref().unwrap();
     assert!(db.contains("did not finish within 2s"), "{db}");
     let files = point.components["files"].error.as_deref().unwrap();
-    assert!(files.contains("pre-hook") && files.contains("within 1s"), "{files}");
+    assert!(
+        files.contains("pre-hook") && files.contains("within 1s"),
+        "{files}"
+    );
     assert_no_survivors(&mark);
 }
 
@@ -357,13 +388,18 @@ mod daemon {
     fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
         let start = Instant::now();
         while !cond() {
-            assert!(start.elapsed() < Duration::from_secs(60), "timed out waiting for {what}");
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "timed out waiting for {what}"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
 
     fn start(config: haven_ops::Config) -> Daemon {
-        let clock = Arc::new(ManualClock::new(Utc.with_ymd_and_hms(2026, 11, 20, 2, 0, 0).unwrap()));
+        let clock = Arc::new(ManualClock::new(
+            Utc.with_ymd_and_hms(2026, 11, 20, 2, 0, 0).unwrap(),
+        ));
         Daemon::start(
             config,
             DaemonOptions {
@@ -428,7 +464,10 @@ mod daemon {
         let job = run(&view, JobKind::Backup);
         assert!(started.elapsed() < Duration::from_secs(30));
         assert_eq!(job.status, "failed", "{job:?}");
-        assert!(job.error.as_deref().unwrap_or("").contains("job-timeout"), "{job:?}");
+        assert!(
+            job.error.as_deref().unwrap_or("").contains("job-timeout"),
+            "{job:?}"
+        );
         assert_no_survivors(&mark);
         daemon.stop(Duration::from_secs(10));
     }

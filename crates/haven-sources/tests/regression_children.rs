@@ -3,7 +3,7 @@
 //! process group, no child sees Haven's secrets, command lines are shown redacted, and
 //! the throwaway `redis-server` holding a tenant's data refuses strangers.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::sync::mpsc;
@@ -69,7 +69,13 @@ fn processes_marked(marker: &str) -> Vec<u32> {
             continue;
         }
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let state = stat.rsplit(')').next().unwrap_or("").trim_start().chars().next();
+        let state = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .chars()
+            .next();
         if state.is_some_and(|s| s != 'Z' && s != 'X') {
             found.push(pid);
         }
@@ -133,7 +139,10 @@ fn a_command_component_sees_none_of_havens_secrets() {
     }
     assert!(!env.contains("HAVEN_"), "{env}");
     // The rest of the environment is the script's to use.
-    assert!(env.contains("SOMETHING_THE_SCRIPT_NEEDS=kept-7f1c"), "{env}");
+    assert!(
+        env.contains("SOMETHING_THE_SCRIPT_NEEDS=kept-7f1c"),
+        "{env}"
+    );
     assert!(env.contains("PATH="), "{env}");
 }
 
@@ -147,7 +156,10 @@ fn a_throwaway_redis_server_gets_none_of_havens_secrets() {
     for (k, v) in SECRETS {
         assert!(!environ.contains(v), "{k} reached redis-server");
     }
-    assert!(!environ.contains("HAVEN_") && !environ.contains("AWS_"), "{environ}");
+    assert!(
+        !environ.contains("HAVEN_") && !environ.contains("AWS_"),
+        "{environ}"
+    );
 }
 
 #[test]
@@ -163,13 +175,17 @@ fn command_lines_with_passwords_are_shown_redacted() {
     }
     assert!(shown.contains("mysqldump --password=***"), "{shown}");
     assert!(shown.contains("https://bob:***@example.com/x"), "{shown}");
-    assert!(err.contains("mysqldump"), "the error still names the command: {err}");
+    assert!(
+        err.contains("mysqldump"),
+        "the error still names the command: {err}"
+    );
 }
 
 /// One RESP command on a raw connection; the reply's first line.
 fn raw_call(port: u16, args: &[&str]) -> String {
     let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let mut req = format!("*{}\r\n", args.len());
     for a in args {
         req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
@@ -189,17 +205,24 @@ fn a_throwaway_redis_server_refuses_clients_without_its_password_and_config_from
     let reply = raw_call(port, &["GET", "x"]);
     assert!(reply.starts_with("-NOAUTH"), "{reply}");
     let reply = raw_call(port, &["CONFIG", "SET", "dir", "/tmp"]);
-    assert!(reply.starts_with('-'), "CONFIG from a stranger is refused: {reply}");
+    assert!(
+        reply.starts_with('-'),
+        "CONFIG from a stranger is refused: {reply}"
+    );
     // The real redis-cli, without the password.
     let out = std::process::Command::new("redis-cli")
         .args(["-h", "127.0.0.1", "-p", &port.to_string(), "DBSIZE"])
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(text.contains("NOAUTH"), "{text}");
     // With the password Haven's own connection works, but CONFIG is gone for everyone.
     let mut conn = server.connect().unwrap();
     conn.call_str(&["SET", "x", "1"]).unwrap();
     let err = conn.call_str(&["CONFIG", "GET", "dir"]).unwrap_err();
-    assert!(err.to_string().to_lowercase().contains("unknown command"), "{err}");
+    assert!(
+        err.to_string().to_lowercase().contains("unknown command"),
+        "{err}"
+    );
 }

@@ -71,8 +71,9 @@ impl<'de> Deserialize<'de> for Span {
 
 /// Parse `30s`, `5m`, `1h30m`, `2d` into a duration.
 pub fn parse_span(s: &str) -> std::result::Result<Duration, String> {
-    let bad =
-        || format!("invalid duration {s:?}: use a number and a unit s, m, h or d, e.g. 30s, 5m, 24h");
+    let bad = || {
+        format!("invalid duration {s:?}: use a number and a unit s, m, h or d, e.g. 30s, 5m, 24h")
+    };
     let (mut total, mut num) = (0u64, String::new());
     for c in s.trim().chars() {
         if c.is_ascii_digit() {
@@ -744,7 +745,11 @@ mod tests {
         .run()
         .unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("the-end"), "{}", &text[text.len().saturating_sub(200)..]);
+        assert!(
+            text.contains("the-end"),
+            "{}",
+            &text[text.len().saturating_sub(200)..]
+        );
         assert!(text.len() < 2 * STDERR_KEEP, "{}", text.len());
     }
 

@@ -40,9 +40,17 @@ pub(crate) fn tool_keeps(name: &OsStr, prefixes: &[String]) -> bool {
 /// Names of options and variables whose value is a secret.
 fn secret_name(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
-    ["pass", "pwd", "secret", "token", "auth", "credential", "key"]
-        .iter()
-        .any(|w| lower.contains(w))
+    [
+        "pass",
+        "pwd",
+        "secret",
+        "token",
+        "auth",
+        "credential",
+        "key",
+    ]
+    .iter()
+    .any(|w| lower.contains(w))
 }
 
 /// Short options that take a password as their value (`mysql -pX`, `redis-cli -a X`).
@@ -122,9 +130,10 @@ fn redact_collect(line: &str, found: &mut Vec<String>) -> String {
             mask_next = true;
             continue;
         }
-        if let Some(short) = SECRET_SHORT.iter().find(|s| {
-            bare.len() > 2 && bare.starts_with(**s) && !bare[2..].starts_with('-')
-        }) {
+        if let Some(short) = SECRET_SHORT
+            .iter()
+            .find(|s| bare.len() > 2 && bare.starts_with(**s) && !bare[2..].starts_with('-'))
+        {
             let keep = word.len() - bare.len() + short.len();
             out.push_str(&word[..keep]);
             out.push_str(&quoted_mask(&word[keep..], found));
@@ -247,7 +256,10 @@ mod tests {
             ),
             ("curl -s https://u@host/x", "curl -s https://u@host/x"),
             ("cat /var/lib/dump.sql", "cat /var/lib/dump.sql"),
-            ("sh -c 'sleep 1000 & sleep 1000'", "sh -c 'sleep 1000 & sleep 1000'"),
+            (
+                "sh -c 'sleep 1000 & sleep 1000'",
+                "sh -c 'sleep 1000 & sleep 1000'",
+            ),
         ];
         for (line, want) in cases {
             assert_eq!(redact(line), want, "{line}");

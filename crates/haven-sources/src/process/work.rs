@@ -87,7 +87,10 @@ mod tests {
         let mode = fs::metadata(a.path()).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o700);
         let name = a.path().file_name().unwrap().to_string_lossy().into_owned();
-        assert!(name.starts_with("haven-db-restore-") && name.len() > 30, "{name}");
+        assert!(
+            name.starts_with("haven-db-restore-") && name.len() > 30,
+            "{name}"
+        );
         let path = a.to_path_buf();
         drop(a);
         assert!(!path.exists());

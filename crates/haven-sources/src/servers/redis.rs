@@ -22,9 +22,9 @@
 //! for). `dir` must belong to the server alone: it is deleted on drop.
 
 use std::fs;
-use std::path::{Path, PathBuf};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 

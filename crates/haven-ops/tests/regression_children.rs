@@ -224,6 +224,20 @@ backup = "echo mysqldump --password=hunter5 app: access denied >&2; exit 1"
     );
 }
 
+/// Kills what is left of the marked processes when a test fails half-way (so a
+/// regression does not leave `sleep 1000`s behind).
+struct Reap(String);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        for pid in processes_marked(&self.0) {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+    }
+}
+
 /// Live (not zombie) processes whose environment holds `marker`.
 fn processes_marked(marker: &str) -> Vec<u32> {
     let mut found = vec![];
@@ -284,6 +298,7 @@ fn backup_within_a_minute(config: Config, observer: Observer) -> haven_ops::poin
 #[test]
 fn a_hung_command_and_a_hung_hook_are_stopped_with_their_process_groups() {
     let mark = format!("MARK=hung-{}", std::process::id());
+    let _reap = Reap(mark.clone());
     let probe = tempfile::tempdir().unwrap();
     let data = probe.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
@@ -320,6 +335,7 @@ timeout = "1s"
 #[test]
 fn the_jobs_deadline_stops_a_command_without_its_own_timeout() {
     let mark = format!("MARK=deadline-{}", std::process::id());
+    let _reap = Reap(mark.clone());
     let (_s, config) = Setup::new(
         "",
         &format!(
@@ -452,6 +468,7 @@ mod daemon {
     #[test]
     fn a_daemon_job_is_stopped_at_its_job_timeout() {
         let mark = format!("MARK=job-{}", std::process::id());
+        let _reap = super::Reap(mark.clone());
         let (_s, config) = Setup::new(
             "[daemon]\nstate-dir = \"state\"\njob-timeout = \"2s\"\n",
             &format!(

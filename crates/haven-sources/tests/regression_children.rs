@@ -55,6 +55,20 @@ fn backup_to_vec(c: &CommandComponent, work: &Path) -> Result<Vec<u8>, SourceErr
     Ok(stored)
 }
 
+/// Kills what is left of the marked processes when a test fails half-way (so a
+/// regression does not leave `sleep 1000`s behind).
+struct Reap(String);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        for pid in processes_marked(&self.0) {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+    }
+}
+
 /// Live (not zombie) processes whose environment holds `marker`.
 fn processes_marked(marker: &str) -> Vec<u32> {
     let mut found = vec![];
@@ -88,6 +102,7 @@ fn a_hung_command_is_stopped_after_its_timeout_with_its_whole_process_group() {
     let work = tempfile::tempdir().unwrap();
     let marker = format!("HAVEN_TEST_MARK={}", std::process::id());
     let mark = marker.replace("HAVEN_TEST_MARK", "MARK");
+    let _reap = Reap(mark.clone());
     // The child and its grandchildren (a background job and a foreground one).
     let c = command(
         &format!("export {mark}; echo started; sh -c 'sleep 1000 & sleep 1000'"),

@@ -53,7 +53,7 @@ pub struct FilesConfig {
     /// Runs after the backup, always (also when the pre-hook or the backup failed).
     pub post: Option<String>,
     /// How long each hook may run before it is stopped with everything it started
-    /// (default [`crate::run::DEFAULT_HOOK_TIMEOUT`]).
+    /// (default 1 hour, `run::DEFAULT_HOOK_TIMEOUT`).
     #[serde(default)]
     pub timeout: Option<haven_sources::process::Span>,
 }

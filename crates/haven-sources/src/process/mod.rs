@@ -3,7 +3,7 @@
 //! hooks, run with `sh -c`). Every child is started by [`Tool`], which gives it:
 //!
 //! - **a deadline** ([`Limits`]: the component's `timeout`, capped by the job's deadline);
-//!   when it passes, the tool's whole process group is killed ([`group`]) and the run
+//!   when it passes, the tool's whole process group is killed (`group`) and the run
 //!   fails with [`SourceError::TimedOut`];
 //! - **its own process group**, killed as a whole on timeout, when its handle
 //!   ([`Running`], [`ChildOutput`]) is dropped unfinished, and by [`kill_all`] when Haven

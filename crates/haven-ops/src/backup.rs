@@ -9,7 +9,6 @@
 //! A failing component does not stop the others; it makes the point `failed` with the
 //! reason. Errors that prevent any point (no repository, wrong key, lock) are returned.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,6 +26,7 @@ use crate::point::{
     component_tag, new_point_id, point_tag, save_manifest, tenant_tag, ComponentRecord,
     ComponentStatus, PointStatus, RecoveryPoint, MANIFEST_FORMAT,
 };
+use crate::run::RunEnv;
 use crate::OpsError;
 
 /// Receives progress of a tenant operation: a line per step, and byte counters.
@@ -34,6 +34,9 @@ pub struct Observer {
     pub progress: Arc<Progress>,
     /// The component being worked on.
     pub component: Arc<std::sync::Mutex<Option<String>>>,
+    /// When the job this run is part of must end (the daemon's `job-timeout`): every
+    /// program the run starts is stopped then.
+    pub deadline: Option<Instant>,
     on_line: Box<dyn Fn(&str) + Send + Sync>,
 }
 
@@ -42,6 +45,7 @@ impl Observer {
         Observer {
             progress: Arc::new(Progress::default()),
             component: Arc::default(),
+            deadline: None,
             on_line: Box::new(on_line),
         }
     }
@@ -84,26 +88,6 @@ pub fn describe(c: &ComponentConfig) -> String {
             .collect::<Vec<_>>()
             .join(", "),
         _ => String::new(),
-    }
-}
-
-/// A private scratch directory for one component, removed on drop.
-pub(crate) struct WorkDir(pub PathBuf);
-
-impl WorkDir {
-    pub fn new(point: &str, component: &str) -> Result<WorkDir, OpsError> {
-        let dir = std::env::temp_dir().join(format!("haven-{point}-{component}"));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).map_err(|e| {
-            OpsError::Invalid(format!("creating the work folder {}: {e}", dir.display()))
-        })?;
-        Ok(WorkDir(dir))
-    }
-}
-
-impl Drop for WorkDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -165,6 +149,7 @@ pub fn backup_tenant_with_retries(
         observer,
     )?;
     let id = new_point_id();
+    let env = RunEnv::new(config, observer);
     let mut components = std::collections::BTreeMap::new();
     for (name, c) in &t.components {
         observer.set_component(Some(name));
@@ -173,7 +158,7 @@ pub fn backup_tenant_with_retries(
             c.kind(),
             describe(c)
         ));
-        let mut record = backup_component(&repo, t, &id, name, c, observer);
+        let mut record = backup_component(&repo, &env, t, &id, name, c, observer);
         let mut wait = retries.backoff;
         while record.status == ComponentStatus::Failed && record.attempts < retries.attempts {
             observer.line(&format!(
@@ -186,7 +171,7 @@ pub fn backup_tenant_with_retries(
             sleep(wait);
             wait *= 2;
             let attempts = record.attempts;
-            record = backup_component(&repo, t, &id, name, c, observer);
+            record = backup_component(&repo, &env, t, &id, name, c, observer);
             record.attempts = attempts + 1;
         }
         match &record.error {
@@ -225,6 +210,7 @@ pub fn backup_tenant_with_retries(
 
 fn backup_component(
     repo: &IndexedRepository,
+    env: &RunEnv,
     tenant: &Tenant,
     point: &str,
     name: &str,
@@ -264,7 +250,7 @@ fn backup_component(
                         .to_string()
                 })
                 .collect();
-            crate::files::backup_files(repo, f, tags, observer.progress.clone()).map(
+            crate::files::backup_files(repo, env, f, tags, observer.progress.clone()).map(
                 |(result, fp, warnings)| {
                     record.warnings = warnings;
                     (result, fp)
@@ -272,8 +258,8 @@ fn backup_component(
             )
         }
         _ => {
-            let component = stream_component(c).expect("a stream kind");
-            backup_stream_component(repo, name, component.as_ref(), tags, point, observer)
+            let component = env.component(c).expect("a stream kind");
+            backup_stream_component(repo, env, name, component.as_ref(), tags, observer)
         }
     };
     match outcome {
@@ -293,13 +279,13 @@ fn backup_component(
 
 fn backup_stream_component(
     repo: &IndexedRepository,
+    env: &RunEnv,
     name: &str,
     component: &dyn StreamComponent,
     tags: Vec<String>,
-    point: &str,
     observer: &Observer,
 ) -> Result<(haven_repo::backup::BackupResult, haven_sources::Fingerprint), OpsError> {
-    let work = WorkDir::new(point, name)?;
+    let work = env.work(name)?;
     let file_name = format!("{name}.{}", component.stream_name());
     let mut stored = None;
     let fingerprint = component.backup(
@@ -316,7 +302,7 @@ fn backup_stream_component(
             stored = Some(result);
             Ok(())
         },
-        &work.0,
+        work.path(),
     )?;
     let result = stored.ok_or_else(|| {
         OpsError::Invalid(format!(

@@ -52,6 +52,10 @@ pub struct FilesConfig {
     pub pre: Option<String>,
     /// Runs after the backup, always (also when the pre-hook or the backup failed).
     pub post: Option<String>,
+    /// How long each hook may run before it is stopped with everything it started
+    /// (default 1 hour, `run::DEFAULT_HOOK_TIMEOUT`).
+    #[serde(default)]
+    pub timeout: Option<haven_sources::process::Span>,
 }
 
 /// An alert sink, by `kind` (`webhook`, `smtp`); see [`crate::alerts`].
@@ -91,6 +95,7 @@ struct RawConfig {
     daemon: Option<Spanned<RawDaemon>>,
     #[serde(default)]
     alerts: BTreeMap<String, Spanned<AlertSinkConfig>>,
+    work_dir: Option<Spanned<PathBuf>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -146,6 +151,10 @@ pub struct Config {
     pub daemon: DaemonSettings,
     /// `[alerts.NAME]` sinks.
     pub alerts: BTreeMap<String, AlertSinkConfig>,
+    /// `work-dir`: where the private work folders of backups, restores and verifies are
+    /// made (dumps, RDB copies, etcd snapshots in plaintext). The CLI's `--work-dir` (or
+    /// `HAVEN_WORK_DIR`) replaces it; default: the system's temporary directory.
+    pub work_dir: Option<PathBuf>,
 }
 
 /// 1-based line of a byte offset.
@@ -198,6 +207,15 @@ fn daemon_settings(
     }
     if let Some(g) = d.shutdown_grace {
         s.shutdown_grace = parse_span(&g).map_err(|m| ("shutdown-grace", m))?;
+    }
+    if let Some(t) = d.job_timeout {
+        s.job_timeout = parse_span(&t).map_err(|m| ("job-timeout", m))?;
+        if s.job_timeout.is_zero() {
+            return Err((
+                "job-timeout",
+                "a job timeout of 0 would stop every job at once: give e.g. 12h".into(),
+            ));
+        }
     }
     Ok(s)
 }
@@ -452,7 +470,14 @@ impl Config {
             tenants,
             daemon,
             alerts,
+            work_dir: raw.work_dir.map(|p| resolve(p.get_ref())),
         })
+    }
+
+    /// The directory work folders are made under: `work_dir`, else the system's
+    /// temporary directory.
+    pub fn work_base(&self) -> PathBuf {
+        self.work_dir.clone().unwrap_or_else(std::env::temp_dir)
     }
 
     /// The tenant called `name`, or an error listing the declared ones.

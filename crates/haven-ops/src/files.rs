@@ -9,7 +9,6 @@
 //! target and renamed into place, so a failed restore never leaves a half-filled target.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 
 use haven_repo::backup::{backup_paths, BackupOptions, BackupResult};
@@ -19,27 +18,26 @@ use haven_repo::restore::{restore, RestoreOptions};
 use haven_repo::snapshot::Snapshot;
 use haven_repo::tree::NodeKind;
 use haven_repo::{walk, IndexedRepository, Repository};
-use haven_sources::process::run;
 use haven_sources::Fingerprint;
 
 use crate::config::FilesConfig;
+use crate::run::RunEnv;
 use crate::OpsError;
 
-/// Run a hook with `sh -c`; its error says which hook failed and why.
-pub fn run_hook(which: &str, script: &str) -> Result<(), String> {
-    run(
-        Command::new("sh").arg("-c").arg(script),
-        &format!("the {which}-hook `{script}`"),
-        "",
-    )
-    .map(|_| ())
-    .map_err(|e| e.to_string())
+/// Run a hook with `sh -c` (through [`RunEnv::hook`]: no secrets, a timeout); its error
+/// says which hook failed and why.
+fn run_hook(env: &RunEnv, which: &str, script: &str, cfg: &FilesConfig) -> Result<(), String> {
+    env.hook(which, script, cfg)
+        .run()
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 /// Back up the paths of a files component (hooks around it). Returns the backup and the
 /// warnings to record (a failing post-hook, unreadable files).
-pub fn backup_files(
+pub(crate) fn backup_files(
     repo: &IndexedRepository,
+    env: &RunEnv,
     cfg: &FilesConfig,
     tags: Vec<String>,
     progress: Arc<Progress>,
@@ -47,7 +45,7 @@ pub fn backup_files(
     let pre = cfg
         .pre
         .as_deref()
-        .map_or(Ok(()), |pre| run_hook("pre", pre));
+        .map_or(Ok(()), |pre| run_hook(env, "pre", pre, cfg));
     let result = match pre {
         Err(e) => Err(OpsError::Invalid(format!(
             "{e}; the component was not backed up"
@@ -67,7 +65,7 @@ pub fn backup_files(
     // have half done, e.g. a freeze).
     let mut warnings = vec![];
     if let Some(post) = &cfg.post {
-        if let Err(e) = run_hook("post", post) {
+        if let Err(e) = run_hook(env, "post", post, cfg) {
             warnings.push(e);
         }
     }

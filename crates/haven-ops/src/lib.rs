@@ -11,6 +11,9 @@
 //! ```
 //! Main types: [`config::Config`], [`point::RecoveryPoint`], [`report::TenantReport`],
 //! [`OpsError`]. Component kinds are `haven_sources`' stream components plus [`files`].
+//! Every program an operation runs (dump tools, hooks, `command` scripts) goes through
+//! `haven_sources::process`; `run` gives it the operation's private work folder (under
+//! `work-dir`) and the job's deadline.
 
 pub mod alerts;
 pub mod backup;
@@ -24,6 +27,7 @@ pub mod point;
 pub mod report;
 pub mod restore;
 pub mod retention;
+mod run;
 pub mod schedule;
 pub mod verify;
 

@@ -12,6 +12,7 @@
 //! retention-schedule = "30 4 * * *" # forget + prune, per repository
 //! reminder = "4h"                   # a firing alert is re-sent this often
 //! shutdown-grace = "30s"            # on SIGTERM, running jobs get this long to finish
+//! job-timeout = "24h"               # a job still running then is stopped (its programs killed)
 //!
 //! [tenants.acme]
 //! schedule = "0 3 * * *"            # cron, UTC (a leading seconds field is allowed)
@@ -173,6 +174,7 @@ pub struct RawDaemon {
     pub retention_schedule: Option<String>,
     pub reminder: Option<String>,
     pub shutdown_grace: Option<String>,
+    pub job_timeout: Option<String>,
 }
 
 /// The daemon's validated settings.
@@ -189,6 +191,10 @@ pub struct DaemonSettings {
     /// On SIGTERM, how long running jobs may take to finish before they are abandoned
     /// (marked interrupted, retried at the next start).
     pub shutdown_grace: Duration,
+    /// The deadline of every job: when it passes, every program the job still runs is
+    /// stopped (with its process group) and the job fails, so a hung dump tool cannot
+    /// hold the repository's lock for ever.
+    pub job_timeout: Duration,
 }
 
 impl Default for DaemonSettings {
@@ -202,6 +208,7 @@ impl Default for DaemonSettings {
             retention_schedule: "30 4 * * *".into(),
             reminder: Duration::from_secs(4 * 3600),
             shutdown_grace: Duration::from_secs(30),
+            job_timeout: Duration::from_secs(24 * 3600),
         }
     }
 }

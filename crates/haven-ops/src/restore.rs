@@ -20,10 +20,11 @@ use haven_repo::restore::restore_to_writer;
 use haven_repo::IndexedRepository;
 use haven_sources::{Fingerprint, RestoreOptions, SourceError, StreamComponent};
 
-use crate::backup::{describe, open_tenant_repository, stream_component, Observer, WorkDir};
+use crate::backup::{describe, open_tenant_repository, Observer};
 use crate::config::{ComponentConfig, Config};
 use crate::point::{choose_point, list_points, ComponentRecord, PointChoice, RecoveryPoint};
 use crate::report::{Check, ComponentReport, Outcome, TenantReport};
+use crate::run::RunEnv;
 use crate::OpsError;
 
 /// What to restore, and where.
@@ -94,6 +95,7 @@ pub fn restore_tenant(
         observer,
     )?;
     let point = resolve_point(&repo, &req.tenant, &req.point, &req.components)?;
+    let env = RunEnv::new(config, observer);
     let mut components = vec![];
     for (name, record) in &point.components {
         if !req.components.is_empty() && !req.components.contains(name) {
@@ -109,7 +111,7 @@ pub fn restore_tenant(
             record.kind,
             describe(target_cfg)
         ));
-        let report = restore_component(&repo, &point, name, record, target_cfg, req.force);
+        let report = restore_component(&repo, &env, &point, name, record, target_cfg, req.force);
         observer.line(&format!(
             "{name}: {:?} in {:.2} s",
             report.outcome, report.restore_seconds
@@ -145,6 +147,7 @@ fn skipped(name: &str, record: &ComponentRecord, into: &str) -> ComponentReport 
 /// Restore one component into `target_cfg` and validate it.
 pub(crate) fn restore_component(
     repo: &IndexedRepository,
+    env: &RunEnv,
     point: &RecoveryPoint,
     name: &str,
     record: &ComponentRecord,
@@ -173,8 +176,8 @@ pub(crate) fn restore_component(
     let restore = || match target_cfg {
         ComponentConfig::Files(f) => restore_files_component(repo, point, record, &f.paths, force),
         _ => {
-            let target = stream_component(target_cfg).expect("a stream kind");
-            restore_stream(repo, point, name, record, target.as_ref(), force)
+            let target = env.component(target_cfg).expect("a stream kind");
+            restore_stream(repo, env, name, record, target.as_ref(), force)
         }
     };
     let validate = || match target_cfg {
@@ -183,7 +186,7 @@ pub(crate) fn restore_component(
             crate::files::disk_fingerprint(&repo.repo, &f.paths),
         )],
         _ => {
-            let target = stream_component(target_cfg).expect("a stream kind");
+            let target = env.component(target_cfg).expect("a stream kind");
             validate_stream(record, target.as_ref())
         }
     };
@@ -233,14 +236,14 @@ fn component_snapshot(
 
 pub(crate) fn restore_stream(
     repo: &IndexedRepository,
-    point: &RecoveryPoint,
+    env: &RunEnv,
     name: &str,
     record: &ComponentRecord,
     target: &dyn StreamComponent,
     force: bool,
 ) -> Result<u64, OpsError> {
     let snap = component_snapshot(repo, record)?;
-    let work = WorkDir::new(&point.id, &format!("{name}-restore"))?;
+    let work = env.work(&format!("{name}-restore"))?;
     let mut bytes = 0;
     target.restore(
         &mut |w| {
@@ -250,7 +253,7 @@ pub(crate) fn restore_stream(
             bytes = n;
             Ok(n)
         },
-        &work.0,
+        work.path(),
         &RestoreOptions { force },
     )?;
     Ok(bytes)

@@ -16,11 +16,12 @@ use haven_repo::restore::restore_to_writer;
 use haven_repo::IndexedRepository;
 use haven_sources::SourceError;
 
-use crate::backup::{describe, open_tenant_repository, stream_component, Observer, WorkDir};
+use crate::backup::{describe, open_tenant_repository, Observer};
 use crate::config::{ComponentConfig, Config};
 use crate::point::{ComponentRecord, PointChoice, RecoveryPoint};
 use crate::report::{Check, ComponentReport, Outcome, TenantReport};
 use crate::restore::{resolve_point, restore_stream, validate_stream};
+use crate::run::RunEnv;
 use crate::OpsError;
 
 /// Verify a recovery point of `tenant` by restoring it into scratch targets.
@@ -43,6 +44,7 @@ pub fn verify_tenant(
         observer,
     )?;
     let point = resolve_point(&repo, tenant, choice, &[])?;
+    let env = RunEnv::new(config, observer);
     let mut components = vec![];
     for (name, record) in &point.components {
         let Some(source_cfg) = t.components.get(name) else {
@@ -59,7 +61,7 @@ pub fn verify_tenant(
             "{name} ({}): restoring into a scratch target",
             record.kind
         ));
-        let report = verify_component(&repo, &point, name, record, source_cfg);
+        let report = verify_component(&repo, &env, &point, name, record, source_cfg);
         observer.line(&format!(
             "{name}: {:?} in {:.2} s",
             report.outcome, report.restore_seconds
@@ -80,28 +82,38 @@ pub fn verify_tenant(
 
 fn verify_component(
     repo: &IndexedRepository,
+    env: &RunEnv,
     point: &RecoveryPoint,
     name: &str,
     record: &ComponentRecord,
     source_cfg: &ComponentConfig,
 ) -> ComponentReport {
-    let work = match WorkDir::new(&point.id, &format!("{name}-verify")) {
+    let work = match env.work(&format!("{name}-verify")) {
         Ok(w) => w,
         Err(e) => return failed(name, record, String::new(), e.to_string()),
     };
     if let ComponentConfig::Files(_) = source_cfg {
         let targets: Vec<PathBuf> = (1..=record.paths.len())
-            .map(|i| work.0.join(format!("path-{i}")))
+            .map(|i| work.path().join(format!("path-{i}")))
             .collect();
         let target_cfg = ComponentConfig::Files(crate::config::FilesConfig {
             paths: targets,
             pre: None,
             post: None,
+            timeout: None,
         });
-        return crate::restore::restore_component(repo, point, name, record, &target_cfg, false);
+        return crate::restore::restore_component(
+            repo,
+            env,
+            point,
+            name,
+            record,
+            &target_cfg,
+            false,
+        );
     }
-    let source = stream_component(source_cfg).expect("a stream kind");
-    let scratch = match source.scratch(&work.0) {
+    let source = env.component(source_cfg).expect("a stream kind");
+    let scratch = match source.scratch(work.path()) {
         Ok(s) => s,
         Err(SourceError::Unsupported(why)) => return verify_stream_only(repo, name, record, &why),
         Err(e) => {
@@ -123,7 +135,7 @@ fn verify_component(
     report.error = None;
     crate::restore::timed(
         &mut report,
-        || restore_stream(repo, point, name, record, target, false),
+        || restore_stream(repo, env, name, record, target, false),
         || validate_stream(record, target),
     );
     report

@@ -10,14 +10,20 @@
 //!
 //! `tenant verify` restores into a scratch target only when `verify-restore` is set (with
 //! `verify-fingerprint` and `verify-cleanup`, the latter always run afterwards).
+//!
+//! Every command runs through [`crate::process::Tool::script`]: in the run's private work folder
+//! (its working directory and `TMPDIR`), without Haven's secrets in its environment,
+//! stopped with everything it started after `timeout` (default [`DEFAULT_TIMEOUT`]). The
+//! commands are shown (in recovery points, logs, errors) through [`crate::process::redact`].
 
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use crate::process::{self, ChildOutput};
+use crate::process::{redact, Limits, Span, Tool};
 use crate::{
     Feed, Fingerprint, RestoreOptions, Result, ScratchTarget, Sink, SourceError, StreamComponent,
 };
@@ -39,24 +45,47 @@ pub struct CommandConfig {
     pub verify_fingerprint: Option<String>,
     /// `tenant verify`: removes the scratch target; always runs after a verify.
     pub verify_cleanup: Option<String>,
+    /// How long each of these commands may run before it is stopped with everything it
+    /// started (default [`DEFAULT_TIMEOUT`]).
+    #[serde(default)]
+    pub timeout: Option<Span>,
 }
+
+/// How long a command may run when the config gives no `timeout`.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
 
 const HINT: &str = "the command runs with `sh -c`; install what it calls";
-
-fn shell(script: &str) -> Command {
-    let mut cmd = Command::new("sh");
-    cmd.arg("-c").arg(script);
-    cmd
-}
 
 #[derive(Debug, Clone)]
 pub struct CommandComponent {
     pub config: CommandConfig,
+    deadline: Option<Instant>,
 }
 
 impl CommandComponent {
     pub fn new(config: CommandConfig) -> Self {
-        CommandComponent { config }
+        CommandComponent {
+            config,
+            deadline: None,
+        }
+    }
+
+    fn limits(&self) -> Limits {
+        Limits::timeout(self.config.timeout.map_or(DEFAULT_TIMEOUT, |s| s.0)).until(self.deadline)
+    }
+
+    /// `sh -c script`, named `the <which> command `script`` (redacted) in errors.
+    fn shell(&self, which: &str, script: &str, work: Option<&Path>) -> Tool {
+        let mut tool = Tool::script(
+            script,
+            format!("the {which} command `{}`", redact(script)),
+            HINT,
+        );
+        tool.limits(self.limits());
+        if let Some(work) = work {
+            tool.work(work);
+        }
+        tool
     }
 }
 
@@ -81,49 +110,44 @@ impl StreamComponent for CommandComponent {
     }
 
     fn describe(&self) -> String {
-        format!("`{}`", self.config.backup)
+        format!("`{}`", redact(&self.config.backup))
+    }
+
+    fn set_deadline(&mut self, deadline: Option<Instant>) {
+        self.deadline = deadline;
     }
 
     fn stream_name(&self) -> &'static str {
         "dump"
     }
 
-    fn backup(&self, sink: &mut Sink<'_>, _work: &Path) -> Result<Fingerprint> {
-        let what = format!("the backup command `{}`", self.config.backup);
-        let mut out =
-            ChildOutput::spawn(shell(&self.config.backup).stdin(Stdio::null()), &what, HINT)?;
-        sink(&mut out)?;
+    fn backup(&self, sink: &mut Sink<'_>, work: &Path) -> Result<Fingerprint> {
+        let mut out = self
+            .shell("backup", &self.config.backup, Some(work))
+            .stream()?;
+        if let Err(e) = sink(&mut out) {
+            // The command's own failure (or timeout) explains a failed store.
+            return Err(out.take_failure().unwrap_or(e));
+        }
         out.finish()?;
         self.fingerprint()
     }
 
-    fn restore(&self, feed: &mut Feed<'_>, _work: &Path, _opts: &RestoreOptions) -> Result<()> {
+    fn restore(&self, feed: &mut Feed<'_>, work: &Path, _opts: &RestoreOptions) -> Result<()> {
         let script = self.config.restore.as_deref().ok_or_else(|| {
             SourceError::Unsupported(
                 "this command component has no `restore` command; add one to the config".into(),
             )
         })?;
-        let what = format!("the restore command `{script}`");
-        let mut cmd = shell(script);
-        let mut child = cmd
+        let mut child = self
+            .shell("restore", script, Some(work))
             .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| process::spawn_error(&cmd, HINT, e))?;
-        let mut stdin = child.stdin.take().expect("piped stdin");
+            .spawn()?;
+        let mut stdin = child.take_stdin().expect("piped stdin");
         let fed = feed(&mut stdin);
         let _ = stdin.flush();
         drop(stdin);
-        let out = child
-            .wait_with_output()
-            .map_err(|e| SourceError::io(format!("waiting for {what}"), e))?;
-        if !out.status.success() {
-            return Err(SourceError::failed(
-                what,
-                format!("{} ({})", process::stderr_tail(&out.stderr), out.status),
-            ));
-        }
+        child.finish()?;
         fed.map(|_| ())
     }
 
@@ -131,8 +155,7 @@ impl StreamComponent for CommandComponent {
         let Some(script) = &self.config.fingerprint else {
             return Ok(Fingerprint::new("no fingerprint command configured"));
         };
-        let what = format!("the fingerprint command `{script}`");
-        let out = process::run(&mut shell(script), &what, HINT)?;
+        let out = self.shell("fingerprint", script, None).run()?;
         Ok(parse_facts(&String::from_utf8_lossy(&out.stdout)))
     }
 
@@ -140,8 +163,8 @@ impl StreamComponent for CommandComponent {
         let Some(script) = &self.config.probe else {
             return Ok("no probe command configured".into());
         };
-        process::run(&mut shell(script), &format!("the probe `{script}`"), HINT)?;
-        Ok(format!("`{script}` exited 0"))
+        self.shell("probe", script, None).run()?;
+        Ok(format!("`{}` exited 0", redact(script)))
     }
 
     fn scratch(&self, _work: &Path) -> Result<Box<dyn ScratchTarget>> {
@@ -157,7 +180,10 @@ impl StreamComponent for CommandComponent {
             ..self.config.clone()
         };
         Ok(Box::new(CommandScratch {
-            component: CommandComponent { config },
+            component: CommandComponent {
+                config,
+                deadline: self.deadline,
+            },
             cleanup: self.config.verify_cleanup.clone(),
         }))
     }
@@ -177,7 +203,13 @@ impl ScratchTarget for CommandScratch {
 impl Drop for CommandScratch {
     fn drop(&mut self) {
         if let Some(script) = &self.cleanup {
-            if let Err(e) = process::run(&mut shell(script), "the verify-cleanup command", HINT) {
+            let mut cleanup = self.component.shell("verify-cleanup", script, None);
+            // It runs also after the job's deadline passed: it undoes the scratch target.
+            cleanup.limits(Limits {
+                deadline: None,
+                ..self.component.limits()
+            });
+            if let Err(e) = cleanup.run() {
                 eprintln!("haven: warning: {e}");
             }
         }
@@ -197,6 +229,7 @@ mod tests {
             verify_restore: None,
             verify_fingerprint: None,
             verify_cleanup: None,
+            timeout: None,
         })
     }
 

@@ -53,14 +53,13 @@ use std::fs::{self, File};
 use std::io::BufWriter;
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
 pub use gateway::{EtcdClient, Header, KeyValue, RangePage};
 
-use crate::process::{self, free_port};
+use crate::process::{free_port, Limits, Span, Tool};
 use crate::servers::etcd::{self as member, Member};
 use crate::{
     Feed, Fingerprint, RestoreOptions, Result, ScratchTarget, Sink, SourceError, StreamComponent,
@@ -84,6 +83,10 @@ pub struct EtcdConfig {
     pub peer_url: Option<String>,
     /// The directory holding `etcd` and `etcdctl` (default: found on the PATH).
     pub bin_dir: Option<PathBuf>,
+    /// How long `etcdctl snapshot restore` may run before it is stopped (default
+    /// [`DEFAULT_TIMEOUT`]).
+    #[serde(default)]
+    pub timeout: Option<Span>,
 }
 
 const ETCDCTL_HINT: &str =
@@ -98,11 +101,22 @@ const RESTORE_READY: Duration = Duration::from_secs(120);
 #[derive(Debug, Clone)]
 pub struct EtcdComponent {
     pub config: EtcdConfig,
+    deadline: Option<Instant>,
 }
+
+/// How long `etcdctl` may run when the config gives no `timeout`.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
 
 impl EtcdComponent {
     pub fn new(config: EtcdConfig) -> Self {
-        EtcdComponent { config }
+        EtcdComponent {
+            config,
+            deadline: None,
+        }
+    }
+
+    fn limits(&self) -> Limits {
+        Limits::timeout(self.config.timeout.map_or(DEFAULT_TIMEOUT, |s| s.0)).until(self.deadline)
     }
 
     fn clients(&self) -> Result<Vec<EtcdClient>> {
@@ -310,6 +324,10 @@ impl StreamComponent for EtcdComponent {
         format!("etcd at {}", self.config.endpoints.join(", "))
     }
 
+    fn set_deadline(&mut self, deadline: Option<Instant>) {
+        self.deadline = deadline;
+    }
+
     fn stream_name(&self) -> &'static str {
         "snapshot.db"
     }
@@ -385,8 +403,10 @@ impl StreamComponent for EtcdComponent {
                 .map_err(|e| SourceError::io(format!("creating {}", parent.display()), e))?;
         }
         let cluster = format!("{}={}", target.name, target.peer.url());
-        let mut restore = Command::new(&etcdctl);
+        let mut restore = Tool::new(&etcdctl, "etcdctl snapshot restore", ETCDCTL_HINT);
         restore
+            .limits(self.limits())
+            .work(work)
             .env("ETCDCTL_API", "3")
             .arg("snapshot")
             .arg("restore")
@@ -396,7 +416,7 @@ impl StreamComponent for EtcdComponent {
             .args(["--name", &target.name, "--initial-cluster", &cluster])
             .args(["--initial-cluster-token", member::CLUSTER_TOKEN])
             .args(["--initial-advertise-peer-urls", target.peer.url()]);
-        process::run(&mut restore, "etcdctl snapshot restore", ETCDCTL_HINT)?;
+        restore.run()?;
         let child = member::launch(&target.member(&etcd), true, RESTORE_READY)?;
         member::detach(child);
         Ok(())
@@ -437,9 +457,13 @@ impl StreamComponent for EtcdComponent {
             name: Some("haven-scratch".into()),
             peer_url: Some(format!("http://127.0.0.1:{peer}")),
             bin_dir: self.config.bin_dir.clone(),
+            timeout: self.config.timeout,
         };
         Ok(Box::new(EtcdScratch {
-            component: EtcdComponent::new(config),
+            component: EtcdComponent {
+                config,
+                deadline: self.deadline,
+            },
         }))
     }
 }
@@ -495,6 +519,7 @@ mod tests {
             name: None,
             peer_url: None,
             bin_dir: Some("/nonexistent".into()),
+            timeout: None,
         });
         let err = c
             .restore(

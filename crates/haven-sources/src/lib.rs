@@ -14,8 +14,10 @@
 //! then StreamComponent::fingerprint (compared with the recorded one) and ::probe
 //! ```
 //! Main types: [`StreamComponent`] (the contract every kind implements), [`Fingerprint`],
-//! [`SourceError`]; tools are run through [`process`], which turns a missing binary or a
-//! failing tool into a clear error.
+//! [`SourceError`]; every program is run through [`process`], the one choke point that
+//! gives it a deadline, its own process group (killed on timeout or drop), an environment
+//! without Haven's secrets, bounded stderr and a private work folder, and turns a missing
+//! binary or a failing tool into a clear error.
 //!
 //! Kinds: [`postgres`], [`redis`], [`etcd`], [`command`]. File trees (`files`) live in the
 //! ops layer because they are the repository engine's own tree backup. [`servers`] starts
@@ -53,6 +55,13 @@ pub enum SourceError {
     /// A tool ran and failed, or the system answered with an error.
     #[error("{what} failed: {detail}")]
     Failed { what: String, detail: String },
+    /// A tool ran past its deadline and was stopped, with its whole process group.
+    #[error("{what} did not finish within {after} and was stopped (with every process it started); {next}")]
+    TimedOut {
+        what: String,
+        after: String,
+        next: String,
+    },
     /// The operation is not possible for this component as configured.
     #[error("{0}")]
     Unsupported(String),
@@ -109,6 +118,10 @@ pub trait StreamComponent: Send + Sync {
 
     /// A display name of the system, with any password removed (for reports and errors).
     fn describe(&self) -> String;
+
+    /// Stop every program this component runs at `deadline` (the job's), besides its
+    /// own `timeout` (see [`process::Limits`]).
+    fn set_deadline(&mut self, deadline: Option<std::time::Instant>);
 
     /// The file name the stream gets inside its snapshot (e.g. `dump.pgcustom`).
     fn stream_name(&self) -> &'static str;

@@ -21,6 +21,7 @@ fn component(endpoints: &[&str]) -> EtcdComponent {
         name: None,
         peer_url: None,
         bin_dir: None,
+        timeout: None,
     })
 }
 

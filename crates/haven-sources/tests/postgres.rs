@@ -17,19 +17,21 @@ fn component(server: &PostgresServer, db: &str, jobs: Option<usize>) -> Postgres
         jobs,
         bin_dir: Some(server.bin_dir().to_path_buf()),
         keep_owners: false,
+        timeout: None,
     })
 }
 
 /// A database with pgbench's tables at `scale` plus tables of awkward values and names.
 fn fill(server: &PostgresServer, db: &str, scale: u32) {
     server.create_database(db).unwrap();
-    process::run(
-        std::process::Command::new(server.bin_dir().join("pgbench"))
-            .args(["-i", "-q", "-s", &scale.to_string()])
-            .arg(server.url(db)),
+    process::Tool::new(
+        server.bin_dir().join("pgbench"),
         "pgbench -i",
         "install postgresql-contrib",
     )
+    .args(["-i", "-q", "-s", &scale.to_string()])
+    .arg(server.url(db))
+    .run()
     .unwrap();
     server
         .psql(
@@ -344,6 +346,7 @@ fn an_unreachable_server_is_named_with_its_host_and_port() {
         jobs: None,
         bin_dir: None,
         keep_owners: false,
+        timeout: None,
     });
     assert_eq!(
         c.describe(),
@@ -374,6 +377,7 @@ fn wrong_credentials_are_access_denied() {
             jobs: None,
             bin_dir: Some(server.bin_dir().to_path_buf()),
             keep_owners: false,
+            timeout: None,
         })
     };
     let probe = with("postgres", "right-horse").probe().unwrap();
@@ -409,6 +413,7 @@ fn pg_dump_missing_from_bin_dir_is_named() {
             jobs: None,
             bin_dir: Some(dir.clone()),
             keep_owners: false,
+            timeout: None,
         });
         let err = c
             .backup(&mut |_| panic!("nothing to store"), tmp.path())

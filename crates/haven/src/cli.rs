@@ -121,6 +121,11 @@ pub struct ConfigArg {
     /// The config file (default: ./haven.toml, else /etc/haven/haven.toml). Also HAVEN_CONFIG.
     #[arg(long, env = "HAVEN_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Where private work folders (plaintext dumps, RDB copies, etcd snapshots) are made;
+    /// replaces the config's `work-dir` (default: the system's temporary directory).
+    /// Also HAVEN_WORK_DIR.
+    #[arg(long, env = "HAVEN_WORK_DIR")]
+    pub work_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -11,12 +11,17 @@ mod output;
 mod secret;
 
 use clap::Parser;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
 
 fn main() {
     let args = match cli::Cli::try_parse() {
         Ok(a) => a,
         Err(e) => std::process::exit(output::usage_error(e)),
     };
+    if !matches!(args.command, cli::Command::Serve(_)) {
+        stop_children_on_signals();
+    }
     let code = match commands::run(args) {
         Ok(code) => code,
         Err(e) => {
@@ -25,4 +30,20 @@ fn main() {
         }
     };
     std::process::exit(code);
+}
+
+/// The programs Haven runs (dump tools, hooks, throwaway servers) lead their own process
+/// groups, so that a deadline can stop a tool with its grandchildren; they therefore do
+/// not get the terminal's Ctrl-C. On SIGINT, SIGTERM or SIGHUP they are killed before
+/// Haven exits (`serve` stops gracefully instead, and kills what its abandoned jobs ran).
+fn stop_children_on_signals() {
+    let Ok(mut signals) = Signals::new([SIGINT, SIGTERM, SIGHUP]) else {
+        return;
+    };
+    std::thread::spawn(move || {
+        if let Some(signal) = signals.forever().next() {
+            haven_sources::process::kill_all();
+            std::process::exit(128 + signal);
+        }
+    });
 }

@@ -51,6 +51,8 @@ pub enum AlertKind {
     RpoBreached,
     /// A verify (validation) failed.
     VerifyFailed,
+    /// A retention run (forget + prune) failed.
+    RetentionFailed,
 }
 
 impl AlertKind {
@@ -60,17 +62,19 @@ impl AlertKind {
             AlertKind::BackupMissed => "backup-missed",
             AlertKind::RpoBreached => "rpo-breached",
             AlertKind::VerifyFailed => "verify-failed",
+            AlertKind::RetentionFailed => "retention-failed",
         }
     }
 
     /// The start of this kind's keys ([`Alert::key_for`]): `backup`, `missed`, `rpo`,
-    /// `verify`.
+    /// `verify`, `retention`.
     pub fn key_prefix(self) -> &'static str {
         match self {
             AlertKind::BackupFailed => "backup",
             AlertKind::BackupMissed => "missed",
             AlertKind::RpoBreached => "rpo",
             AlertKind::VerifyFailed => "verify",
+            AlertKind::RetentionFailed => "retention",
         }
     }
 }

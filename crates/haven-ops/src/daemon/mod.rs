@@ -218,6 +218,11 @@ impl Daemon {
         for id in &abandoned {
             worker::mark_interrupted(&self.shared, *id);
         }
+        if !state.running.is_empty() {
+            // The abandoned jobs' programs (dump tools, hooks) lead their own process
+            // groups: stop them rather than leave them running after the daemon.
+            haven_sources::process::kill_all();
+        }
         abandoned
     }
 }

@@ -6,7 +6,8 @@
 //! the cause: failed runs, skipped runs, a scheduler that never started them. It resolves
 //! by itself after the next good backup. Other conditions: `backup:TENANT` (the last run
 //! failed after its retries), `missed:TENANT` (a slot passed while the daemon was down;
-//! resolved by the next good backup) and `verify:TENANT` (the last drill failed).
+//! resolved by the next good backup), `verify:TENANT` (the last drill failed) and
+//! `retention:TENANT` (the last retention run failed; resolved by the next good one).
 //! Delivery, deduplication and reminders are the [`crate::alerts`] engine's.
 
 use chrono::{DateTime, Utc};
@@ -171,6 +172,22 @@ pub(super) fn verify_failed(shared: &Shared, tenant: &str, why: &str, now: DateT
 
 pub(super) fn verify_passed(shared: &Shared, tenant: &str, now: DateTime<Utc>) {
     clear(shared, AlertKind::VerifyFailed, tenant, None, now);
+}
+
+pub(super) fn retention_failed(shared: &Shared, tenant: &str, why: &str, now: DateTime<Utc>) {
+    raise(
+        shared,
+        AlertKind::RetentionFailed,
+        tenant,
+        None,
+        format!("retention of tenant {tenant} failed: old points are not removed and the repository keeps growing"),
+        why.to_string(),
+        now,
+    );
+}
+
+pub(super) fn retention_succeeded(shared: &Shared, tenant: &str, now: DateTime<Utc>) {
+    clear(shared, AlertKind::RetentionFailed, tenant, None, now);
 }
 
 /// Effective RPO of each component of `tenant` at `now`: (component, seconds, breached).

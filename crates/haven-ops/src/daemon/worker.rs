@@ -82,6 +82,8 @@ fn run(shared: &Arc<Shared>, job: &Queued, running: &Running) {
     let mut observer = Observer::new(log);
     observer.progress = running.progress.clone();
     observer.component = running.component.clone();
+    // Every program the job runs is stopped at its deadline (`[daemon] job-timeout`).
+    observer.deadline = Some(std::time::Instant::now() + shared.config.daemon.job_timeout);
     observer.line(&format!(
         "{} of tenant {} started",
         kind_name(job.kind),
@@ -232,9 +234,14 @@ fn retention(shared: &Shared, tenant: &str, observer: &Observer) -> JobOutcome {
                     observer.line(&format!("warning: refreshing the catalog's points: {e}"));
                 }
             }
+            watch::retention_succeeded(shared, tenant, shared.clock.now());
             JobOutcome::succeeded()
         }
-        Err(e) => JobOutcome::failed(e.to_string()),
+        Err(e) => {
+            // A retention that keeps failing lets the repository grow without bound.
+            watch::retention_failed(shared, tenant, &e.to_string(), shared.clock.now());
+            JobOutcome::failed(e.to_string())
+        }
     }
 }
 

@@ -58,41 +58,36 @@ mod session;
 use std::fs;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use crate::process::{self, ChildOutput};
+use crate::process::{Limits, Running, Span, Tool};
 use crate::{
     Feed, Fingerprint, RestoreOptions, Result, ScratchTarget, Sink, SourceError, StreamComponent,
 };
 pub(crate) use conninfo::{encode_userinfo, quote_ident};
 use conninfo::{quote_literal, ConnInfo};
-use session::{classify, collect, drain, run_classified, Session};
+use session::{classify, drain, Session};
 
-/// Wait for a client tool whose stderr `collect` is gathering; a failed exit becomes an
-/// error naming `what` with the end of that stderr (classified: unreachable server,
-/// refused credentials, ...).
-fn finish_child(
-    mut child: std::process::Child,
-    stderr: std::thread::JoinHandle<Vec<u8>>,
-    what: &str,
-    conn: &ConnInfo,
-) -> Result<()> {
-    let status = child
-        .wait()
-        .map_err(|e| SourceError::io(format!("waiting for {what}"), e))?;
-    let stderr = stderr.join().unwrap_or_default();
-    if status.success() {
+/// Wait for a client tool; a timeout is reported as such, a failed exit becomes an error
+/// naming `what` with the end of its stderr (classified: unreachable server, refused
+/// credentials, ...).
+fn finish_child(mut child: Running, what: &str, conn: &ConnInfo) -> Result<()> {
+    let exit = child.wait()?;
+    if let Some(e) = exit.timeout_error() {
+        return Err(e);
+    }
+    if exit.success() {
         return Ok(());
     }
-    Err(classify(
-        what,
-        conn,
-        format!("{} ({status})", process::stderr_tail(&stderr)),
-    ))
+    Err(classify(what, conn, exit.detail()))
 }
+
+/// How long each client tool may run when the config gives no `timeout`.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
 
 /// What to do when a PostgreSQL client tool is missing.
 pub(crate) const NOT_INSTALLED_HINT: &str =
@@ -121,16 +116,28 @@ pub struct PostgresConfig {
     /// restoring user.
     #[serde(default)]
     pub keep_owners: bool,
+    /// How long each client tool (`pg_dump`, `pg_restore`, `psql`) may run before it is
+    /// stopped (default [`DEFAULT_TIMEOUT`]).
+    #[serde(default)]
+    pub timeout: Option<Span>,
 }
 
 #[derive(Debug, Clone)]
 pub struct PostgresComponent {
     pub config: PostgresConfig,
+    deadline: Option<Instant>,
 }
 
 impl PostgresComponent {
     pub fn new(config: PostgresConfig) -> Self {
-        PostgresComponent { config }
+        PostgresComponent {
+            config,
+            deadline: None,
+        }
+    }
+
+    fn limits(&self) -> Limits {
+        Limits::timeout(self.config.timeout.map_or(DEFAULT_TIMEOUT, |s| s.0)).until(self.deadline)
     }
 
     fn conn(&self) -> Result<ConnInfo> {
@@ -166,9 +173,11 @@ impl PostgresComponent {
         }
     }
 
-    /// A client tool with the password (if the URL has one) in its environment.
-    fn command(&self, tool: &Path, conn: &ConnInfo) -> Command {
-        let mut cmd = Command::new(tool);
+    /// A client tool with the password (if the URL has one) in its environment, libpq's
+    /// own `PG*` variables, and no other secret.
+    fn command(&self, tool: &Path, conn: &ConnInfo, what: &str) -> Tool {
+        let mut cmd = Tool::new(tool, what, NOT_INSTALLED_HINT);
+        cmd.pass_env("PG").limits(self.limits());
         if let Some(password) = &conn.password {
             cmd.env("PGPASSWORD", password);
         }
@@ -184,7 +193,8 @@ impl PostgresComponent {
 
     fn session(&self, conn: &ConnInfo) -> Result<Session> {
         let psql = self.tool("psql")?;
-        Session::open(self.command(&psql, conn), conn)
+        let what = format!("psql on {}", conn.render(false));
+        Session::open(self.command(&psql, conn, &what), conn)
     }
 
     fn jobs(&self) -> usize {
@@ -261,14 +271,13 @@ impl PostgresComponent {
     /// pins the date, interval and float output itself; the time zone and the bytea and
     /// money output are pinned here (`PGTZ`, `PGOPTIONS`), so that a restored copy on a
     /// server with other defaults dumps the same row text, and thus the same fingerprint.
-    fn dump_command(&self, pg_dump: &Path, conn: &ConnInfo) -> Command {
-        let mut cmd = self.command(pg_dump, conn);
+    fn dump_command(&self, pg_dump: &Path, conn: &ConnInfo, what: &str) -> Tool {
+        let mut cmd = self.command(pg_dump, conn, what);
         let mut options = std::env::var("PGOPTIONS").unwrap_or_default();
         options.push_str(" -c bytea_output=hex -c lc_monetary=C");
         cmd.env("PGTZ", "UTC")
             .env("PGOPTIONS", options.trim_start())
-            .args(["-Fc", "-Z0", "-d", &conn.render(false)])
-            .stdin(Stdio::null());
+            .args(["-Fc", "-Z0", "-d", &conn.render(false)]);
         cmd
     }
 
@@ -294,6 +303,10 @@ impl StreamComponent for PostgresComponent {
         }
     }
 
+    fn set_deadline(&mut self, deadline: Option<Instant>) {
+        self.deadline = deadline;
+    }
+
     fn stream_name(&self) -> &'static str {
         "dump.pgcustom"
     }
@@ -305,9 +318,8 @@ impl StreamComponent for PostgresComponent {
         let mut session = self.session(&conn)?;
         session.query("SELECT 1;")?;
         session.close()?;
-        let mut cmd = self.dump_command(&pg_dump, &conn);
         let what = format!("pg_dump of {}", conn.render(false));
-        let mut out = ChildOutput::spawn(&mut cmd, &what, NOT_INSTALLED_HINT)?;
+        let mut out = self.dump_command(&pg_dump, &conn, &what).stream()?;
         // The fingerprint reads a copy of the stream, in another thread, as the sink stores it.
         let (tx, rx) = mpsc::sync_channel(64);
         let reader = std::thread::spawn(move || archive::fingerprint(archive::Received::new(rx)));
@@ -315,8 +327,12 @@ impl StreamComponent for PostgresComponent {
             inner: &mut out,
             tx,
         });
-        // The tee is gone, so the reader has seen the end of the stream.
-        let dumped = dumped.and_then(|()| drain(&mut out, &what));
+        // The tee is gone, so the reader has seen the end of the stream. pg_dump's own
+        // failure (or timeout) explains a failed store.
+        let dumped = match dumped {
+            Ok(()) => drain(&mut out, &what),
+            Err(e) => Err(out.take_failure().unwrap_or(e)),
+        };
         let fingerprint = reader
             .join()
             .expect("the fingerprint thread does not panic");
@@ -339,27 +355,25 @@ impl StreamComponent for PostgresComponent {
                 .and_then(|f| write_with_offsets(io::BufWriter::new(f), &file, feed))
                 .and_then(|()| self.make_target(&target));
             let result = written.and_then(|()| {
-                let mut cmd = self.command(&pg_restore, &conn);
+                let mut cmd = self.command(&pg_restore, &conn, &what);
                 cmd.args(self.pg_restore_args(&conn))
                     .arg("-j")
                     .arg(jobs.to_string())
-                    .arg(&file);
-                run_classified(&mut cmd, &what, &conn)
+                    .arg(&file)
+                    .work(work);
+                finish_child(cmd.spawn()?, &what, &conn)
             });
             let _ = fs::remove_file(&file);
             return result;
         }
         self.make_target(&target)?;
-        let mut cmd = self.command(&pg_restore, &conn);
-        cmd.args(self.pg_restore_args(&conn))
+        let mut child = self
+            .command(&pg_restore, &conn, &what)
+            .args(self.pg_restore_args(&conn))
+            .work(work)
             .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| process::spawn_error(&cmd, NOT_INSTALLED_HINT, e))?;
-        let stderr = collect(child.stderr.take().expect("piped stderr"));
-        let mut stdin = child.stdin.take().expect("piped stdin");
+            .spawn()?;
+        let mut stdin = child.take_stdin().expect("piped stdin");
         let fed = feed(&mut stdin).and_then(|_| {
             stdin
                 .flush()
@@ -367,7 +381,7 @@ impl StreamComponent for PostgresComponent {
         });
         drop(stdin);
         // pg_restore's own error explains a broken pipe on our side, so it comes first.
-        finish_child(child, stderr, &what, &conn)?;
+        finish_child(child, &what, &conn)?;
         fed
     }
 
@@ -375,15 +389,12 @@ impl StreamComponent for PostgresComponent {
         let conn = self.conn()?;
         let pg_dump = self.tool("pg_dump")?;
         let what = format!("pg_dump of {} (for its fingerprint)", conn.render(false));
-        let mut cmd = self.dump_command(&pg_dump, &conn);
-        cmd.arg("--data-only")
+        let mut child = self
+            .dump_command(&pg_dump, &conn, &what)
+            .arg("--data-only")
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| process::spawn_error(&cmd, NOT_INSTALLED_HINT, e))?;
-        let stderr = collect(child.stderr.take().expect("piped stderr"));
-        let mut stdout = child.stdout.take().expect("piped stdout");
+            .spawn()?;
+        let mut stdout = child.take_stdout().expect("piped stdout");
         let read = archive::fingerprint(io::BufReader::with_capacity(1 << 16, &mut stdout));
         if read.is_err() {
             // Let pg_dump finish (or fail) rather than block on a full pipe.
@@ -391,7 +402,7 @@ impl StreamComponent for PostgresComponent {
         }
         drop(stdout);
         // pg_dump's own error (connection, credentials) explains a short archive.
-        finish_child(child, stderr, &what, &conn)?;
+        finish_child(child, &what, &conn)?;
         read.map_err(|e| SourceError::failed(format!("reading the {what}"), e))
     }
 

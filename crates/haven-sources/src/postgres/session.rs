@@ -2,13 +2,11 @@
 //! query, reading a tool's output to its end, and the classification of the tools'
 //! error output into [`SourceError`]s.
 
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::thread::JoinHandle;
+use std::io::{self, BufRead, BufReader, Write};
+use std::process::{ChildStdin, ChildStdout, Stdio};
 
 use super::conninfo::ConnInfo;
-use super::NOT_INSTALLED_HINT;
-use crate::process::{self, ChildOutput};
+use crate::process::{ChildOutput, Running, Tool};
 use crate::{Result, SourceError};
 
 /// Read what the sink left unread: a sink that stops early must not leave pg_dump
@@ -24,31 +22,6 @@ pub(super) fn drain(out: &mut ChildOutput, what: &str) -> Result<()> {
         ));
     }
     Ok(())
-}
-
-pub(super) fn collect(mut stderr: impl Read + Send + 'static) -> JoinHandle<Vec<u8>> {
-    std::thread::spawn(move || {
-        let mut buf = vec![];
-        let _ = stderr.read_to_end(&mut buf);
-        buf
-    })
-}
-
-/// Run a tool to completion; a failure is classified from its stderr.
-pub(super) fn run_classified(cmd: &mut Command, what: &str, conn: &ConnInfo) -> Result<()> {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| process::spawn_error(cmd, NOT_INSTALLED_HINT, e))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(classify(
-            what,
-            conn,
-            format!("{} ({})", process::stderr_tail(&out.stderr), out.status),
-        ))
-    }
 }
 
 /// Turn a client tool's error output into the error class a user can act on.
@@ -103,11 +76,9 @@ const DONE: &str = "__haven_done__";
 /// A psql process driven line by line: each query is followed by `\echo` of a marker, so
 /// its output ends at the marker; psql stops at the first error (`ON_ERROR_STOP`).
 pub(super) struct Session {
-    child: Child,
+    child: Running,
     pipes: Pipes,
-    stderr: Option<JoinHandle<Vec<u8>>>,
     conn: ConnInfo,
-    ended: bool,
 }
 
 struct Pipes {
@@ -145,7 +116,7 @@ impl Pipes {
 }
 
 impl Session {
-    pub(super) fn open(mut cmd: Command, conn: &ConnInfo) -> Result<Session> {
+    pub(super) fn open(mut cmd: Tool, conn: &ConnInfo) -> Result<Session> {
         cmd.args([
             "-X",
             "-q",
@@ -157,20 +128,14 @@ impl Session {
             &conn.render(false),
         ])
         .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| process::spawn_error(&cmd, NOT_INSTALLED_HINT, e))?;
-        let stdin = child.stdin.take().expect("piped stdin");
-        let stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
-        let stderr = collect(child.stderr.take().expect("piped stderr"));
+        .stdout(Stdio::piped());
+        let mut child = cmd.spawn()?;
+        let stdin = child.take_stdin().expect("piped stdin");
+        let stdout = BufReader::new(child.take_stdout().expect("piped stdout"));
         Ok(Session {
             child,
             pipes: Pipes { stdin, stdout },
-            stderr: Some(stderr),
             conn: conn.clone(),
-            ended: false,
         })
     }
 
@@ -178,46 +143,36 @@ impl Session {
         self.pipes.query(sql).ok_or_else(|| self.failure())
     }
 
-    /// Why psql ended: its exit status and the end of its stderr, classified.
+    /// Why psql ended: its timeout, or its exit status and the end of its stderr,
+    /// classified.
     fn failure(&mut self) -> SourceError {
-        let status = self.child.wait();
-        self.ended = true;
-        let stderr = self
-            .stderr
-            .take()
-            .map(|h| h.join().unwrap_or_default())
-            .unwrap_or_default();
-        let status = status
-            .map(|s| s.to_string())
-            .unwrap_or_else(|e| e.to_string());
-        classify(
-            &format!("psql on {}", self.conn.render(false)),
-            &self.conn,
-            format!("{} ({status})", process::stderr_tail(&stderr)),
-        )
+        match self.child.wait() {
+            Err(e) => e,
+            Ok(exit) => exit.timeout_error().unwrap_or_else(|| {
+                classify(
+                    &format!("psql on {}", self.conn.render(false)),
+                    &self.conn,
+                    exit.detail(),
+                )
+            }),
+        }
     }
 
     pub(super) fn close(mut self) -> Result<()> {
         let _ = self.pipes.stdin.write_all(b"\\q\n");
         let _ = self.pipes.stdin.flush();
-        let status = self
-            .child
-            .wait()
-            .map_err(|e| SourceError::io("waiting for psql", e))?;
-        if status.success() {
-            self.ended = true;
+        let exit = self.child.wait()?;
+        if let Some(e) = exit.timeout_error() {
+            return Err(e);
+        }
+        if exit.success() {
             Ok(())
         } else {
-            Err(self.failure())
-        }
-    }
-}
-
-impl Drop for Session {
-    fn drop(&mut self) {
-        if !self.ended {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+            Err(classify(
+                &format!("psql on {}", self.conn.render(false)),
+                &self.conn,
+                exit.detail(),
+            ))
         }
     }
 }

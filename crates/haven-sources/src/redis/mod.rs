@@ -150,6 +150,10 @@ impl StreamComponent for RedisComponent {
         "dump.rdb"
     }
 
+    /// Redis runs no tool with a deadline: the source is read over a socket with I/O
+    /// timeouts, and the throwaway servers live as long as the run that needs them.
+    fn set_deadline(&mut self, _deadline: Option<std::time::Instant>) {}
+
     fn backup(&self, sink: &mut Sink<'_>, work: &Path) -> Result<Fingerprint> {
         let mut conn = self.connect()?;
         server_version(&mut conn, true)?;

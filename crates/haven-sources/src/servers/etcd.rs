@@ -15,11 +15,13 @@ use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
+use rustix::process::{kill_process, Pid, Signal};
+
 use crate::etcd::{find_tool, EtcdClient};
-use crate::process::{self, free_port};
+use crate::process::{self, free_port, Running, Tool};
 use crate::{Result, SourceError};
 
 /// The cluster token of members Haven brings up (restored or throwaway).
@@ -37,7 +39,7 @@ pub struct EtcdServer {
 
 enum Process {
     /// Started here: killed and waited for.
-    Child(Child),
+    Child(Running),
     /// Adopted: stopped by pid.
     Pid(u32),
 }
@@ -132,10 +134,7 @@ impl EtcdServer {
 impl Drop for EtcdServer {
     fn drop(&mut self) {
         match &mut self.process {
-            Process::Child(child) => {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
+            Process::Child(child) => child.stop(),
             Process::Pid(pid) => {
                 if let Err(e) = stop(*pid, &self.data_dir) {
                     eprintln!("haven: warning: {e}");
@@ -196,7 +195,7 @@ impl Member<'_> {
 /// Start `member` and wait until it is healthy; writes its pid file. `detached`: in a
 /// session of its own (via `setsid`), so that it outlives Haven. On failure the process
 /// is killed and the error carries the end of its log.
-pub(crate) fn launch(member: &Member<'_>, detached: bool, timeout: Duration) -> Result<Child> {
+pub(crate) fn launch(member: &Member<'_>, detached: bool, timeout: Duration) -> Result<Running> {
     let log_path = log_path(member.data_dir);
     let io = |what: &str, e| SourceError::io(format!("{what} {}", log_path.display()), e);
     if let Some(parent) = member.data_dir.parent() {
@@ -216,31 +215,28 @@ pub(crate) fn launch(member: &Member<'_>, detached: bool, timeout: Duration) -> 
         shown.join(" ")
     )
     .map_err(|e| io("writing", e))?;
-    let (mut cmd, hint) = if detached {
-        let mut cmd = Command::new("setsid");
-        cmd.arg(member.etcd);
-        (
-            cmd,
+    let what = format!("etcd for {}", member.client_url);
+    let mut cmd = if detached {
+        let mut cmd = Tool::new(
+            "setsid",
+            what,
             "install util-linux (its setsid starts the member in its own session)",
-        )
+        );
+        cmd.arg(member.etcd).leaves_session();
+        cmd
     } else {
-        (Command::new(member.etcd), "install etcd-server")
+        Tool::new(member.etcd, what, "install etcd-server")
     };
     let stdout = log.try_clone().map_err(|e| io("opening", e))?;
-    cmd.args(&args)
-        .stdin(Stdio::null())
-        .stdout(stdout)
-        .stderr(log);
     let mut child = cmd
-        .spawn()
-        .map_err(|e| process::spawn_error(&cmd, hint, e))?;
+        .args(&args)
+        .stdout(Stdio::from(stdout))
+        .stderr(Stdio::from(log))
+        .spawn()?;
     let client = EtcdClient::new(member.client_url)?;
     let mut exited = None;
     let ready = process::wait_until(&format!("etcd at {}", member.client_url), timeout, || {
-        if let Some(status) = child
-            .try_wait()
-            .map_err(|e| SourceError::io("watching etcd", e))?
-        {
+        if let Some(status) = child.has_exited()? {
             exited = Some(status);
             return Ok(true);
         }
@@ -267,17 +263,14 @@ pub(crate) fn launch(member: &Member<'_>, detached: bool, timeout: Duration) -> 
         }
         (Err(e), None) => e,
     };
-    let _ = child.kill();
-    let _ = child.wait();
+    child.stop();
     Err(failure)
 }
 
 /// Let a launched member run on: a thread reaps it when it ends (no zombie while Haven
 /// runs); when Haven exits first, the member stays.
-pub(crate) fn detach(mut child: Child) {
-    std::thread::spawn(move || {
-        let _ = child.wait();
-    });
+pub(crate) fn detach(child: Running) {
+    child.detach();
 }
 
 /// Whether `pid` is an etcd started with `--data-dir <data_dir>`.
@@ -300,13 +293,15 @@ pub(crate) fn running_pid(data_dir: &Path) -> Option<u32> {
 /// Stop the member `pid` of `data_dir` (SIGTERM, then SIGKILL) and wait until it is gone.
 pub(crate) fn stop(pid: u32, data_dir: &Path) -> Result<()> {
     let what = format!("stopping etcd (pid {pid}, {})", data_dir.display());
-    for signal in ["-TERM", "-KILL"] {
+    for signal in [Signal::TERM, Signal::KILL] {
         if !runs_member(pid, data_dir) {
             return Ok(());
         }
-        let mut kill = Command::new("kill");
-        kill.args([signal, &pid.to_string()]);
-        if let Err(e) = process::run(&mut kill, &what, "install procps (kill)") {
+        let sent = Pid::from_raw(pid as i32)
+            .filter(|_| pid > 1)
+            .map_or(Err(rustix::io::Errno::SRCH), |p| kill_process(p, signal));
+        if let Err(e) = sent {
+            let e = SourceError::io(&what, e.into());
             // It may have ended between the check and the signal.
             return if runs_member(pid, data_dir) {
                 Err(e)

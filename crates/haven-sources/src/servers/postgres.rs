@@ -18,13 +18,13 @@
 //! is retried on another port.
 
 use std::fs;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use crate::postgres::{encode_userinfo, NOT_INSTALLED_HINT};
-use crate::process;
+use crate::process::{self, Tool};
 use crate::{Result, SourceError};
 
 /// The superuser of a throwaway server.
@@ -111,20 +111,21 @@ impl PostgresServer {
     }
 
     /// A server-side command, run as the `postgres` user when we are root.
-    fn server_command(&self, tool: &str) -> Command {
+    fn server_command(&self, tool: &str, what: &str) -> Tool {
         let program = self.bin.join(tool);
+        let hint = "install the PostgreSQL server";
         match &self.run_as {
             Some(user) => {
-                let mut cmd = Command::new("runuser");
+                let mut cmd = Tool::new("runuser", what, hint);
                 cmd.args(["-u", user, "--"]).arg(program);
                 cmd
             }
-            None => Command::new(program),
+            None => Tool::new(program, what, hint),
         }
     }
 
     fn initdb(&self) -> Result<()> {
-        let mut cmd = self.server_command("initdb");
+        let mut cmd = self.server_command("initdb", "initdb of a throwaway PostgreSQL server");
         cmd.arg("-D")
             .arg(&self.data)
             .args(["-U", SUPERUSER, "-E", "UTF8", "--no-locale", "--no-sync"])
@@ -149,11 +150,7 @@ impl PostgresServer {
                 cmd.args(["--auth=trust"]);
             }
         }
-        let result = process::run(
-            &mut cmd,
-            "initdb of a throwaway PostgreSQL server",
-            "install the PostgreSQL server",
-        );
+        let result = cmd.run();
         let _ = fs::remove_file(&pwfile);
         result?;
         // The unix socket path must fit in sun_path (107 bytes); without room, TCP only.
@@ -193,7 +190,7 @@ impl PostgresServer {
         let mut last = None;
         for _ in 0..5 {
             self.port = process::free_port()?;
-            let mut cmd = self.server_command("pg_ctl");
+            let mut cmd = self.server_command("pg_ctl", "starting a throwaway PostgreSQL server");
             cmd.args(["start", "-w", "-s", "-t", "60", "-D"])
                 .arg(&self.data)
                 .arg("-l")
@@ -201,11 +198,7 @@ impl PostgresServer {
                 .arg("-o")
                 .arg(format!("-p {}", self.port))
                 .current_dir(&self.dir);
-            match process::run(
-                &mut cmd,
-                "starting a throwaway PostgreSQL server",
-                "install the PostgreSQL server",
-            ) {
+            match cmd.run() {
                 Ok(_) => return Ok(()),
                 Err(e) => {
                     let text = fs::read_to_string(&log).unwrap_or_default();
@@ -274,34 +267,33 @@ impl PostgresServer {
     /// the first error; returns what psql printed (unaligned, tuples only).
     pub fn psql(&self, db: &str, sql: &str) -> Result<String> {
         let url = self.url_as(SUPERUSER, None, db);
-        let mut cmd = Command::new(self.bin.join("psql"));
+        let mut cmd = Tool::new(
+            self.bin.join("psql"),
+            format!("psql on database {db} of the throwaway server"),
+            NOT_INSTALLED_HINT,
+        );
         cmd.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", &url])
             .env("PGCLIENTENCODING", "UTF8")
             .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        match &self.password {
-            Some(p) => cmd.env("PGPASSWORD", p),
-            None => cmd.env_remove("PGPASSWORD"),
-        };
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| process::spawn_error(&cmd, NOT_INSTALLED_HINT, e))?;
-        let mut stdin = child.stdin.take().expect("piped stdin");
+            .stdout(Stdio::piped());
+        if let Some(p) = &self.password {
+            cmd.env("PGPASSWORD", p);
+        }
+        let mut child = cmd.spawn()?;
+        let mut stdin = child.take_stdin().expect("piped stdin");
         let sql = sql.to_string();
         // Written from another thread so a large result cannot block the input.
         let writer = std::thread::spawn(move || stdin.write_all(sql.as_bytes()));
-        let out = child
-            .wait_with_output()
-            .map_err(|e| SourceError::io("waiting for psql", e))?;
+        let mut stdout = vec![];
+        let read = child
+            .take_stdout()
+            .expect("piped stdout")
+            .read_to_end(&mut stdout);
+        let exit = child.wait()?;
         let _ = writer.join();
-        if !out.status.success() {
-            return Err(SourceError::failed(
-                format!("psql on database {db} of the throwaway server"),
-                format!("{} ({})", process::stderr_tail(&out.stderr), out.status),
-            ));
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        exit.into_result()?;
+        read.map_err(|e| SourceError::io("reading the output of psql", e))?;
+        Ok(String::from_utf8_lossy(&stdout).into_owned())
     }
 
     /// Create an empty database `name`.
@@ -317,11 +309,11 @@ impl PostgresServer {
 impl Drop for PostgresServer {
     fn drop(&mut self) {
         if self.port != 0 {
-            let mut cmd = self.server_command("pg_ctl");
+            let mut cmd = self.server_command("pg_ctl", "stopping a throwaway PostgreSQL server");
             cmd.args(["stop", "-w", "-s", "-m", "immediate", "-D"])
                 .arg(&self.data)
                 .current_dir("/");
-            if let Err(e) = process::run(&mut cmd, "stopping a throwaway PostgreSQL server", "") {
+            if let Err(e) = cmd.run() {
                 eprintln!("haven: warning: {e}");
             }
         }

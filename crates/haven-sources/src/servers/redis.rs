@@ -1,5 +1,5 @@
 //! A throwaway `redis-server`: its own directory, a free loopback port, no persistence,
-//! killed and removed on drop.
+//! a password, killed and removed on drop.
 //!
 //! Used to load a backed-up RDB (for the backup's fingerprint and as the source of a
 //! restore), as the scratch target of `tenant verify`, and by tests and the demo.
@@ -10,19 +10,25 @@
 //! RedisServer::start_with_rdb(dir, f)  loads the RDB file f (linked or copied into dir)
 //! RedisServer::start_with(dir, &opts)  any of the above, plus extra config lines
 //! ```
-//! The server gets a config file `dir/redis.conf` (so a password never appears in `ps`):
-//! `bind 127.0.0.1`, `save ""`, `appendonly no`, `daemonize no`, `databases 256` (so an
-//! RDB using databases beyond the default 16 loads). Its log goes to `dir/redis.log`; a
+//! The server gets a config file `dir/redis.conf` (mode 0600, so the password appears
+//! neither in `ps` nor to other users): `bind 127.0.0.1`, `save ""`, `appendonly no`,
+//! `daemonize no`, `databases 256` (so an RDB using databases beyond the default 16
+//! loads), `requirepass` with the given password or else a random one (it holds a
+//! tenant's whole dataset: another local user must not read it), and `CONFIG` renamed
+//! away, so not even a client with the password can change `dir` or `dbfilename` and
+//! make the server write files elsewhere. Its log goes to `dir/redis.log`; a
 //! server that exits while starting is reported with the end of that log. Readiness is
 //! polled with `PING` (a server still loading its RDB answers `LOADING` and is waited
 //! for). `dir` must belong to the server alone: it is deleted on drop.
 
 use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
-use crate::process::{self, wait_until};
+use crate::process::{self, secrets::random_token, wait_until, Running, Tool};
 use crate::redis::resp::{Connection, RedisUrl, Reply};
 use crate::{Result, SourceError};
 
@@ -36,6 +42,7 @@ pub const DATABASES: u32 = 256;
 #[derive(Debug, Clone, Default)]
 pub struct RedisServerOptions {
     /// `requirepass`: clients must `AUTH` with it (it is also in [`RedisServer::url`]).
+    /// Default: a random one.
     pub password: Option<String>,
     /// An RDB file to load at start; it is hard-linked (or copied) into the directory and
     /// left unchanged.
@@ -49,14 +56,15 @@ pub struct RedisServerOptions {
 /// A running throwaway `redis-server`; dropping it kills it and deletes its directory.
 #[derive(Debug)]
 pub struct RedisServer {
-    child: Child,
+    child: Running,
     dir: PathBuf,
     port: u16,
-    password: Option<String>,
+    password: String,
 }
 
 impl RedisServer {
-    /// An empty server with its data in `dir` (created; deleted on drop).
+    /// An empty server with its data in `dir` (created; deleted on drop), with a random
+    /// password (in [`RedisServer::url`]).
     pub fn start(dir: &Path) -> Result<RedisServer> {
         Self::start_with(dir, &RedisServerOptions::default())
     }
@@ -106,11 +114,15 @@ impl RedisServer {
         }
         // Loading runs at some hundreds of MB/s; leave ample room for a slow disk.
         let timeout = Duration::from_secs(30 + rdb_size / (20 << 20));
+        let password = match &opts.password {
+            Some(p) => p.clone(),
+            None => random_token(24)?,
+        };
         let mut attempt = 0;
         loop {
             attempt += 1;
             let port = process::free_port()?;
-            match Self::spawn(&dir, port, opts, timeout) {
+            match Self::spawn(&dir, port, &password, opts, timeout) {
                 Ok(server) => return Ok(server),
                 // Another process took the port between free_port and the bind: try another.
                 Err(Spawn::PortTaken) if attempt < 5 => continue,
@@ -128,6 +140,7 @@ impl RedisServer {
     fn spawn(
         dir: &Path,
         port: u16,
+        password: &str,
         opts: &RedisServerOptions,
         timeout: Duration,
     ) -> Result<RedisServer, Spawn> {
@@ -141,47 +154,44 @@ impl RedisServer {
             ("daemonize".into(), "no".into()),
             ("databases".into(), DATABASES.to_string()),
             ("logfile".into(), String::new()),
+            ("requirepass".into(), password.to_string()),
         ];
-        if let Some(password) = &opts.password {
-            conf.push(("requirepass".into(), password.clone()));
-        }
         conf.extend(opts.config.iter().cloned());
-        let text: String = conf
+        let mut text: String = conf
             .iter()
             .map(|(k, v)| format!("{k} {}\n", quote(v)))
             .collect();
+        text.push_str("rename-command CONFIG \"\"\n");
         let conf_path = dir.join("redis.conf");
         let log_path = dir.join("redis.log");
         let io = |what: &str, e| {
             Spawn::Failed(SourceError::io(format!("{what} in {}", dir.display()), e))
         };
-        fs::write(&conf_path, text).map_err(|e| io("writing redis.conf", e))?;
+        write_private(&conf_path, text.as_bytes()).map_err(|e| io("writing redis.conf", e))?;
         let log = fs::File::create(&log_path).map_err(|e| io("creating redis.log", e))?;
         let log2 = log.try_clone().map_err(|e| io("opening redis.log", e))?;
         let program = opts
             .program
             .clone()
             .unwrap_or_else(|| "redis-server".into());
-        let mut cmd = Command::new(&program);
-        cmd.arg(&conf_path)
+        let child = Tool::new(&program, "redis-server", INSTALL_HINT)
+            .arg(&conf_path)
             .current_dir(dir)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2);
-        let child = cmd
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log2))
             .spawn()
-            .map_err(|e| Spawn::Failed(process::spawn_error(&cmd, INSTALL_HINT, e)))?;
+            .map_err(Spawn::Failed)?;
         let mut server = RedisServer {
             child,
             dir: dir.to_path_buf(),
             port,
-            password: opts.password.clone(),
+            password: password.to_string(),
         };
         let url = server.redis_url();
         let mut exited = None;
         let what = format!("{} on 127.0.0.1:{port}", program.display());
         let waited = wait_until(&what, timeout, || {
-            if let Ok(Some(status)) = server.child.try_wait() {
+            if let Ok(Some(status)) = server.child.has_exited() {
                 exited = Some(status);
                 return Ok(true);
             }
@@ -217,7 +227,12 @@ impl RedisServer {
         self.port
     }
 
-    /// `redis://[:password@]127.0.0.1:<port>`, password included: for a component config.
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `redis://:password@127.0.0.1:<port>`, password included: for a component config.
     pub fn url(&self) -> String {
         self.redis_url().to_url()
     }
@@ -227,8 +242,13 @@ impl RedisServer {
             host: "127.0.0.1".into(),
             port: self.port,
             username: None,
-            password: self.password.clone(),
+            password: Some(self.password.clone()),
         }
+    }
+
+    /// The password clients must give.
+    pub fn password(&self) -> &str {
+        &self.password
     }
 
     /// A new connection to it, logged in.
@@ -244,8 +264,7 @@ impl RedisServer {
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.child.stop();
         let _ = fs::remove_dir_all(&self.dir);
     }
 }
@@ -284,6 +303,17 @@ fn log_summary(log: &[u8]) -> String {
         return process::stderr_tail(log);
     }
     found[found.len().saturating_sub(3)..].join("; ")
+}
+
+/// Write a file only its owner can read.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let _ = fs::remove_file(path);
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?
+        .write_all(bytes)
 }
 
 /// A config value in double quotes, escaped as redis.conf's parser expects.

@@ -50,7 +50,8 @@ pub fn run(g: &Global, cmd: TenantCommand) -> Result<i32> {
     }
 }
 
-/// The config file: --config / HAVEN_CONFIG, else ./haven.toml, else /etc/haven/haven.toml.
+/// The config file: --config / HAVEN_CONFIG, else ./haven.toml, else /etc/haven/haven.toml;
+/// `--work-dir` / HAVEN_WORK_DIR replaces its `work-dir`.
 pub fn load(arg: &ConfigArg) -> Result<Config> {
     let path = arg.config.clone().unwrap_or_else(|| {
         let local = PathBuf::from("haven.toml");
@@ -60,7 +61,11 @@ pub fn load(arg: &ConfigArg) -> Result<Config> {
             PathBuf::from("/etc/haven/haven.toml")
         }
     });
-    Ok(Config::load(&path)?)
+    let mut config = Config::load(&path)?;
+    if let Some(dir) = &arg.work_dir {
+        config.work_dir = Some(dir.clone());
+    }
+    Ok(config)
 }
 
 /// Steps are printed on stderr (stdout keeps the result), unless --quiet or --json.

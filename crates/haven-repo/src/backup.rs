@@ -463,7 +463,7 @@ fn commit(ctx: Arc<Ctx>, mut snapshot: Snapshot, started: Instant) -> Result<Bac
         seconds: started.elapsed().as_secs_f64(),
     };
     crate::debug::phase("backup: writing snapshot");
-    crate::lock::ensure_held()?;
+    crate::lock::ensure_held(&repo.repo)?;
     let id = repo.repo.save_snapshot(&snapshot)?;
     crate::debug::phase("backup: done");
     Ok(BackupResult {

@@ -26,6 +26,10 @@ pub enum RepoError {
     InvalidInput(String),
     #[error("{0}")]
     Locked(String),
+    /// The holder's lock went stale for others or its file was removed: it stops
+    /// before committing anything, since another haven may have pruned meanwhile.
+    #[error("the lock on the repository at {location} was lost: {reason}; stopping without committing. Check access to the repository and run the command again (then `haven check`)")]
+    LockLost { location: String, reason: String },
     #[error("{path}: {action} failed: {source}")]
     Io {
         path: String,

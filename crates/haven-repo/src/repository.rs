@@ -66,6 +66,8 @@ pub struct Repository {
     pub(crate) config: RepoConfig,
     pub(crate) chunker: Arc<Chunker>,
     key_id: FileId,
+    /// The locks taken through this value and its clones ([`crate::lock::ensure_held`]).
+    pub(crate) held_locks: Arc<crate::lock::HeldLocks>,
 }
 
 impl std::fmt::Debug for Repository {
@@ -228,6 +230,7 @@ impl Repository {
             config,
             chunker: Arc::new(chunker),
             key_id,
+            held_locks: Arc::default(),
         }
     }
 

@@ -1,0 +1,162 @@
+//! Regression tests for locks, read ordering, the write pipeline's shutdown and key
+//! slots (issue 10, items 2, 3, 4, 7 and 17), through the engine's library API.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use haven_repo::backup::{backup_paths, BackupOptions};
+use haven_repo::codec::ObjectKind;
+use haven_repo::lock::{list_locks, remove_locks, LockInfo, LockTiming, RepoLock};
+use haven_repo::progress::Progress;
+use haven_repo::{RepoError, Repository};
+use haven_store::{DynBackend, FileKind, FlakyBackend, MemoryBackend, ReadBackend};
+
+mod common;
+use common::{fast_opts, noise, pass};
+
+fn new_repo(backend: DynBackend) -> Repository {
+    Repository::init(backend.clone(), &pass(), &fast_opts()).unwrap();
+    Repository::open(backend, &pass()).unwrap()
+}
+
+fn source_tree() -> tempfile::TempDir {
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("a.bin"), noise(200_000, 7)).unwrap();
+    std::fs::write(src.path().join("b.txt"), "tenant data\n".repeat(5_000)).unwrap();
+    src
+}
+
+fn backup(repo: &Repository, src: &std::path::Path) -> haven_repo::Result<()> {
+    let opts = BackupOptions {
+        paths: vec![src.to_path_buf()],
+        ..Default::default()
+    };
+    backup_paths(
+        repo.clone().indexed()?,
+        &opts,
+        Arc::new(Progress::default()),
+    )
+    .map(|_| ())
+}
+
+/// Poll `cond` until it holds, failing the test after `limit`.
+fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Item 2: a lock taken after waiting for another holder carries the time it was
+/// written, not the time the wait began.
+#[test]
+fn lock_taken_after_a_wait_is_stamped_when_written() {
+    let repo = new_repo(Arc::new(MemoryBackend::new()));
+    let start = chrono::Utc::now().timestamp();
+    // An exclusive lock of another host that turns stale three seconds from now.
+    let age = haven_repo::lock::STALE_AFTER.as_secs() as i64 - 2;
+    let other = LockInfo {
+        exclusive: true,
+        host: "another-host".into(),
+        pid: 1,
+        user: "someone".into(),
+        purpose: "prune".into(),
+        time_unix: start - age,
+    };
+    let planted = hex::encode(
+        repo.save_object(FileKind::Lock, ObjectKind::Lock, &other)
+            .unwrap(),
+    );
+    let lock = RepoLock::acquire(&repo, false, "backup", Duration::from_secs(30)).unwrap();
+    let taken = chrono::Utc::now().timestamp();
+    assert!(taken >= start + 2, "the planted lock was ignored too early");
+    let ours: Vec<LockInfo> = list_locks(&repo)
+        .unwrap()
+        .into_iter()
+        .filter(|(name, _)| *name != planted)
+        .map(|(_, info)| info.expect("our lock is readable"))
+        .collect();
+    assert_eq!(ours.len(), 1);
+    assert!(
+        ours[0].time_unix >= taken - 1,
+        "the lock file written at {taken} says it was written at {} (when the wait began)",
+        ours[0].time_unix
+    );
+    drop(lock);
+}
+
+const FAST: LockTiming = LockTiming {
+    refresh_interval: Duration::from_millis(100),
+    stale_after: Duration::from_millis(600),
+};
+
+/// Item 3: once refreshes failed for long enough that others may judge the lock
+/// stale, the holder stays unable to commit even after the store recovers.
+#[test]
+fn lock_lost_during_an_outage_stays_lost_after_refreshes_recover() {
+    let flaky = Arc::new(FlakyBackend::new());
+    let repo = new_repo(flaky.clone());
+    let lock = RepoLock::acquire_with(&repo, false, "backup", Duration::ZERO, FAST).unwrap();
+    flaky.set_down(true);
+    wait_until(Duration::from_secs(10), "the lock is lost", || {
+        lock.ensure_held().is_err()
+    });
+    flaky.set_down(false);
+    // Several refresh intervals on a healthy store: a refresh that succeeded now must
+    // not make the lock held again (another haven may have pruned meanwhile).
+    std::thread::sleep(FAST.refresh_interval * 4);
+    assert!(
+        matches!(lock.ensure_held(), Err(RepoError::LockLost { .. })),
+        "a lost lock must stay lost"
+    );
+    let src = source_tree();
+    let err = backup(&repo, src.path()).unwrap_err();
+    assert!(matches!(err, RepoError::LockLost { .. }), "{err}");
+    assert!(flaky.inner().list(FileKind::Snapshot).unwrap().is_empty());
+    drop(lock);
+}
+
+/// Item 3: a holder notices that its own lock file was removed (by `unlock` or a prune
+/// on another host) and does not commit.
+#[test]
+fn lock_whose_file_was_removed_by_another_haven_is_lost() {
+    let backend: DynBackend = Arc::new(MemoryBackend::new());
+    let repo = new_repo(backend.clone());
+    let lock = RepoLock::acquire_with(&repo, false, "backup", Duration::ZERO, FAST).unwrap();
+    // Another haven runs `unlock --all`.
+    let other = Repository::open(backend.clone(), &pass()).unwrap();
+    assert_eq!(remove_locks(&other, true).unwrap(), 1);
+    wait_until(Duration::from_secs(10), "the removal is noticed", || {
+        lock.ensure_held().is_err()
+    });
+    let src = source_tree();
+    let err = backup(&repo, src.path()).unwrap_err();
+    assert!(matches!(err, RepoError::LockLost { .. }), "{err}");
+    assert!(backend.list(FileKind::Snapshot).unwrap().is_empty());
+    drop(lock);
+}
+
+/// Item 3: a lost lock stops only the work done under it, not another job of the same
+/// process on another repository (the daemon runs several).
+#[test]
+fn lost_lock_does_not_stop_another_repository_in_the_same_process() {
+    let flaky = Arc::new(FlakyBackend::new());
+    let sick = new_repo(flaky.clone());
+    let sick_lock = RepoLock::acquire_with(&sick, false, "backup", Duration::ZERO, FAST).unwrap();
+    flaky.set_down(true);
+    wait_until(Duration::from_secs(10), "the lock is lost", || {
+        sick_lock.ensure_held().is_err()
+    });
+
+    let healthy_backend: DynBackend = Arc::new(MemoryBackend::new());
+    let healthy = new_repo(healthy_backend.clone());
+    let healthy_lock =
+        RepoLock::acquire_with(&healthy, false, "backup", Duration::ZERO, FAST).unwrap();
+    let src = source_tree();
+    backup(&healthy, src.path()).expect("a healthy repository's backup commits");
+    assert_eq!(healthy_backend.list(FileKind::Snapshot).unwrap().len(), 1);
+    drop(healthy_lock);
+    flaky.set_down(false);
+    drop(sick_lock);
+}

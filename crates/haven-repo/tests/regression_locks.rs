@@ -11,6 +11,7 @@ use haven_repo::progress::Progress;
 use haven_repo::{RepoError, Repository};
 use haven_store::{DynBackend, FileKind, FlakyBackend, MemoryBackend, ReadBackend};
 
+#[allow(dead_code)] // not every fixture is used here
 mod common;
 use common::{fast_opts, noise, pass};
 

@@ -20,6 +20,15 @@ pub enum RepoError {
     },
     #[error("wrong passphrase or key file for the repository at {0}: no key slot opens with it (list slots with `haven key list` using a working key)")]
     WrongPassword(String),
+    /// No slot opened, and some could not even be tried: the secret may belong to one
+    /// of those.
+    #[error("{}", key_slots_damaged(location, damaged, *intact))]
+    KeySlotsDamaged {
+        location: String,
+        damaged: Vec<crate::keys::DamagedSlot>,
+        /// How many intact slots were tried and did not open with the secret.
+        intact: usize,
+    },
     #[error("{what} is damaged: {detail}")]
     Corrupt { what: String, detail: String },
     #[error("{0}")]
@@ -39,6 +48,30 @@ pub enum RepoError {
     },
     #[error("interrupted")]
     Interrupted,
+}
+
+fn key_slots_damaged(
+    location: &str,
+    damaged: &[crate::keys::DamagedSlot],
+    intact: usize,
+) -> String {
+    let list = damaged
+        .iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let ids = damaged
+        .iter()
+        .map(|d| format!("keys/{}", d.id.to_hex()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let tried = match intact {
+        0 => "no intact key slot is left to try".to_string(),
+        n => format!("the passphrase or key file opens none of the {n} intact slot(s)"),
+    };
+    format!(
+        "the repository at {location} cannot be opened: damaged {list}; {tried}. If the secret belongs to a damaged slot, restore {ids} from a copy of the repository, or open it with another key"
+    )
 }
 
 impl RepoError {

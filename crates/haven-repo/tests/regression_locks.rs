@@ -161,3 +161,52 @@ fn lost_lock_does_not_stop_another_repository_in_the_same_process() {
     flaky.set_down(false);
     drop(sick_lock);
 }
+
+/// Item 17: an emptied, truncated or damaged key slot is reported as damaged, naming
+/// the slot, not as a wrong passphrase.
+#[test]
+fn damaged_key_slot_is_named_not_blamed_on_the_passphrase() {
+    let damages: [(&str, fn(&mut Vec<u8>)); 4] = [
+        ("emptied", |d| d.clear()),
+        ("truncated", |d| d.truncate(d.len() / 2)),
+        ("cut short by one byte", |d| {
+            d.pop();
+        }),
+        ("magic overwritten", |d| d[..4].copy_from_slice(b"XXXX")),
+    ];
+    for (what, damage) in damages {
+        let backend: DynBackend = Arc::new(MemoryBackend::new());
+        new_repo(backend.clone());
+        let slot = backend.list(FileKind::Key).unwrap().remove(0).name;
+        let mut data = backend.read(FileKind::Key, &slot).unwrap();
+        damage(&mut data);
+        backend.write(FileKind::Key, &slot, &data).unwrap();
+        let err = Repository::open(backend.clone(), &pass()).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            matches!(err, RepoError::KeySlotsDamaged { .. }),
+            "{what}: {msg}"
+        );
+        assert!(
+            msg.contains(&slot[..8]),
+            "{what}: the slot is not named: {msg}"
+        );
+        assert!(!msg.contains("wrong passphrase"), "{what}: {msg}");
+    }
+}
+
+/// Item 17: with intact slots, a wrong passphrase is still a wrong passphrase.
+#[test]
+fn wrong_passphrase_on_intact_slots_still_says_wrong_passphrase() {
+    let backend: DynBackend = Arc::new(MemoryBackend::new());
+    let repo = new_repo(backend.clone());
+    repo.add_key(
+        &haven_repo::keys::Secret::Passphrase("second".into()),
+        fast_opts().kdf,
+    )
+    .unwrap();
+    let wrong = haven_repo::keys::Secret::Passphrase("not it".into());
+    let err = Repository::open(backend, &wrong).unwrap_err();
+    assert!(matches!(err, RepoError::WrongPassword(_)), "{err}");
+    assert!(err.to_string().contains("wrong passphrase"), "{err}");
+}

@@ -166,7 +166,8 @@ fn lost_lock_does_not_stop_another_repository_in_the_same_process() {
 /// the slot, not as a wrong passphrase.
 #[test]
 fn damaged_key_slot_is_named_not_blamed_on_the_passphrase() {
-    let damages: [(&str, fn(&mut Vec<u8>)); 4] = [
+    type Damage = fn(&mut Vec<u8>);
+    let damages: [(&str, Damage); 4] = [
         ("emptied", |d| d.clear()),
         ("truncated", |d| d.truncate(d.len() / 2)),
         ("cut short by one byte", |d| {

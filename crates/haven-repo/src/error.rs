@@ -94,6 +94,64 @@ impl RepoError {
         }
     }
 
+    /// A second error of the same variant, class and message, for a second party (the
+    /// write pipeline hands one to every caller of `save` and keeps the original).
+    /// I/O sources are rebuilt from their OS error code or kind and text.
+    pub fn duplicate(&self) -> RepoError {
+        fn io_copy(e: &std::io::Error) -> std::io::Error {
+            match e.raw_os_error() {
+                Some(code) => std::io::Error::from_raw_os_error(code),
+                None => std::io::Error::new(e.kind(), e.to_string()),
+            }
+        }
+        match self {
+            RepoError::Store(e) => RepoError::Store(StoreError {
+                class: e.class,
+                location: e.location.clone(),
+                file: e.file.clone(),
+                message: e.message.clone(),
+                source: e.source.as_ref().map(io_copy),
+            }),
+            RepoError::NotARepository(l) => RepoError::NotARepository(l.clone()),
+            RepoError::NewerFormat {
+                location,
+                found,
+                supported,
+            } => RepoError::NewerFormat {
+                location: location.clone(),
+                found: *found,
+                supported: *supported,
+            },
+            RepoError::WrongPassword(l) => RepoError::WrongPassword(l.clone()),
+            RepoError::KeySlotsDamaged {
+                location,
+                damaged,
+                intact,
+            } => RepoError::KeySlotsDamaged {
+                location: location.clone(),
+                damaged: damaged.clone(),
+                intact: *intact,
+            },
+            RepoError::Corrupt { what, detail } => RepoError::corrupt(what.clone(), detail.clone()),
+            RepoError::InvalidInput(m) => RepoError::InvalidInput(m.clone()),
+            RepoError::Locked(m) => RepoError::Locked(m.clone()),
+            RepoError::LockLost { location, reason } => RepoError::LockLost {
+                location: location.clone(),
+                reason: reason.clone(),
+            },
+            RepoError::Io {
+                path,
+                action,
+                source,
+            } => RepoError::Io {
+                path: path.clone(),
+                action,
+                source: io_copy(source),
+            },
+            RepoError::Interrupted => RepoError::Interrupted,
+        }
+    }
+
     /// True when the underlying cause is a full disk.
     pub fn is_no_space(&self) -> bool {
         match self {

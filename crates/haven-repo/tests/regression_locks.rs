@@ -211,3 +211,81 @@ fn wrong_passphrase_on_intact_slots_still_says_wrong_passphrase() {
     assert!(matches!(err, RepoError::WrongPassword(_)), "{err}");
     assert!(err.to_string().contains("wrong passphrase"), "{err}");
 }
+
+/// A reader that yields `good` bytes of noise, then fails.
+struct FailingSource {
+    data: std::io::Cursor<Vec<u8>>,
+}
+
+impl std::io::Read for FailingSource {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self.data.read(buf)? {
+            0 => Err(std::io::Error::other("the source broke midway")),
+            n => Ok(n),
+        }
+    }
+}
+
+
+/// Run a stream backup into a new repository on `flaky` (after `arm` prepared the
+/// store) and check that nothing touches the store after it returned: every pipeline
+/// thread was joined (they hold the backend, so the backend's reference count falls
+/// back once they are gone) and the operation count is unchanged.
+fn stream_backup_then_count(
+    flaky: &Arc<FlakyBackend>,
+    arm: impl FnOnce(&FlakyBackend),
+    source: impl std::io::Read,
+) -> RepoError {
+    let refs_without_repo = Arc::strong_count(flaky);
+    let indexed = new_repo(flaky.clone()).indexed().unwrap();
+    arm(flaky);
+    let err = haven_repo::backup::backup_stream(
+        indexed,
+        source,
+        "dump.sql",
+        vec![],
+        None,
+        Arc::new(Progress::default()),
+    )
+    .unwrap_err();
+    let calls_at_return = flaky.calls();
+    // Threads still running after the return hold the backend: wait until they let go.
+    wait_until(Duration::from_secs(30), "the pipeline lets go", || {
+        Arc::strong_count(flaky) <= refs_without_repo
+    });
+    assert_eq!(
+        flaky.calls(),
+        calls_at_return,
+        "the store was used after the failed backup returned"
+    );
+    err
+}
+
+/// Item 7: a backup whose source fails midway stops its writer threads before it
+/// returns; no pack or index reaches the store afterwards.
+#[test]
+fn failed_backup_leaves_no_writer_running() {
+    let flaky = Arc::new(FlakyBackend::new());
+    let source = FailingSource {
+        data: std::io::Cursor::new(noise(3_500_000, 11)),
+    };
+    // Slow writes, so packs are still queued when the source fails.
+    let slow = |f: &FlakyBackend| f.set_delay(Duration::from_millis(30));
+    let err = stream_backup_then_count(&flaky, slow, source);
+    assert!(matches!(err, RepoError::Io { .. }), "{err}");
+}
+
+/// Item 7: when the store fails, the backup returns the store's error with its class
+/// (here: a full disk), and its threads are stopped before it returns.
+#[test]
+fn backup_failed_by_the_store_keeps_the_error_class() {
+    let flaky = Arc::new(FlakyBackend::new());
+    // The first operation of the backup is its first pack upload.
+    let full = |f: &FlakyBackend| f.fail_next_with(1, haven_store::ErrorClass::NoSpace);
+    let source = std::io::Cursor::new(noise(20_000_000, 5));
+    let err = stream_backup_then_count(&flaky, full, source);
+    assert!(
+        err.is_no_space(),
+        "the full disk is not recognisable: {err:?}"
+    );
+}

@@ -16,7 +16,7 @@ use haven_repo::restore::restore_to_writer;
 use haven_repo::IndexedRepository;
 use haven_sources::SourceError;
 
-use crate::backup::{describe, open_tenant_repository, stream_component, Observer, WorkDir};
+use crate::backup::{describe, open_tenant_view, stream_component, Observer, WorkDir};
 use crate::config::{ComponentConfig, Config};
 use crate::point::{ComponentRecord, PointChoice, RecoveryPoint};
 use crate::report::{Check, ComponentReport, Outcome, TenantReport};
@@ -34,20 +34,14 @@ pub fn verify_tenant(
     let t = config.tenant(tenant)?;
     let started = Utc::now();
     let clock = Instant::now();
-    let (repo, _lock) = open_tenant_repository(
-        config,
-        t,
-        false,
-        &format!("tenant verify {tenant}"),
-        lock_wait,
-        observer,
-    )?;
-    let point = resolve_point(&repo, tenant, choice, &[])?;
+    let (view, _lock) = open_tenant_view(config, t, &format!("tenant verify {tenant}"), lock_wait)?;
+    let point = resolve_point(&view, tenant, choice, &[])?;
+    let repo = &view.repo;
     let mut components = vec![];
     for (name, record) in &point.components {
         let Some(source_cfg) = t.components.get(name) else {
             components.push(verify_stream_only(
-                &repo,
+                repo,
                 name,
                 record,
                 "the component is no longer in the config",
@@ -59,7 +53,7 @@ pub fn verify_tenant(
             "{name} ({}): restoring into a scratch target",
             record.kind
         ));
-        let report = verify_component(&repo, &point, name, record, source_cfg);
+        let report = verify_component(repo, &point, name, record, source_cfg);
         observer.line(&format!(
             "{name}: {:?} in {:.2} s",
             report.outcome, report.restore_seconds

@@ -226,7 +226,6 @@ impl std::io::Read for FailingSource {
     }
 }
 
-
 /// Run a stream backup into a new repository on `flaky` (after `arm` prepared the
 /// store) and check that nothing touches the store after it returned: every pipeline
 /// thread was joined (they hold the backend, so the backend's reference count falls
@@ -288,4 +287,59 @@ fn backup_failed_by_the_store_keeps_the_error_class() {
         err.is_no_space(),
         "the full disk is not recognisable: {err:?}"
     );
+}
+
+/// A repository with one backup of `src`; a second source whose backup is committed
+/// between a reader's two steps.
+fn repo_with_one_backup() -> (DynBackend, Repository, tempfile::TempDir, tempfile::TempDir) {
+    let backend: DynBackend = Arc::new(MemoryBackend::new());
+    let repo = new_repo(backend.clone());
+    let first = source_tree();
+    backup(&repo, first.path()).unwrap();
+    let second = tempfile::tempdir().unwrap();
+    std::fs::write(second.path().join("new.bin"), noise(300_000, 99)).unwrap();
+    (backend, repo, first, second)
+}
+
+/// Item 4: a backup that commits while `check` is reading is not reported as damage:
+/// the snapshots are listed before the index is loaded.
+#[test]
+fn check_during_a_committing_backup_reports_no_false_damage() {
+    let (backend, repo, _first, second) = repo_with_one_backup();
+    let view = haven_repo::read::ReadView::open_with(repo, |r| {
+        // Another haven's backup commits between the reader's two steps.
+        let other = Repository::open(r.backend().clone(), &pass()).unwrap();
+        backup(&other, second.path()).unwrap();
+    })
+    .unwrap();
+    assert_eq!(backend.list(FileKind::Snapshot).unwrap().len(), 2);
+    let report = haven_repo::check::check(&view, false, Arc::new(Progress::default())).unwrap();
+    assert!(report.ok(), "false damage: {:?}", report.problems);
+}
+
+/// Item 4: `restore latest` during a committing backup restores a snapshot whose
+/// blobs are all in the loaded index.
+#[test]
+fn restore_latest_during_a_committing_backup_succeeds() {
+    let (_backend, repo, first, second) = repo_with_one_backup();
+    let view = haven_repo::read::ReadView::open_with(repo, |r| {
+        let other = Repository::open(r.backend().clone(), &pass()).unwrap();
+        backup(&other, second.path()).unwrap();
+    })
+    .unwrap();
+    let latest = view.find("latest").unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let report = haven_repo::restore::restore(
+        &view.repo,
+        &latest.snapshot,
+        &haven_repo::restore::RestoreOptions {
+            target: out.path().into(),
+            include: vec![],
+        },
+        Arc::new(Progress::default()),
+    )
+    .unwrap();
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    let restored = out.path().join(first.path().strip_prefix("/").unwrap());
+    assert!(restored.join("a.bin").exists());
 }

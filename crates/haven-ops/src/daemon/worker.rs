@@ -268,6 +268,6 @@ pub(super) fn retries(shared: &Shared, tenant: &str) -> u64 {
 pub(super) fn refresh_points(shared: &Shared, tenant: &str) -> Result<usize, crate::OpsError> {
     let t = shared.config.tenant(tenant)?;
     let (repo, _) = crate::open_repository(shared.config.repository_of(t), false)?;
-    let repo = repo.indexed()?;
-    Ok(shared.catalog.rebuild_points(&repo, tenant)?.points)
+    let view = haven_repo::read::ReadView::open(repo)?;
+    Ok(shared.catalog.rebuild_points(&view, tenant)?.points)
 }

@@ -5,8 +5,8 @@ use crate::cli::{CheckArgs, Global};
 use crate::output::bytes;
 
 pub fn run(g: &Global, a: CheckArgs) -> Result<i32> {
-    let (repo, _lock) = super::open_locked(g, super::Read, "check")?;
-    let mut report = super::with_progress(g, "check", |p| check::check(&repo, a.read_data, p))?;
+    let (view, _lock) = super::open_read(g, "check")?;
+    let mut report = super::with_progress(g, "check", |p| check::check(&view, a.read_data, p))?;
     if let Some(mirror) = crate::location::open_mirror(&super::location(g)?, super::min_sites(g))? {
         let c = mirror.compare();
         for d in &c.disagreements {

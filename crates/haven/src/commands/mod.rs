@@ -21,6 +21,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use haven_repo::lock::RepoLock;
 use haven_repo::progress::Progress;
+use haven_repo::read::ReadView;
 use haven_repo::{IndexedRepository, Repository};
 pub use Access::{Exclusive, Read, Write};
 
@@ -116,6 +117,7 @@ pub fn lock(
 }
 
 /// Open, lock and load the index; the lock lives as long as the returned guard.
+/// For writers; readers use [`open_read`].
 pub fn open_locked(
     g: &Global,
     access: Access,
@@ -124,10 +126,24 @@ pub fn open_locked(
     let repo = open(g)?;
     let lock = lock(g, &repo, access, purpose)?;
     let indexed = repo.indexed()?;
-    for (name, why) in &indexed.index.damaged {
+    warn_damaged_index(&indexed);
+    Ok((indexed, lock))
+}
+
+/// Open and lock (shared) for reading, list the snapshots, then load the index (the
+/// read ordering, FORMAT.md 17.8).
+pub fn open_read(g: &Global, purpose: &str) -> Result<(ReadView, Option<RepoLock>)> {
+    let repo = open(g)?;
+    let lock = lock(g, &repo, Read, purpose)?;
+    let view = ReadView::open(repo)?;
+    warn_damaged_index(&view.repo);
+    Ok((view, lock))
+}
+
+fn warn_damaged_index(repo: &IndexedRepository) {
+    for (name, why) in &repo.index.damaged {
         eprintln!("haven: warning: index file {} is unreadable ({why}); its blobs are treated as missing. Run `haven check`, then `haven repair index`", &name[..8]);
     }
-    Ok((indexed, lock))
 }
 
 /// Run `work` with a progress bar on a terminal.

@@ -146,8 +146,8 @@ fn points(g: &Global, config: &Config, tenant: &str) -> Result<i32> {
     let (repo, _) = haven_ops::open_repository(config.repository_of(t), false)
         .with_context(|| format!("tenant {tenant}"))?;
     let _lock = super::lock(g, &repo, super::Read, "tenant points")?;
-    let repo = repo.indexed()?;
-    let (points, damaged) = list_points(&repo, tenant)?;
+    let view = haven_repo::read::ReadView::open(repo)?;
+    let (points, damaged) = list_points(&view, tenant)?;
     for (name, why) in &damaged {
         eprintln!(
             "haven: warning: snapshot {}: {why}",

@@ -19,6 +19,8 @@ use haven_repo::backup::backup_stream;
 use haven_repo::lock::RepoLock;
 use haven_repo::progress::Progress;
 use haven_repo::read::ReadView;
+
+use crate::location::SiteAccess;
 use haven_repo::IndexedRepository;
 use haven_sources::{SourceError, StreamComponent};
 
@@ -136,8 +138,9 @@ pub(crate) fn open_tenant_view(
     tenant: &Tenant,
     purpose: &str,
     lock_wait: Duration,
+    access: SiteAccess,
 ) -> Result<(ReadView, RepoLock), OpsError> {
-    let (repo, _) = crate::open_repository(config.repository_of(tenant), false)?;
+    let (repo, _) = crate::open_repository_as(config.repository_of(tenant), false, access)?;
     let lock = RepoLock::acquire(&repo, false, purpose, lock_wait)?;
     Ok((ReadView::open(repo)?, lock))
 }

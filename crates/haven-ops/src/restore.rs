@@ -91,6 +91,7 @@ pub fn restore_tenant(
         source,
         &format!("tenant restore {}", req.tenant),
         req.lock_wait,
+        crate::location::SiteAccess::Reading,
     )?;
     let point = resolve_point(&view, &req.tenant, &req.point, &req.components)?;
     let repo = &view.repo;

@@ -47,7 +47,13 @@ pub fn apply_retention(
         ..Default::default()
     };
     {
-        let (view, _lock) = open_tenant_view(config, t, &format!("retention {tenant}"), lock_wait)?;
+        let (view, _lock) = open_tenant_view(
+            config,
+            t,
+            &format!("retention {tenant}"),
+            lock_wait,
+            crate::location::SiteAccess::Writing,
+        )?;
         let (points, _damaged) = list_points(&view, tenant)?;
         let repo = &view.repo;
         let complete: Vec<_> = points

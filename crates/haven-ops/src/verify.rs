@@ -34,7 +34,13 @@ pub fn verify_tenant(
     let t = config.tenant(tenant)?;
     let started = Utc::now();
     let clock = Instant::now();
-    let (view, _lock) = open_tenant_view(config, t, &format!("tenant verify {tenant}"), lock_wait)?;
+    let (view, _lock) = open_tenant_view(
+        config,
+        t,
+        &format!("tenant verify {tenant}"),
+        lock_wait,
+        crate::location::SiteAccess::Reading,
+    )?;
     let point = resolve_point(&view, tenant, choice, &[])?;
     let repo = &view.repo;
     let mut components = vec![];

@@ -191,13 +191,20 @@ impl std::fmt::Debug for RepoLock {
     }
 }
 
+/// Write a lock file under a new name. A write that failed may still have landed on
+/// some mirror sites: it is removed again (best effort), so a refused command leaves no
+/// lock behind to block others.
 fn write_lock(repo: &Repository, info: &LockInfo) -> Result<String> {
     let name = FileId::random().to_hex();
-    repo.save_object_named(
+    let written = repo.save_object_named(
         FileKind::Lock,
         &name,
         &codec::encode(ObjectKind::Lock, info),
-    )?;
+    );
+    if let Err(e) = written {
+        let _ = repo.backend.remove(FileKind::Lock, &name);
+        return Err(e);
+    }
     Ok(name)
 }
 

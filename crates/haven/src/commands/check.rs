@@ -7,7 +7,9 @@ use crate::output::bytes;
 pub fn run(g: &Global, a: CheckArgs) -> Result<i32> {
     let (view, _lock) = super::open_read(g, "check")?;
     let mut report = super::with_progress(g, "check", |p| check::check(&view, a.read_data, p))?;
-    if let Some(mirror) = crate::location::open_mirror(&super::location(g)?, super::min_sites(g))? {
+    if let Some(mirror) =
+        crate::location::open_mirror(&super::location(g)?, super::min_sites(g, super::Read))?
+    {
         let c = mirror.compare();
         for d in &c.disagreements {
             report.problems.push(format!(

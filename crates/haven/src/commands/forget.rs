@@ -25,7 +25,7 @@ pub fn run(g: &Global, a: ForgetArgs) -> Result<i32> {
     if !policy.is_empty() && !a.snapshots.is_empty() {
         bail!("give either snapshot ids or a --keep-* policy, not both");
     }
-    let repo = super::open(g)?;
+    let repo = super::open(g, super::Write)?;
     let lock = super::lock(g, &repo, super::Write, "forget")?;
     let (all, _) = repo.snapshots()?;
     let mut remove = vec![];

@@ -27,6 +27,7 @@ pub use Access::{Exclusive, Read, Write};
 
 use crate::cli::{Cli, Command, Global, KeyCommand, RepairCommand};
 use crate::output::ProgressView;
+use haven_ops::location::SiteAccess;
 use haven_store::MinSites;
 
 pub fn run(cli: Cli) -> Result<i32> {
@@ -57,10 +58,14 @@ pub fn run(cli: Cli) -> Result<i32> {
     }
 }
 
-/// The --min-sites setting for mirror: repositories.
-pub fn min_sites(g: &Global) -> MinSites {
-    g.min_sites
-        .map_or(MinSites::All, |n| MinSites::AtLeast(n as usize))
+/// The --min-sites rule for mirror: repositories: a verb that only reads takes its
+/// lock on the sites that answer; writers need every site unless --min-sites says fewer.
+pub fn min_sites(g: &Global, access: Access) -> MinSites {
+    let access = match access {
+        Access::Read => SiteAccess::Reading,
+        Access::Write | Access::Exclusive => SiteAccess::Writing,
+    };
+    access.min_sites(g.min_sites)
 }
 
 pub fn location(g: &Global) -> Result<String> {
@@ -69,10 +74,11 @@ pub fn location(g: &Global) -> Result<String> {
         .context("no repository given: pass --repo PATH or set HAVEN_REPOSITORY")
 }
 
-/// Open the repository (key and config), without the index.
-pub fn open(g: &Global) -> Result<Repository> {
+/// Open the repository (key and config), without the index, for a verb that does
+/// `access` (which decides how many mirror sites it needs).
+pub fn open(g: &Global, access: Access) -> Result<Repository> {
     let loc = location(g)?;
-    let backend = crate::location::open_backend(&loc, min_sites(g))?;
+    let backend = crate::location::open_backend(&loc, min_sites(g, access))?;
     // Fail fast (before asking for a passphrase) when there is no repository.
     if backend.list(haven_store::FileKind::Marker)?.is_empty() {
         return Err(haven_repo::RepoError::NotARepository(loc).into());
@@ -123,7 +129,7 @@ pub fn open_locked(
     access: Access,
     purpose: &str,
 ) -> Result<(IndexedRepository, Option<RepoLock>)> {
-    let repo = open(g)?;
+    let repo = open(g, access)?;
     let lock = lock(g, &repo, access, purpose)?;
     let indexed = repo.indexed()?;
     warn_damaged_index(&indexed);
@@ -133,7 +139,7 @@ pub fn open_locked(
 /// Open and lock (shared) for reading, list the snapshots, then load the index (the
 /// read ordering, FORMAT.md 17.8).
 pub fn open_read(g: &Global, purpose: &str) -> Result<(ReadView, Option<RepoLock>)> {
-    let repo = open(g)?;
+    let repo = open(g, Read)?;
     let lock = lock(g, &repo, Read, purpose)?;
     let view = ReadView::open(repo)?;
     warn_damaged_index(&view.repo);

@@ -57,3 +57,60 @@ fn read_only_verbs_work_on_a_mirror_with_a_dead_site() {
     let locks: Vec<_> = fs::read_dir(a.join("locks")).unwrap().collect();
     assert!(locks.is_empty(), "{locks:?}");
 }
+
+/// Item 14: `tenant points` and `tenant restore` on a mirror with a dead site go on
+/// with the site that answers.
+#[test]
+fn tenant_restore_works_on_a_mirror_with_a_dead_site() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    fs::write(root.join("password"), PASSWORD).unwrap();
+    fs::write(root.join("ledger.txt"), "alpha 1\nbeta 2\n").unwrap();
+    let config = root.join("haven.toml");
+    let text = r#"
+[repositories.main]
+url = "mirror:siteA=ROOT/siteA,siteB=ROOT/siteB"
+password-file = "password"
+
+[tenants.acme]
+repository = "main"
+[tenants.acme.components.ledger]
+kind = "command"
+backup = "cat ROOT/ledger.txt"
+restore = "cat > ROOT/ledger.txt"
+fingerprint = "cat ROOT/ledger.txt"
+
+[tenants.acme-dr]
+repository = "main"
+[tenants.acme-dr.components.ledger]
+kind = "command"
+backup = "cat ROOT/dr-ledger.txt"
+restore = "cat > ROOT/dr-ledger.txt"
+fingerprint = "cat ROOT/dr-ledger.txt"
+"#
+    .replace("ROOT", &root.display().to_string());
+    fs::write(&config, text).unwrap();
+    let config = config.display().to_string();
+    let tenant = |args: &[&str]| {
+        let mut all = vec!["tenant"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--config", &config]);
+        haven(&all, &[])
+    };
+    tenant(&["backup", "acme"]).ok("tenant backup");
+
+    let b = root.join("siteB");
+    fs::rename(&b, root.join("siteB.parked")).unwrap();
+    fs::write(&b, b"not a folder").unwrap();
+
+    let points = tenant(&["points", "acme", "--json"]);
+    points.ok("tenant points with a dead site");
+    assert_eq!(points.json().as_array().unwrap().len(), 1);
+    let out = tenant(&["restore", "acme", "--into", "acme-dr"]);
+    out.ok("tenant restore with a dead site");
+    assert!(out.stderr.contains("siteB"), "{}", out.stderr);
+    assert_eq!(
+        fs::read_to_string(root.join("dr-ledger.txt")).unwrap(),
+        "alpha 1\nbeta 2\n"
+    );
+}

@@ -17,6 +17,9 @@ use chrono::Utc;
 use haven_repo::backup::backup_stream;
 use haven_repo::lock::RepoLock;
 use haven_repo::progress::Progress;
+use haven_repo::read::ReadView;
+
+use crate::location::SiteAccess;
 use haven_repo::IndexedRepository;
 use haven_sources::{SourceError, StreamComponent};
 
@@ -110,6 +113,20 @@ pub(crate) fn open_tenant_repository(
     }
     let lock = RepoLock::acquire(&repo, false, purpose, lock_wait)?;
     Ok((repo.indexed()?, lock))
+}
+
+/// Open the tenant's repository, lock it (shared), list the snapshots, then load the
+/// index (the read ordering, FORMAT.md 17.8): for restore, verify and retention.
+pub(crate) fn open_tenant_view(
+    config: &Config,
+    tenant: &Tenant,
+    purpose: &str,
+    lock_wait: Duration,
+    access: SiteAccess,
+) -> Result<(ReadView, RepoLock), OpsError> {
+    let (repo, _) = crate::open_repository_as(config.repository_of(tenant), false, access)?;
+    let lock = RepoLock::acquire(&repo, false, purpose, lock_wait)?;
+    Ok((ReadView::open(repo)?, lock))
 }
 
 /// Back up every component of `tenant` as one recovery point. Returns the manifest,

@@ -34,7 +34,6 @@ pub mod verify;
 use haven_repo::keys::Secret;
 use haven_repo::{RepoError, Repository};
 use haven_sources::SourceError;
-use haven_store::MinSites;
 
 pub use backup::backup_tenant;
 pub use config::{Config, ConfigError};
@@ -73,9 +72,17 @@ pub fn open_repository(
     rc: &config::RepositoryConfig,
     create: bool,
 ) -> Result<(Repository, bool), OpsError> {
-    let min_sites = rc
-        .min_sites
-        .map_or(MinSites::All, |n| MinSites::AtLeast(n as usize));
+    open_repository_as(rc, create, location::SiteAccess::Writing)
+}
+
+/// [`open_repository`] for a command that does `access` (a reader needs only the
+/// mirror sites that answer).
+pub fn open_repository_as(
+    rc: &config::RepositoryConfig,
+    create: bool,
+    access: location::SiteAccess,
+) -> Result<(Repository, bool), OpsError> {
+    let min_sites = access.min_sites(rc.min_sites);
     let backend = location::open_backend(&rc.url, min_sites)?;
     let secret = secret_of(rc)?;
     if backend.list(haven_store::FileKind::Marker)?.is_empty() {

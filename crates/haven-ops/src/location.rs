@@ -8,13 +8,41 @@
 //!   ([`haven_store::MirrorBackend`], semantics in `docs/MIRROR.md`), each site a location
 //!   of the other kinds, wrapped in the standard retry/limit stack.
 //! * anything else: a local folder (`haven_store::open_location`).
+//!
+//! How many mirror sites must accept a write depends on what the command does
+//! ([`SiteAccess`]): a command that only reads writes nothing but its lock file, which
+//! it takes on the sites that answer, so a dead site does not stop a restore.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use haven_store::{
-    DynBackend, ErrorClass, MinSites, MirrorBackend, MirrorEvent, StackOptions, StoreError,
+    DynBackend, ErrorClass, FileKind, MinSites, MirrorBackend, MirrorEvent, StackOptions,
+    StoreError,
 };
+
+/// What a command does to a repository, which decides how many mirror sites must
+/// accept its writes (`docs/MIRROR.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SiteAccess {
+    /// Reads only (restore, ls, snapshots, check, tenant restore): its only write is its
+    /// lock file, taken on the sites that answer (at least one); a site that does not
+    /// answer is announced and the command goes on.
+    Reading,
+    /// Adds or removes repository data: every site unless `--min-sites` says fewer.
+    Writing,
+}
+
+impl SiteAccess {
+    /// The min-sites rule for this access, given the configured `--min-sites`.
+    pub fn min_sites(self, configured: Option<u32>) -> MinSites {
+        match (configured, self) {
+            (Some(n), _) => MinSites::AtLeast(n as usize),
+            (None, SiteAccess::Reading) => MinSites::AtLeast(1),
+            (None, SiteAccess::Writing) => MinSites::All,
+        }
+    }
+}
 
 /// Open the backend for a repository location.
 pub fn open_backend(location: &str, min_sites: MinSites) -> Result<DynBackend, StoreError> {
@@ -55,9 +83,15 @@ pub fn open_mirror(
     }
     let warned = Mutex::new(HashSet::new());
     let mirror = haven_store::mirror_stack(sites, min_sites, &StackOptions::default())?.with_warning_hook(move |event| {
-        if let MirrorEvent::Degraded { missed, .. } = event {
+        if let MirrorEvent::Degraded { missed, kind, .. } = event {
             for (site, why) in missed {
-                if warned.lock().expect("warned sites").insert(site.clone()) {
+                if !warned.lock().expect("warned sites").insert(site.clone()) {
+                    continue;
+                }
+                // Locks are not mirrored data: a lock missing on a site needs no repair.
+                if *kind == Some(FileKind::Lock) {
+                    eprintln!("haven: warning: mirror site {site} does not answer ({why}); the lock is taken on the other sites and the command goes on with them");
+                } else {
                     eprintln!("haven: warning: mirror site {site} missed a write ({why}); continuing on the other sites (--min-sites). Run `haven repair` when it is back");
                 }
             }

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use haven_repo::backup::backup_stream;
 use haven_repo::progress::Progress;
+use haven_repo::read::ReadView;
 use haven_repo::restore::restore_to_writer;
 use haven_repo::snapshot::SnapshotEntry;
 use haven_repo::IndexedRepository;
@@ -159,11 +160,13 @@ pub type Unreadable = Vec<(String, String)>;
 
 /// Every recovery point of `tenant`, oldest first. Manifests that cannot be read are
 /// returned beside the list.
+/// The view's snapshots were listed before its index was loaded, so a point committed
+/// meanwhile is either absent or readable, never "unreadable".
 pub fn list_points(
-    repo: &IndexedRepository,
+    view: &ReadView,
     tenant: &str,
 ) -> Result<(Vec<ListedPoint>, Unreadable), OpsError> {
-    let (snapshots, mut damaged) = repo.repo.snapshots()?;
+    let (repo, snapshots, mut damaged) = (&view.repo, view.snapshots.clone(), view.damaged.clone());
     let want = tenant_tag(tenant);
     let mut points = vec![];
     for entry in snapshots {

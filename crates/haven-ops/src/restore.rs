@@ -16,11 +16,12 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 
+use haven_repo::read::ReadView;
 use haven_repo::restore::restore_to_writer;
 use haven_repo::IndexedRepository;
 use haven_sources::{Fingerprint, RestoreOptions, SourceError, StreamComponent};
 
-use crate::backup::{describe, open_tenant_repository, Observer};
+use crate::backup::{describe, open_tenant_view, Observer};
 use crate::config::{ComponentConfig, Config};
 use crate::point::{choose_point, list_points, ComponentRecord, PointChoice, RecoveryPoint};
 use crate::report::{Check, ComponentReport, Outcome, TenantReport};
@@ -43,12 +44,12 @@ pub struct RestoreRequest {
 
 /// Load the tenant's points and pick the one requested; checks the component filter.
 pub(crate) fn resolve_point(
-    repo: &IndexedRepository,
+    view: &ReadView,
     tenant: &str,
     choice: &PointChoice,
     only: &[String],
 ) -> Result<RecoveryPoint, OpsError> {
-    let (points, _damaged) = list_points(repo, tenant)?;
+    let (points, _damaged) = list_points(view, tenant)?;
     let point = choose_point(&points, tenant, choice)?;
     if let Some(missing) = only.iter().find(|c| !point.components.contains_key(*c)) {
         return Err(OpsError::Invalid(format!(
@@ -86,15 +87,15 @@ pub fn restore_tenant(
     }
     let started = Utc::now();
     let clock = Instant::now();
-    let (repo, _lock) = open_tenant_repository(
+    let (view, _lock) = open_tenant_view(
         config,
         source,
-        false,
         &format!("tenant restore {}", req.tenant),
         req.lock_wait,
-        observer,
+        crate::location::SiteAccess::Reading,
     )?;
-    let point = resolve_point(&repo, &req.tenant, &req.point, &req.components)?;
+    let point = resolve_point(&view, &req.tenant, &req.point, &req.components)?;
+    let repo = &view.repo;
     let env = RunEnv::new(config, observer);
     let mut components = vec![];
     for (name, record) in &point.components {
@@ -111,7 +112,7 @@ pub fn restore_tenant(
             record.kind,
             describe(target_cfg)
         ));
-        let report = restore_component(&repo, &env, &point, name, record, target_cfg, req.force);
+        let report = restore_component(repo, &env, &point, name, record, target_cfg, req.force);
         observer.line(&format!(
             "{name}: {:?} in {:.2} s",
             report.outcome, report.restore_seconds

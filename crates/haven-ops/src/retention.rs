@@ -17,7 +17,7 @@ use haven_repo::retention::{apply, GroupBy};
 use haven_store::FileKind;
 use serde::Serialize;
 
-use crate::backup::{open_tenant_repository, Observer};
+use crate::backup::{open_tenant_view, Observer};
 use crate::config::Config;
 use crate::point::{list_points, point_tag, tenant_tag, PointStatus, MANIFEST_TAG};
 use crate::OpsError;
@@ -47,15 +47,15 @@ pub fn apply_retention(
         ..Default::default()
     };
     {
-        let (repo, _lock) = open_tenant_repository(
+        let (view, _lock) = open_tenant_view(
             config,
             t,
-            false,
             &format!("retention {tenant}"),
             lock_wait,
-            observer,
+            crate::location::SiteAccess::Writing,
         )?;
-        let (points, _damaged) = list_points(&repo, tenant)?;
+        let (points, _damaged) = list_points(&view, tenant)?;
+        let repo = &view.repo;
         let complete: Vec<_> = points
             .iter()
             .filter(|p| p.point.status == PointStatus::Complete)

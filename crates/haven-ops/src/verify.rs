@@ -16,7 +16,7 @@ use haven_repo::restore::restore_to_writer;
 use haven_repo::IndexedRepository;
 use haven_sources::SourceError;
 
-use crate::backup::{describe, open_tenant_repository, Observer};
+use crate::backup::{describe, open_tenant_view, Observer};
 use crate::config::{ComponentConfig, Config};
 use crate::point::{ComponentRecord, PointChoice, RecoveryPoint};
 use crate::report::{Check, ComponentReport, Outcome, TenantReport};
@@ -35,21 +35,21 @@ pub fn verify_tenant(
     let t = config.tenant(tenant)?;
     let started = Utc::now();
     let clock = Instant::now();
-    let (repo, _lock) = open_tenant_repository(
+    let (view, _lock) = open_tenant_view(
         config,
         t,
-        false,
         &format!("tenant verify {tenant}"),
         lock_wait,
-        observer,
+        crate::location::SiteAccess::Reading,
     )?;
-    let point = resolve_point(&repo, tenant, choice, &[])?;
+    let point = resolve_point(&view, tenant, choice, &[])?;
+    let repo = &view.repo;
     let env = RunEnv::new(config, observer);
     let mut components = vec![];
     for (name, record) in &point.components {
         let Some(source_cfg) = t.components.get(name) else {
             components.push(verify_stream_only(
-                &repo,
+                repo,
                 name,
                 record,
                 "the component is no longer in the config",
@@ -61,7 +61,7 @@ pub fn verify_tenant(
             "{name} ({}): restoring into a scratch target",
             record.kind
         ));
-        let report = verify_component(&repo, &env, &point, name, record, source_cfg);
+        let report = verify_component(repo, &env, &point, name, record, source_cfg);
         observer.line(&format!(
             "{name}: {:?} in {:.2} s",
             report.outcome, report.restore_seconds

@@ -526,7 +526,7 @@ pre = "test ! -e {root}/break"
 
     let rc = &config.repositories["main"];
     let (repo, _) = haven_ops::open_repository(rc, false).unwrap();
-    let repo = repo.indexed().unwrap();
+    let repo = haven_repo::read::ReadView::open(repo).unwrap();
     let summary = catalog.rebuild_points(&repo, "acme").unwrap();
     assert_eq!(summary.points, 3);
     assert!(summary.damaged.is_empty(), "{:?}", summary.damaged);

@@ -395,10 +395,13 @@ fn find_parent(
         ParentChoice::None => Ok(None),
         ParentChoice::Id(id) => Ok(Some((*id, repo.repo.load_snapshot(id)?))),
         ParentChoice::Auto => {
+            // Listed after the index was loaded: a snapshot committed in between is not
+            // a usable parent (its trees may not be in our index), so it is passed over.
             let (all, _) = repo.repo.snapshots()?;
             Ok(all
                 .into_iter()
                 .rev()
+                .filter(|s| repo.index.contains(&s.snapshot.tree))
                 .find(|s| s.snapshot.hostname == host && s.snapshot.paths == paths)
                 .map(|s| (s.id, s.snapshot)))
         }
@@ -473,7 +476,7 @@ fn commit(ctx: Arc<Ctx>, mut snapshot: Snapshot, started: Instant) -> Result<Bac
         seconds: started.elapsed().as_secs_f64(),
     };
     crate::debug::phase("backup: writing snapshot");
-    crate::lock::ensure_held()?;
+    crate::lock::ensure_held(&repo.repo)?;
     let id = repo.repo.save_snapshot(&snapshot)?;
     crate::debug::phase("backup: done");
     Ok(BackupResult {

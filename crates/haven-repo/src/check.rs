@@ -1,5 +1,6 @@
 //! Check: is everything every snapshot needs present and intact?
 //!
+//! Works on a [`ReadView`]: the snapshots were listed before the index was loaded.
 //! Structure (always): index files decrypt; every indexed pack exists and its header
 //! (read with two ranged reads, or from the whole pack with `read_data`) lists exactly
 //! the blobs the index says, where it says;
@@ -21,6 +22,7 @@ use crate::id::{BlobId, PackId};
 use crate::index::IndexedRepository;
 use crate::pack::{self, PackBlob};
 use crate::progress::Progress;
+use crate::read::ReadView;
 use crate::walk;
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -64,12 +66,10 @@ fn compare_header(
     }
 }
 
-pub fn check(
-    repo: &IndexedRepository,
-    read_data: bool,
-    progress: Arc<Progress>,
-) -> Result<CheckReport> {
-    let repo = &repo.without_disk_cache();
+/// Check the snapshots of `view` against its index (listed before it was loaded, so a
+/// backup committing meanwhile is never reported as damage).
+pub fn check(view: &ReadView, read_data: bool, progress: Arc<Progress>) -> Result<CheckReport> {
+    let repo = &view.repo.without_disk_cache();
     let mut r = CheckReport::default();
     for (name, why) in &repo.index.damaged {
         r.problems
@@ -107,14 +107,14 @@ pub fn check(
     r.packs = present.len() as u64;
 
     crate::debug::phase("check: snapshots and trees");
-    let (snapshots, damaged) = repo.repo.snapshots()?;
+    let (snapshots, damaged) = (&view.snapshots, &view.damaged);
     for (name, why) in damaged {
         r.problems
             .push(format!("snapshot {}: {why}", &name[..8.min(name.len())]));
     }
     r.snapshots = snapshots.len() as u64;
     let mut seen_trees: HashSet<BlobId> = HashSet::new();
-    for s in &snapshots {
+    for s in snapshots {
         check_snapshot_trees(
             repo,
             &s.id.short(),

@@ -106,7 +106,7 @@ pub fn copy_snapshots(
         let mut snapshot = entry.snapshot.clone();
         snapshot.tree = tree;
         snapshot.parent = snapshot.parent.filter(|p| present.contains(p));
-        crate::lock::ensure_held()?;
+        crate::lock::ensure_held(&dst.repo)?;
         dst.repo.save_snapshot_as(&entry.id, &snapshot)?;
         present.insert(entry.id);
         result.copied.push(entry.id);

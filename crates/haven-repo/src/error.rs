@@ -27,6 +27,15 @@ pub enum RepoError {
     },
     #[error("wrong passphrase or key file for the repository at {0}: no key slot opens with it (list slots with `haven key list` using a working key)")]
     WrongPassword(String),
+    /// No slot opened, and some could not even be tried: the secret may belong to one
+    /// of those.
+    #[error("{}", key_slots_damaged(location, damaged, *intact))]
+    KeySlotsDamaged {
+        location: String,
+        damaged: Vec<crate::keys::DamagedSlot>,
+        /// How many intact slots were tried and did not open with the secret.
+        intact: usize,
+    },
     #[error("{what} is damaged: {detail}")]
     Corrupt { what: String, detail: String },
     #[error("{0}")]
@@ -37,6 +46,10 @@ pub enum RepoError {
     /// every lock, but `check` runs beside it and notes it.
     #[error("the repository at {location} is in use by an unreadable lock file {name} (damaged, or from a newer haven); wait for it to finish, or retry with --lock-wait 10m (if no other haven is running, `haven unlock` removes it; `haven check` runs beside it)")]
     UnreadableLock { location: String, name: String },
+    /// The holder's lock went stale for others or its file was removed: it stops
+    /// before committing anything, since another haven may have pruned meanwhile.
+    #[error("the lock on the repository at {location} was lost: {reason}; stopping without committing. Check access to the repository and run the command again (then `haven check`)")]
+    LockLost { location: String, reason: String },
     #[error("{path}: {action} failed: {source}")]
     Io {
         path: String,
@@ -46,6 +59,30 @@ pub enum RepoError {
     },
     #[error("interrupted")]
     Interrupted,
+}
+
+fn key_slots_damaged(
+    location: &str,
+    damaged: &[crate::keys::DamagedSlot],
+    intact: usize,
+) -> String {
+    let list = damaged
+        .iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let ids = damaged
+        .iter()
+        .map(|d| format!("keys/{}", d.id.to_hex()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let tried = match intact {
+        0 => "no intact key slot is left to try".to_string(),
+        n => format!("the passphrase or key file opens none of the {n} intact slot(s)"),
+    };
+    format!(
+        "the repository at {location} cannot be opened: damaged {list}; {tried}. If the secret belongs to a damaged slot, restore {ids} from a copy of the repository, or open it with another key"
+    )
 }
 
 impl RepoError {
@@ -77,6 +114,72 @@ impl RepoError {
             _ => None,
         };
         matches!(os, Some(libc::EROFS | libc::EACCES | libc::EPERM))
+    }
+
+    /// A second error of the same variant, class and message, for a second party (the
+    /// write pipeline hands one to every caller of `save` and keeps the original).
+    /// I/O sources are rebuilt from their OS error code or kind and text.
+    pub fn duplicate(&self) -> RepoError {
+        fn io_copy(e: &std::io::Error) -> std::io::Error {
+            match e.raw_os_error() {
+                Some(code) => std::io::Error::from_raw_os_error(code),
+                None => std::io::Error::new(e.kind(), e.to_string()),
+            }
+        }
+        match self {
+            RepoError::Store(e) => RepoError::Store(StoreError {
+                class: e.class,
+                location: e.location.clone(),
+                file: e.file.clone(),
+                message: e.message.clone(),
+                source: e.source.as_ref().map(io_copy),
+            }),
+            RepoError::NotARepository(l) => RepoError::NotARepository(l.clone()),
+            RepoError::MarkerMissing { location, version } => RepoError::MarkerMissing {
+                location: location.clone(),
+                version: *version,
+            },
+            RepoError::NewerFormat {
+                location,
+                found,
+                supported,
+            } => RepoError::NewerFormat {
+                location: location.clone(),
+                found: *found,
+                supported: *supported,
+            },
+            RepoError::WrongPassword(l) => RepoError::WrongPassword(l.clone()),
+            RepoError::KeySlotsDamaged {
+                location,
+                damaged,
+                intact,
+            } => RepoError::KeySlotsDamaged {
+                location: location.clone(),
+                damaged: damaged.clone(),
+                intact: *intact,
+            },
+            RepoError::Corrupt { what, detail } => RepoError::corrupt(what.clone(), detail.clone()),
+            RepoError::InvalidInput(m) => RepoError::InvalidInput(m.clone()),
+            RepoError::Locked(m) => RepoError::Locked(m.clone()),
+            RepoError::UnreadableLock { location, name } => RepoError::UnreadableLock {
+                location: location.clone(),
+                name: name.clone(),
+            },
+            RepoError::LockLost { location, reason } => RepoError::LockLost {
+                location: location.clone(),
+                reason: reason.clone(),
+            },
+            RepoError::Io {
+                path,
+                action,
+                source,
+            } => RepoError::Io {
+                path: path.clone(),
+                action,
+                source: io_copy(source),
+            },
+            RepoError::Interrupted => RepoError::Interrupted,
+        }
     }
 
     /// True when the underlying cause is a full disk.

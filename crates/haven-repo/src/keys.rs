@@ -4,6 +4,11 @@
 //! format marker: the KDF parameters and salt, the wrapped master key, and metadata
 //! (creation time, host, user) sealed with the master key itself. Secrets are either a
 //! passphrase (Argon2id) or a key file of high-entropy bytes (a keyed hash suffices).
+//!
+//! A slot that cannot be read or decoded is *damaged* ([`DamagedSlot`]); opening says
+//! so, naming the slot, instead of blaming the passphrase. Damage inside the wrapped key
+//! or the salt cannot be told from a wrong secret (the slot is not authenticated apart
+//! from the secret it wraps under).
 
 use serde::{Deserialize, Serialize};
 
@@ -175,13 +180,39 @@ pub fn new_slot(master: &MasterKey, secret: &Secret, params: KdfParams) -> (File
     (id, codec::encode(ObjectKind::KeySlot, &slot))
 }
 
-/// Decode a slot file (plaintext) without opening it.
+/// The length of a slot's `wrapped` field: nonce, 64-byte master secret, tag.
+const WRAPPED_LEN: usize = 12 + 64 + 16;
+
+/// Decode a slot file (plaintext) without opening it. An error says why the slot is
+/// damaged (empty, truncated, not a slot, out-of-bounds parameters, wrong length).
 pub fn decode_slot(data: &[u8]) -> std::result::Result<KeySlotFile, String> {
+    if data.is_empty() {
+        return Err("the file is empty".into());
+    }
     let slot: KeySlotFile = codec::decode(ObjectKind::KeySlot, data)?;
     if let Kdf::Argon2id { params, .. } = &slot.kdf {
         params.validate()?;
     }
+    if slot.wrapped.len() != WRAPPED_LEN {
+        return Err(format!(
+            "its wrapped key is {} bytes instead of {WRAPPED_LEN}",
+            slot.wrapped.len()
+        ));
+    }
     Ok(slot)
+}
+
+/// A key slot that could not be tried, and why (for [`RepoError::KeySlotsDamaged`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DamagedSlot {
+    pub id: FileId,
+    pub reason: String,
+}
+
+impl std::fmt::Display for DamagedSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "key slot {} ({})", self.id.short(), self.reason)
+    }
 }
 
 /// Try to open one slot; `None` when the secret does not fit.

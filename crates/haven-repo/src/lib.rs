@@ -5,9 +5,10 @@
 //!   envelope, content-defined chunking, zstd.
 //! * [`pack`], [`index`], [`tree`], [`snapshot`], [`keys`]: the stored objects
 //!   (`docs/FORMAT.md` is their binding spec).
-//! * [`repository::Repository`] (opened) -> [`index::IndexedRepository`] (index loaded).
-//! * Verbs: [`backup`], [`restore`], [`check`], [`retention`], [`prune`], [`repair`],
-//!   [`stats`], writing through [`saver::BlobSaver`] and guarded by [`lock`].
+//! * [`repository::Repository`] (opened) -> [`index::IndexedRepository`] (index loaded);
+//!   readers get [`read::ReadView`] (snapshots listed, then the index loaded).
+//! * Verbs: [`backup`], [`restore`], [`check`], [`retention`], [`prune`], [`repair`], [`stats`],
+//!   writing through [`saver::BlobSaver`] and guarded by [`lock`].
 //!
 //! Errors: [`error::RepoError`]. Nothing here prints; progress goes through
 //! [`progress::Progress`] counters.
@@ -30,6 +31,7 @@ pub mod pack;
 pub mod parallel;
 pub mod progress;
 pub mod prune;
+pub mod read;
 pub mod repair;
 pub mod repository;
 pub mod restore;

@@ -9,12 +9,18 @@
 //!
 //! Prune is the only operation that deletes data a running operation might use, so it
 //! alone is exclusive. A lock is an encrypted file in `locks/`, refreshed every five
-//! minutes while its holder runs. An unreadable lock file conflicts with everything. Taking a lock: write ours, then list the others; on
-//! conflict, remove ours and wait or fail. A lock is stale (ignored, and removed by
-//! prune and `unlock`) when it was not refreshed for 30 minutes, or when it names a
-//! process of this host that no longer exists (a `kill -9`).
+//! minutes while its holder runs. An unreadable lock file conflicts with everything.
+//! Taking a lock: write ours (stamped with the time of that write), then list the
+//! others; on conflict, remove ours and wait or fail. A lock is stale (ignored, and
+//! removed by prune and `unlock`) when it was not refreshed for 30 minutes, or when it
+//! names a process of this host that no longer exists (a `kill -9`).
+//!
+//! Main types: [`RepoLock`] (a held lock; its refresher thread; dropping releases it)
+//! and its `LockState`, which knows when the lock file was last written and whether
+//! the lock was lost. Loss is sticky. The commit points ([`ensure_held`]) ask only the
+//! locks taken through the same opened [`Repository`] (`HeldLocks`).
 
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -30,26 +36,111 @@ use crate::repository::Repository;
 pub const REFRESH_INTERVAL: Duration = Duration::from_secs(300);
 pub const STALE_AFTER: Duration = Duration::from_secs(1800);
 
-/// Every lock this process holds, by the time its file was last written. A lock whose
-/// refreshes have failed for so long that others may judge it stale is lost: the holder
-/// must stop before it commits anything ([`ensure_held`]).
-static HELD: Mutex<Vec<Arc<Mutex<Instant>>>> = Mutex::new(Vec::new());
+/// How often a holder refreshes its lock, and after how long without a refresh others
+/// judge it stale. Production uses [`LockTiming::default`]; tests shorten both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockTiming {
+    pub refresh_interval: Duration,
+    pub stale_after: Duration,
+}
 
-/// Fail if any lock this process holds may have gone stale for others (its refreshes
-/// failed for longer than `STALE_AFTER - REFRESH_INTERVAL`). Called before writing a
-/// snapshot and before prune deletes anything.
-pub fn ensure_held() -> Result<()> {
-    let limit = STALE_AFTER - REFRESH_INTERVAL;
-    for fresh in HELD.lock().expect("held locks").iter() {
-        let age = fresh.lock().expect("lock freshness").elapsed();
-        if age > limit {
-            return Err(RepoError::Locked(format!(
-                "the repository lock could not be refreshed for {} s, so another haven may have taken over; stopping without committing. Check access to the repository and run the command again",
-                age.as_secs()
-            )));
+impl Default for LockTiming {
+    fn default() -> Self {
+        LockTiming {
+            refresh_interval: REFRESH_INTERVAL,
+            stale_after: STALE_AFTER,
         }
     }
-    Ok(())
+}
+
+impl LockTiming {
+    /// How long a holder may go without a successful refresh before it must assume
+    /// another haven already judges its lock stale.
+    fn hold_limit(&self) -> Duration {
+        self.stale_after.saturating_sub(self.refresh_interval)
+    }
+}
+
+/// What one held lock knows about itself: when its file was last written, and whether
+/// it was lost. Loss is sticky: once others may have judged the lock stale (or its file
+/// was removed by `unlock` or a prune elsewhere), a later successful refresh does not
+/// undo what another haven may have done meanwhile.
+#[derive(Debug)]
+struct LockState {
+    location: String,
+    timing: LockTiming,
+    inner: Mutex<Freshness>,
+}
+
+#[derive(Debug)]
+struct Freshness {
+    written: Instant,
+    lost: Option<String>,
+}
+
+impl LockState {
+    fn check(&self) -> Result<()> {
+        let mut f = self.inner.lock().expect("lock freshness");
+        let age = f.written.elapsed();
+        if f.lost.is_none() && age > self.timing.hold_limit() {
+            f.lost = Some(format!(
+                "it could not be refreshed for {} s, so another haven may have judged it stale",
+                age.as_secs()
+            ));
+        }
+        match &f.lost {
+            None => Ok(()),
+            Some(why) => Err(RepoError::LockLost {
+                location: self.location.clone(),
+                reason: why.clone(),
+            }),
+        }
+    }
+
+    fn lose(&self, why: String) {
+        let mut f = self.inner.lock().expect("lock freshness");
+        if f.lost.is_none() {
+            f.lost = Some(why);
+        }
+    }
+
+    fn refreshed(&self, at: Instant) {
+        self.inner.lock().expect("lock freshness").written = at;
+    }
+}
+
+/// The locks taken through one opened [`Repository`] and its clones (an
+/// [`crate::IndexedRepository`] made from it shares them). Commit points ask these, and
+/// only these, whether they are still held: a lock lost by one job of the daemon does
+/// not stop another job, whose repository was opened separately.
+#[derive(Debug, Default)]
+pub(crate) struct HeldLocks(Mutex<Vec<Weak<LockState>>>);
+
+impl HeldLocks {
+    fn register(&self, state: &Arc<LockState>) {
+        let mut held = self.0.lock().expect("held locks");
+        held.retain(|w| w.strong_count() > 0);
+        held.push(Arc::downgrade(state));
+    }
+
+    fn ensure_held(&self) -> Result<()> {
+        let held: Vec<Arc<LockState>> = self
+            .0
+            .lock()
+            .expect("held locks")
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect();
+        held.iter().try_for_each(|s| s.check())
+    }
+}
+
+/// Fail if a lock taken through `repo` (or a clone of it) was lost: its refreshes
+/// failed for longer than `stale_after - refresh_interval` at some point, or its file
+/// was removed by someone else. Called before writing a snapshot and before prune
+/// deletes anything.
+pub fn ensure_held(repo: &Repository) -> Result<()> {
+    repo.held_locks.ensure_held()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -89,8 +180,7 @@ impl LockInfo {
 pub struct RepoLock {
     repo: Repository,
     name: Arc<Mutex<String>>,
-    /// When the lock file was last written; shared with [`HELD`].
-    fresh: Arc<Mutex<Instant>>,
+    state: Arc<LockState>,
     stop: Arc<(Mutex<bool>, Condvar)>,
     refresher: Option<JoinHandle<()>>,
 }
@@ -101,13 +191,20 @@ impl std::fmt::Debug for RepoLock {
     }
 }
 
+/// Write a lock file under a new name. A write that failed may still have landed on
+/// some mirror sites: it is removed again (best effort), so a refused command leaves no
+/// lock behind to block others.
 fn write_lock(repo: &Repository, info: &LockInfo) -> Result<String> {
     let name = FileId::random().to_hex();
-    repo.save_object_named(
+    let written = repo.save_object_named(
         FileKind::Lock,
         &name,
         &codec::encode(ObjectKind::Lock, info),
-    )?;
+    );
+    if let Err(e) = written {
+        let _ = repo.backend.remove(FileKind::Lock, &name);
+        return Err(e);
+    }
     Ok(name)
 }
 
@@ -190,7 +287,18 @@ impl RepoLock {
         purpose: &str,
         wait: Duration,
     ) -> Result<RepoLock> {
-        let info = LockInfo {
+        Self::acquire_with(repo, exclusive, purpose, wait, LockTiming::default())
+    }
+
+    /// [`RepoLock::acquire`] with a chosen refresh interval and staleness limit.
+    pub fn acquire_with(
+        repo: &Repository,
+        exclusive: bool,
+        purpose: &str,
+        wait: Duration,
+        timing: LockTiming,
+    ) -> Result<RepoLock> {
+        let stamp = || LockInfo {
             exclusive,
             host: crate::host::hostname(),
             pid: std::process::id(),
@@ -200,10 +308,20 @@ impl RepoLock {
         };
         let started = Instant::now();
         loop {
+            // Stamped at every attempt: after a long wait the lock must be as fresh as
+            // its file, or others would judge it stale the moment it is written.
+            let info = stamp();
+            let written = Instant::now();
             let name = write_lock(repo, &info)?;
             let conflict = find_conflict(list_locks(repo)?, &name, exclusive);
             let Some(holder) = conflict else {
-                return Ok(Self::start_refresher(repo.clone(), name, info));
+                return Ok(Self::start_refresher(
+                    repo.clone(),
+                    name,
+                    info,
+                    written,
+                    timing,
+                ));
             };
             repo.backend.remove(FileKind::Lock, &name)?;
             if started.elapsed() >= wait {
@@ -214,52 +332,90 @@ impl RepoLock {
         }
     }
 
-    fn start_refresher(repo: Repository, name: String, info: LockInfo) -> RepoLock {
+    /// Whether this lock still holds: `Err` once it was lost (see [`ensure_held`]).
+    pub fn ensure_held(&self) -> Result<()> {
+        self.state.check()
+    }
+
+    fn start_refresher(
+        repo: Repository,
+        name: String,
+        info: LockInfo,
+        written: Instant,
+        timing: LockTiming,
+    ) -> RepoLock {
         let name = Arc::new(Mutex::new(name));
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
-        let fresh = Arc::new(Mutex::new(Instant::now()));
-        HELD.lock().expect("held locks").push(fresh.clone());
-        let (r, n, s, f) = (repo.clone(), name.clone(), stop.clone(), fresh.clone());
+        let state = Arc::new(LockState {
+            location: repo.location(),
+            timing,
+            inner: Mutex::new(Freshness {
+                written,
+                lost: None,
+            }),
+        });
+        repo.held_locks.register(&state);
+        let (r, n, s, st) = (repo.clone(), name.clone(), stop.clone(), state.clone());
         let refresher = std::thread::spawn(move || {
             let (m, cv) = &*s;
             let mut stopped = m.lock().expect("lock stop flag");
             loop {
                 let (guard, timeout) = cv
-                    .wait_timeout_while(stopped, REFRESH_INTERVAL, |stop| !*stop)
+                    .wait_timeout_while(stopped, timing.refresh_interval, |stop| !*stop)
                     .expect("lock stop flag");
                 stopped = guard;
                 if *stopped {
                     return;
                 }
-                if timeout.timed_out() {
-                    let fresh = LockInfo {
-                        time_unix: chrono::Utc::now().timestamp(),
-                        ..info.clone()
-                    };
-                    let written = Instant::now();
-                    if let Ok(new_name) = write_lock(&r, &fresh) {
-                        *f.lock().expect("lock freshness") = written;
-                        let old = std::mem::replace(&mut *n.lock().expect("lock name"), new_name);
-                        let _ = r.backend.remove(FileKind::Lock, &old);
-                    }
+                if timeout.timed_out() && !refresh(&r, &n, &info, &st) {
+                    // Lost for good: write no new lock file, the commit points refuse.
+                    return;
                 }
             }
         });
         RepoLock {
             repo,
             name,
-            fresh,
+            state,
             stop,
             refresher: Some(refresher),
         }
     }
 }
 
+/// One refresh: make sure our file is still there, write a new one with a fresh time,
+/// remove the old one. Returns false once the lock is lost.
+fn refresh(repo: &Repository, name: &Mutex<String>, info: &LockInfo, state: &LockState) -> bool {
+    let old = name.lock().expect("lock name").clone();
+    match repo.backend.read(FileKind::Lock, &old) {
+        Err(e) if e.is_not_found() => {
+            state.lose(format!(
+                "its lock file {} was removed by someone else (`haven unlock`, or a prune that judged it stale)",
+                &old[..old.len().min(8)]
+            ));
+            return false;
+        }
+        // Unreachable now: the write below fails too, or tells us the store is back.
+        Err(_) | Ok(_) => {}
+    }
+    if state.check().is_err() {
+        return false;
+    }
+    let fresh = LockInfo {
+        time_unix: chrono::Utc::now().timestamp(),
+        ..info.clone()
+    };
+    let written = Instant::now();
+    if let Ok(new_name) = write_lock(repo, &fresh) {
+        state.refreshed(written);
+        *name.lock().expect("lock name") = new_name;
+        let _ = repo.backend.remove(FileKind::Lock, &old);
+    }
+    state.check().is_ok()
+}
+
 impl Drop for RepoLock {
     fn drop(&mut self) {
-        HELD.lock()
-            .expect("held locks")
-            .retain(|f| !Arc::ptr_eq(f, &self.fresh));
         {
             let (m, cv) = &*self.stop;
             *m.lock().expect("lock stop flag") = true;

@@ -187,7 +187,7 @@ pub fn prune(
     report.packs_written = repacked.len() as u64;
     keep_index.extend(repacked);
     // Nothing is removed by a holder whose lock may have gone stale for others.
-    crate::lock::ensure_held()?;
+    crate::lock::ensure_held(&repo.repo)?;
     let old_index = repo.index.files.clone();
     let new_index = repo.repo.write_index(keep_index)?;
     for id in old_index.iter().filter(|id| !new_index.contains(id)) {

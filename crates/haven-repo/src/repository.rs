@@ -66,6 +66,8 @@ pub struct Repository {
     pub(crate) config: RepoConfig,
     pub(crate) chunker: Arc<Chunker>,
     key_id: FileId,
+    /// The locks taken through this value and its clones ([`crate::lock::ensure_held`]).
+    pub(crate) held_locks: Arc<crate::lock::HeldLocks>,
 }
 
 impl std::fmt::Debug for Repository {
@@ -214,23 +216,47 @@ impl Repository {
         check_marker(&backend)?;
         let location = backend.location();
         let mut found = None;
+        let (mut damaged, mut intact) = (vec![], 0usize);
         for info in backend.list(FileKind::Key)? {
             let Some(id) = FileId::from_hex(&info.name) else {
                 continue;
             };
-            let Ok(data) = backend.read(FileKind::Key, &info.name) else {
-                continue;
+            let data = match backend.read(FileKind::Key, &info.name) {
+                Ok(data) => data,
+                Err(e) if e.is_not_found() => continue,
+                Err(e) => {
+                    damaged.push(keys::DamagedSlot {
+                        id,
+                        reason: format!("unreadable: {e}"),
+                    });
+                    continue;
+                }
             };
-            let Ok(slot) = keys::decode_slot(&data) else {
-                continue;
+            let slot = match keys::decode_slot(&data) {
+                Ok(slot) => slot,
+                Err(reason) => {
+                    damaged.push(keys::DamagedSlot { id, reason });
+                    continue;
+                }
             };
+            intact += 1;
             if let Some(key) = keys::try_open(&id, &slot, secret) {
                 found = Some((id, key));
                 break;
             }
         }
         crate::debug::phase("open: key slots tried");
-        let (key_id, key) = found.ok_or(RepoError::WrongPassword(location.clone()))?;
+        let Some((key_id, key)) = found else {
+            return Err(if damaged.is_empty() {
+                RepoError::WrongPassword(location)
+            } else {
+                RepoError::KeySlotsDamaged {
+                    location,
+                    damaged,
+                    intact,
+                }
+            });
+        };
         let sealed = backend.read(FileKind::Config, "")?;
         let plain = key
             .open(&file_aad(FileKind::Config, ""), &sealed)
@@ -260,6 +286,7 @@ impl Repository {
             config,
             chunker: Arc::new(chunker),
             key_id,
+            held_locks: Arc::default(),
         }
     }
 

@@ -320,7 +320,7 @@ fn finish_links_and_dirs(target: &Target, plan: &plan::Plan, report: &mut Restor
                     ));
                 }
             }
-            _ => match special::create(&target, path, node) {
+            _ => match special::create(target, path, node) {
                 special::Outcome::Created => {}
                 special::Outcome::Skipped(why) => report
                     .skipped

@@ -13,9 +13,15 @@
 //! seconds, so a killed backup leaves almost everything it uploaded indexed (and
 //! `adopt_unindexed_packs` catches the rest). `finish` writes the index for all packs of
 //! this run and removes the partial ones.
+//!
+//! Shutdown: every thread is joined on every exit path. `finish` drains the pipeline;
+//! dropping a saver without `finish` (the caller failed) raises the abort flag, so
+//! queued blobs and packs are discarded, and joins the threads before the drop returns:
+//! nothing reaches the store after a failed call returned. The first error keeps its
+//! class; `save` hands callers a copy of it ([`RepoError::duplicate`]).
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -40,6 +46,8 @@ pub struct SaverStats {
 struct Shared {
     repo: IndexedRepository,
     error: Mutex<Option<RepoError>>,
+    /// Raised when the saver is dropped without `finish`: discard, do not write.
+    abort: AtomicBool,
     stats: SaverStats,
     written: Mutex<IndexLog>,
 }
@@ -61,7 +69,7 @@ impl Shared {
     }
 
     fn failed(&self) -> bool {
-        self.error.lock().expect("saver error lock").is_some()
+        self.abort.load(Ordering::SeqCst) || self.error.lock().expect("saver error lock").is_some()
     }
 }
 
@@ -69,8 +77,36 @@ impl Shared {
 pub struct BlobSaver {
     shared: Arc<Shared>,
     pending: Mutex<HashSet<BlobId>>,
+    workers: Workers,
+}
+
+/// The pipeline's threads and its entry. Dropped without [`Workers::drain`], it aborts
+/// the pipeline and joins every thread.
+struct Workers {
     seal_tx: Option<Sender<(BlobKind, BlobId, Vec<u8>)>>,
     threads: Vec<JoinHandle<()>>,
+    shared: Arc<Shared>,
+}
+
+impl Workers {
+    /// Close the entry and join every thread; false when one of them panicked.
+    fn join(&mut self) -> bool {
+        self.seal_tx.take();
+        let mut all_ok = true;
+        for t in self.threads.drain(..) {
+            all_ok &= t.join().is_ok();
+        }
+        all_ok
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        if !self.threads.is_empty() {
+            self.shared.abort.store(true, Ordering::SeqCst);
+            self.join();
+        }
+    }
 }
 
 impl std::fmt::Debug for BlobSaver {
@@ -90,6 +126,7 @@ impl BlobSaver {
         let shared = Arc::new(Shared {
             repo,
             error: Mutex::new(None),
+            abort: AtomicBool::new(false),
             stats: SaverStats::default(),
             written: Mutex::new(IndexLog::default()),
         });
@@ -120,10 +157,13 @@ impl BlobSaver {
             threads.push(std::thread::spawn(move || uploader(rx, free, sh)));
         }
         BlobSaver {
+            workers: Workers {
+                seal_tx: Some(seal_tx),
+                threads,
+                shared: shared.clone(),
+            },
             shared,
             pending: Mutex::new(HashSet::new()),
-            seal_tx: Some(seal_tx),
-            threads,
         }
     }
 
@@ -149,7 +189,7 @@ impl BlobSaver {
     }
 
     fn save_with_id(&self, kind: BlobKind, id: BlobId, data: Vec<u8>) -> Result<()> {
-        if let Some(e) = self.take_error_message() {
+        if let Some(e) = self.first_error() {
             return Err(e);
         }
         if self.shared.repo.index.contains(&id)
@@ -157,27 +197,25 @@ impl BlobSaver {
         {
             return Ok(());
         }
-        let tx = self.seal_tx.as_ref().expect("save after finish");
+        let tx = self.workers.seal_tx.as_ref().expect("save after finish");
         tx.send((kind, id, data))
-            .map_err(|_| self.take_error_message().unwrap_or(RepoError::Interrupted))
+            .map_err(|_| self.first_error().unwrap_or(RepoError::Interrupted))
     }
 
-    fn take_error_message(&self) -> Option<RepoError> {
+    /// A copy of the pipeline's first error, same class (the original is returned by
+    /// `finish`).
+    fn first_error(&self) -> Option<RepoError> {
         let guard = self.shared.error.lock().expect("saver error lock");
-        guard
-            .as_ref()
-            .map(|e| RepoError::InvalidInput(format!("writing to the repository failed: {e}")))
+        guard.as_ref().map(RepoError::duplicate)
     }
 
     /// Flush everything, write the final index file; returns what this run added.
     pub fn finish(mut self) -> Result<SaverStats> {
-        self.seal_tx.take();
-        for t in self.threads.drain(..) {
-            if t.join().is_err() {
-                self.shared
-                    .fail(RepoError::InvalidInput("a pipeline thread panicked".into()));
-            }
+        if !self.workers.join() {
+            self.shared
+                .fail(RepoError::InvalidInput("a pipeline thread panicked".into()));
         }
+        drop(self.workers);
         let shared = Arc::try_unwrap(self.shared)
             .map_err(|_| RepoError::InvalidInput("saver still shared".into()))?;
         if let Some(e) = shared.error.into_inner().expect("saver error lock") {

@@ -99,39 +99,50 @@ impl Repository {
         Ok((out, damaged))
     }
 
-    /// Resolve `latest`, a full id or a unique id prefix.
+    /// Resolve `latest`, a full id or a unique id prefix. A reader that also needs the
+    /// index uses [`crate::read::ReadView::find`] (snapshots first, then the index).
     pub fn find_snapshot(&self, spec: &str) -> Result<SnapshotEntry> {
         let (all, damaged) = self.snapshots()?;
-        let spec_lower = spec.to_lowercase();
-        if let Some((name, why)) = damaged
-            .iter()
-            .find(|(name, _)| spec != "latest" && name.starts_with(&spec_lower))
-        {
-            return Err(RepoError::corrupt(
-                format!("snapshot {}", &name[..8]),
-                format!("{why}; run `haven check`, and restore from another snapshot"),
-            ));
-        }
-        if spec == "latest" {
-            return all.into_iter().last().ok_or_else(|| {
-                RepoError::InvalidInput(format!(
-                    "the repository at {} has no snapshots yet",
-                    self.location()
-                ))
-            });
-        }
-        let matches: Vec<_> = all
-            .into_iter()
-            .filter(|s| s.id.to_hex().starts_with(&spec_lower))
-            .collect();
-        match matches.len() {
-            1 => Ok(matches.into_iter().next().expect("one")),
-            0 => Err(RepoError::InvalidInput(format!(
-                "no snapshot matches {spec:?}; list them with `haven snapshots`"
-            ))),
-            _ => Err(RepoError::InvalidInput(format!(
-                "{spec:?} matches several snapshots; give more digits"
-            ))),
-        }
+        find_in(&all, &damaged, spec, self).cloned()
+    }
+}
+
+/// Resolve `latest`, a full id or a unique id prefix among listed snapshots.
+pub(crate) fn find_in<'a>(
+    all: &'a [SnapshotEntry],
+    damaged: &Damaged,
+    spec: &str,
+    repo: &Repository,
+) -> Result<&'a SnapshotEntry> {
+    let spec_lower = spec.to_lowercase();
+    if let Some((name, why)) = damaged
+        .iter()
+        .find(|(name, _)| spec != "latest" && name.starts_with(&spec_lower))
+    {
+        return Err(RepoError::corrupt(
+            format!("snapshot {}", &name[..8]),
+            format!("{why}; run `haven check`, and restore from another snapshot"),
+        ));
+    }
+    if spec == "latest" {
+        return all.last().ok_or_else(|| {
+            RepoError::InvalidInput(format!(
+                "the repository at {} has no snapshots yet",
+                repo.location()
+            ))
+        });
+    }
+    let matches: Vec<_> = all
+        .iter()
+        .filter(|s| s.id.to_hex().starts_with(&spec_lower))
+        .collect();
+    match matches.len() {
+        1 => Ok(matches[0]),
+        0 => Err(RepoError::InvalidInput(format!(
+            "no snapshot matches {spec:?}; list them with `haven snapshots`"
+        ))),
+        _ => Err(RepoError::InvalidInput(format!(
+            "{spec:?} matches several snapshots; give more digits"
+        ))),
     }
 }

@@ -4,8 +4,9 @@
 use haven_store::FileKind;
 
 use crate::error::Result;
-use crate::index::{IndexedRepository, MasterIndex};
+use crate::index::MasterIndex;
 use crate::pack::BlobKind;
+use crate::read::ReadView;
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct RepoStats {
@@ -26,8 +27,8 @@ pub struct RepoStats {
     pub index_bytes_per_blob: u64,
 }
 
-pub fn stats(repo: &IndexedRepository) -> Result<RepoStats> {
-    let (snaps, _) = repo.repo.snapshots()?;
+pub fn stats(view: &ReadView) -> Result<RepoStats> {
+    let (repo, snaps) = (&view.repo, &view.snapshots);
     let packs = repo.repo.backend.list(FileKind::Pack)?;
     let mut s = RepoStats {
         snapshots: snaps.len() as u64,

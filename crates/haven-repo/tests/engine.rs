@@ -11,6 +11,7 @@ use haven_repo::id::BlobId;
 use haven_repo::keys::Secret;
 use haven_repo::pack::{self, BlobKind, PackBuilder};
 use haven_repo::progress::Progress;
+use haven_repo::read::ReadView;
 use haven_repo::restore::{restore, restore_to_writer, RestoreOptions};
 use haven_repo::tree::{Node, NodeKind, Tree};
 use haven_repo::{RepoError, Repository};
@@ -83,7 +84,12 @@ fn backup_restore_check_round_trip_on_the_memory_backend() {
         std::fs::read_link(restored.join("link")).unwrap(),
         Path::new("a/b/text.txt")
     );
-    let r = check(&repo, true, Arc::new(Progress::default())).unwrap();
+    let r = check(
+        &ReadView::open(repo.repo.clone()).unwrap(),
+        true,
+        Arc::new(Progress::default()),
+    )
+    .unwrap();
     assert!(r.ok(), "{:?}", r.problems);
 }
 
@@ -136,7 +142,12 @@ fn a_flipped_bit_in_a_pack_is_found_by_check_and_fails_only_that_file() {
     bytes[loc.blob.offset as usize + 40] ^= 0x10;
     mem.tamper(FileKind::Pack, &name, bytes);
 
-    let r = check(&repo, true, Arc::new(Progress::default())).unwrap();
+    let r = check(
+        &ReadView::open(repo.repo.clone()).unwrap(),
+        true,
+        Arc::new(Progress::default()),
+    )
+    .unwrap();
     assert!(!r.ok(), "check --read-data must find the flipped bit");
     assert!(
         r.problems.iter().any(|p| p.contains(&loc.pack.short())),

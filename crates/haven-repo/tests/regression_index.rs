@@ -14,6 +14,7 @@ use haven_repo::index::IndexPack;
 use haven_repo::pack::{self, BlobKind};
 use haven_repo::progress::Progress;
 use haven_repo::prune::{prune, PruneOptions};
+use haven_repo::read::ReadView;
 use haven_repo::repair::repair_index;
 use haven_repo::snapshot::Snapshot;
 use haven_repo::{IndexedRepository, Repository};
@@ -28,6 +29,11 @@ struct Case {
     snap: Snapshot,
     /// The one data pack of the backup.
     data_pack: PackId,
+}
+
+/// A reader's view (snapshots, then index) of the repository `repo` was opened on.
+fn view(repo: &IndexedRepository) -> ReadView {
+    ReadView::open(repo.repo.clone()).unwrap()
 }
 
 fn open(backend: DynBackend) -> IndexedRepository {
@@ -96,7 +102,7 @@ impl Case {
                 "{f} differs"
             );
         }
-        let r = check(&repo, true, Arc::new(Progress::default())).unwrap();
+        let r = check(&view(&repo), true, Arc::new(Progress::default())).unwrap();
         let unexpected: Vec<&String> = r
             .problems
             .iter()
@@ -123,7 +129,7 @@ fn repair_keeps_a_pack_with(damage: impl FnOnce(&mut Vec<u8>)) {
         repo.index.pack_ids().contains(&case.data_pack),
         "repair index dropped the entries of a pack whose blobs are all intact"
     );
-    let r = check(&repo, false, Arc::new(Progress::default())).unwrap();
+    let r = check(&view(&repo), false, Arc::new(Progress::default())).unwrap();
     assert!(
         !r.notes.iter().any(|n| n.contains(&case.data_pack.short())),
         "check calls the pack a leftover: {:?}",

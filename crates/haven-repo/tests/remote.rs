@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use haven_repo::backup::{backup_paths, BackupOptions};
 use haven_repo::check::check;
 use haven_repo::progress::Progress;
+use haven_repo::read::ReadView;
 use haven_repo::snapshot::Snapshot;
 use haven_repo::tree::NodeKind;
 use haven_repo::{walk, IndexedRepository, Repository};
@@ -276,7 +277,12 @@ fn check_judges_what_is_stored_not_the_tree_cache() {
     observed.inner.tamper(FileKind::Pack, &name, stored);
 
     let repo = open(&backend);
-    let report = check(&repo, false, Arc::new(Progress::default())).unwrap();
+    let report = check(
+        &ReadView::open(repo.repo.clone()).unwrap(),
+        false,
+        Arc::new(Progress::default()),
+    )
+    .unwrap();
     assert!(
         report.problems.iter().any(|p| p.contains("tree")),
         "check missed a damaged tree pack: {:?}",
@@ -310,7 +316,12 @@ fn a_remote_store_gets_overlapping_uploads_and_pack_reads() {
     );
 
     observed.reset_counts();
-    let r = check(&repo, true, Arc::new(Progress::default())).unwrap();
+    let r = check(
+        &ReadView::open(repo.repo.clone()).unwrap(),
+        true,
+        Arc::new(Progress::default()),
+    )
+    .unwrap();
     assert!(r.ok(), "{:?}", r.problems);
     assert!(
         observed.max_reads.load(Ordering::SeqCst) >= 2,

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::Serialize;
 
-use haven_repo::IndexedRepository;
+use haven_repo::read::ReadView;
 
 use super::{json_at, scope, text_at, time_at, ts, Catalog, CatalogError, JobId, PointSource};
 use crate::point::{ComponentRecord, PointStatus, RecoveryPoint};
@@ -191,10 +191,10 @@ impl Catalog {
     /// `rebuilt`). The repository is read before the catalog is locked.
     pub fn rebuild_points(
         &self,
-        repo: &IndexedRepository,
+        view: &ReadView,
         tenant: &str,
     ) -> Result<RebuildSummary, CatalogError> {
-        let (listed, damaged) = crate::point::list_points(repo, tenant)?;
+        let (listed, damaged) = crate::point::list_points(view, tenant)?;
         self.run(|c| {
             let tx = c.transaction()?;
             tx.execute(

@@ -267,7 +267,11 @@ pub(super) fn retries(shared: &Shared, tenant: &str) -> u64 {
 /// Re-read a tenant's points from the repository into the catalog.
 pub(super) fn refresh_points(shared: &Shared, tenant: &str) -> Result<usize, crate::OpsError> {
     let t = shared.config.tenant(tenant)?;
-    let (repo, _) = crate::open_repository(shared.config.repository_of(t), false)?;
-    let repo = repo.indexed()?;
-    Ok(shared.catalog.rebuild_points(&repo, tenant)?.points)
+    let (repo, _) = crate::open_repository_as(
+        shared.config.repository_of(t),
+        false,
+        crate::location::SiteAccess::Reading,
+    )?;
+    let view = haven_repo::read::ReadView::open(repo)?;
+    Ok(shared.catalog.rebuild_points(&view, tenant)?.points)
 }

@@ -5,9 +5,11 @@ use crate::cli::{CheckArgs, Global};
 use crate::output::bytes;
 
 pub fn run(g: &Global, a: CheckArgs) -> Result<i32> {
-    let (repo, _lock) = super::open_locked(g, super::Inspect, "check")?;
-    let mut report = super::with_progress(g, "check", |p| check::check(&repo, a.read_data, p))?;
-    if let Some(mirror) = crate::location::open_mirror(&super::location(g)?, super::min_sites(g))? {
+    let (view, _lock) = super::open_read_as(g, super::Inspect, "check")?;
+    let mut report = super::with_progress(g, "check", |p| check::check(&view, a.read_data, p))?;
+    if let Some(mirror) =
+        crate::location::open_mirror(&super::location(g)?, super::min_sites(g, super::Inspect))?
+    {
         let c = mirror.compare();
         for d in &c.disagreements {
             report.problems.push(format!(

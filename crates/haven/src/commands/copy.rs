@@ -11,8 +11,13 @@ use haven_repo::Repository;
 use crate::cli::{CopyArgs, Global};
 use crate::output::bytes;
 
-fn open_at(g: &Global, loc: &str, secret: impl FnOnce() -> Result<Secret>) -> Result<Repository> {
-    let backend = crate::location::open_backend(loc, super::min_sites(g))?;
+fn open_at(
+    g: &Global,
+    loc: &str,
+    access: super::Access,
+    secret: impl FnOnce() -> Result<Secret>,
+) -> Result<Repository> {
+    let backend = crate::location::open_backend(loc, super::min_sites(g, access))?;
     haven_repo::repository::require_marker(&backend)?;
     Ok(Repository::open(backend, &secret()?)?)
 }
@@ -41,15 +46,17 @@ fn destination_secret(a: &CopyArgs, source: &Secret) -> Result<Secret> {
 
 pub fn run(g: &Global, a: CopyArgs) -> Result<i32> {
     let mut source_secret = None;
-    let src = open_at(g, &a.from_repo, || {
+    let src = open_at(g, &a.from_repo, super::Read, || {
         let s = crate::secret::current(g, false)?;
         source_secret = Some(s.clone());
         Ok(s)
     })
     .with_context(|| format!("opening the source repository {}", a.from_repo))?;
     let source_secret = source_secret.expect("set by open_at");
-    let dst = open_at(g, &a.to_repo, || destination_secret(&a, &source_secret))
-        .with_context(|| format!("opening the destination repository {}", a.to_repo))?;
+    let dst = open_at(g, &a.to_repo, super::Write, || {
+        destination_secret(&a, &source_secret)
+    })
+    .with_context(|| format!("opening the destination repository {}", a.to_repo))?;
     let _src_lock = super::lock(g, &src, super::Read, "copy (source)")?;
     let _dst_lock = super::lock(g, &dst, super::Write, "copy")?;
 

@@ -27,7 +27,7 @@ pub fn run(g: &Global, a: ForgetArgs) -> Result<i32> {
         bail!("give either snapshot ids or a --keep-* policy, not both");
     }
     policy.validate(a.keep_none)?;
-    let repo = super::open(g)?;
+    let repo = super::open(g, super::Write)?;
     let lock = super::lock(g, &repo, super::Write, "forget")?;
     let (all, _) = repo.snapshots()?;
     let mut remove = vec![];

@@ -7,7 +7,7 @@ use crate::cli::{Global, InitArgs};
 
 pub fn run(g: &Global, a: InitArgs) -> Result<i32> {
     let loc = super::location(g)?;
-    let backend = crate::location::open_backend(&loc, super::min_sites(g))?;
+    let backend = crate::location::open_backend(&loc, super::min_sites(g, super::Write))?;
     if !backend.list(haven_store::FileKind::Marker)?.is_empty() {
         anyhow::bail!("a repository exists at {loc} already; nothing was changed");
     }

@@ -12,7 +12,7 @@ fn kdf(a: &NewSecretArgs) -> KdfParams {
 }
 
 pub fn list(g: &Global) -> Result<i32> {
-    let repo = super::open(g)?;
+    let repo = super::open(g, super::Read)?;
     let keys = repo.list_keys()?;
     if g.json {
         crate::output::json(&keys);
@@ -40,7 +40,7 @@ pub fn list(g: &Global) -> Result<i32> {
 }
 
 pub fn add(g: &Global, a: NewSecretArgs) -> Result<i32> {
-    let repo = super::open(g)?;
+    let repo = super::open(g, super::Write)?;
     let _lock = super::lock(g, &repo, super::Write, "key add")?;
     let secret =
         crate::secret::new_secret(a.new_password_file.as_deref(), a.new_key_file.as_deref())?;
@@ -54,7 +54,7 @@ pub fn add(g: &Global, a: NewSecretArgs) -> Result<i32> {
 }
 
 pub fn remove(g: &Global, id: &str) -> Result<i32> {
-    let repo = super::open(g)?;
+    let repo = super::open(g, super::Write)?;
     let _lock = super::lock(g, &repo, super::Write, "key remove")?;
     let removed = repo.remove_key(id)?;
     super::report(
@@ -66,7 +66,7 @@ pub fn remove(g: &Global, id: &str) -> Result<i32> {
 }
 
 pub fn passwd(g: &Global, a: NewSecretArgs) -> Result<i32> {
-    let mut repo = super::open(g)?;
+    let mut repo = super::open(g, super::Write)?;
     let _lock = super::lock(g, &repo, super::Write, "key passwd")?;
     let secret =
         crate::secret::new_secret(a.new_password_file.as_deref(), a.new_key_file.as_deref())?;

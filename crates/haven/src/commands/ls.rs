@@ -7,13 +7,13 @@ use haven_repo::walk;
 use crate::cli::{Global, LsArgs};
 
 pub fn run(g: &Global, a: LsArgs) -> Result<i32> {
-    let (repo, _lock) = super::open_locked(g, super::Read, "ls")?;
-    let snap = repo.repo.find_snapshot(&a.snapshot)?;
+    let (view, _lock) = super::open_read(g, "ls")?;
+    let (repo, snap) = (&view.repo, view.find(&a.snapshot)?);
     let includes: Vec<_> = a.path.into_iter().collect();
     let mut rows = vec![];
     let mut errors = vec![];
     walk::walk(
-        &repo,
+        repo,
         &snap.snapshot.tree,
         &mut |path: &Path, node| {
             let (inside, descend) = walk::included(path, &includes);

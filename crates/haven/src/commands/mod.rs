@@ -21,11 +21,13 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use haven_repo::lock::RepoLock;
 use haven_repo::progress::Progress;
+use haven_repo::read::ReadView;
 use haven_repo::{IndexedRepository, Repository};
 pub use Access::{Exclusive, Inspect, Read, Write};
 
 use crate::cli::{Cli, Command, Global, KeyCommand, RepairCommand};
 use crate::output::ProgressView;
+use haven_ops::location::SiteAccess;
 use haven_store::MinSites;
 
 pub fn run(cli: Cli) -> Result<i32> {
@@ -56,10 +58,14 @@ pub fn run(cli: Cli) -> Result<i32> {
     }
 }
 
-/// The --min-sites setting for mirror: repositories.
-pub fn min_sites(g: &Global) -> MinSites {
-    g.min_sites
-        .map_or(MinSites::All, |n| MinSites::AtLeast(n as usize))
+/// The --min-sites rule for mirror: repositories: a verb that only reads takes its
+/// lock on the sites that answer; writers need every site unless --min-sites says fewer.
+pub fn min_sites(g: &Global, access: Access) -> MinSites {
+    let access = match access {
+        Access::Read | Access::Inspect => SiteAccess::Reading,
+        Access::Write | Access::Exclusive => SiteAccess::Writing,
+    };
+    access.min_sites(g.min_sites)
 }
 
 pub fn location(g: &Global) -> Result<String> {
@@ -68,10 +74,11 @@ pub fn location(g: &Global) -> Result<String> {
         .context("no repository given: pass --repo PATH or set HAVEN_REPOSITORY")
 }
 
-/// Open the repository (key and config), without the index.
-pub fn open(g: &Global) -> Result<Repository> {
+/// Open the repository (key and config), without the index, for a verb that does
+/// `access` (which decides how many mirror sites it needs).
+pub fn open(g: &Global, access: Access) -> Result<Repository> {
     let loc = location(g)?;
-    let backend = crate::location::open_backend(&loc, min_sites(g))?;
+    let backend = crate::location::open_backend(&loc, min_sites(g, access))?;
     // Fail fast (before asking for a passphrase) when there is no repository.
     haven_repo::repository::require_marker(&backend)?;
     let secret = crate::secret::current(g, false)?;
@@ -126,18 +133,42 @@ pub fn lock(
 }
 
 /// Open, lock and load the index; the lock lives as long as the returned guard.
+/// For writers; readers use [`open_read`].
 pub fn open_locked(
     g: &Global,
     access: Access,
     purpose: &str,
 ) -> Result<(IndexedRepository, Option<RepoLock>)> {
-    let repo = open(g)?;
+    let repo = open(g, access)?;
     let lock = lock(g, &repo, access, purpose)?;
     let indexed = repo.indexed()?;
-    for (name, why) in &indexed.index.damaged {
+    warn_damaged_index(&indexed);
+    Ok((indexed, lock))
+}
+
+/// Open and lock (shared) for reading, list the snapshots, then load the index (the
+/// read ordering, FORMAT.md 17.8).
+pub fn open_read(g: &Global, purpose: &str) -> Result<(ReadView, Option<RepoLock>)> {
+    open_read_as(g, Read, purpose)
+}
+
+/// [`open_read`] for a reader of kind `access` (`Read` or `Inspect`).
+pub fn open_read_as(
+    g: &Global,
+    access: Access,
+    purpose: &str,
+) -> Result<(ReadView, Option<RepoLock>)> {
+    let repo = open(g, access)?;
+    let lock = lock(g, &repo, access, purpose)?;
+    let view = ReadView::open(repo)?;
+    warn_damaged_index(&view.repo);
+    Ok((view, lock))
+}
+
+fn warn_damaged_index(repo: &IndexedRepository) {
+    for (name, why) in &repo.index.damaged {
         eprintln!("haven: warning: index file {} is unreadable ({why}); its blobs are treated as missing. Run `haven check`, then `haven repair index`", &name[..8]);
     }
-    Ok((indexed, lock))
 }
 
 /// Run `work` with a progress bar on a terminal.

@@ -5,15 +5,15 @@ use crate::cli::{Global, RestoreArgs};
 use crate::output::bytes;
 
 pub fn run(g: &Global, a: RestoreArgs) -> Result<i32> {
-    let (repo, _lock) = super::open_locked(g, super::Read, "restore")?;
-    let snap = repo.repo.find_snapshot(&a.snapshot)?;
+    let (view, _lock) = super::open_read(g, "restore")?;
+    let (repo, snap) = (&view.repo, view.find(&a.snapshot)?);
     if a.stdout {
         if a.include.len() > 1 {
             anyhow::bail!("--stdout writes one file: give at most one --include");
         }
         let mut out = std::io::stdout().lock();
         restore::restore_to_writer(
-            &repo,
+            repo,
             &snap.snapshot,
             a.include.first().map(|p| p.as_path()),
             &mut out,
@@ -27,7 +27,7 @@ pub fn run(g: &Global, a: RestoreArgs) -> Result<i32> {
     };
     let started = std::time::Instant::now();
     let report = super::with_progress(g, "restore", |p| {
-        restore::restore(&repo, &snap.snapshot, &opts, p)
+        restore::restore(repo, &snap.snapshot, &opts, p)
     })?;
     for w in &report.warnings {
         eprintln!("haven: warning: {w}");

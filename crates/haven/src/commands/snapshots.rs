@@ -11,7 +11,7 @@ pub fn matches(s: &SnapshotEntry, f: &FilterArgs) -> bool {
 }
 
 pub fn run(g: &Global, f: FilterArgs) -> Result<i32> {
-    let repo = super::open(g)?;
+    let repo = super::open(g, super::Read)?;
     let _lock = super::lock(g, &repo, super::Read, "snapshots")?;
     let (all, damaged) = repo.snapshots()?;
     for (name, why) in &damaged {

@@ -4,8 +4,8 @@ use crate::cli::Global;
 use crate::output::bytes;
 
 pub fn run(g: &Global) -> Result<i32> {
-    let (repo, _lock) = super::open_locked(g, super::Read, "stats")?;
-    let s = haven_repo::stats::stats(&repo)?;
+    let (view, _lock) = super::open_read(g, "stats")?;
+    let s = haven_repo::stats::stats(&view)?;
     if g.json {
         crate::output::json(&s);
         return Ok(0);

@@ -148,11 +148,15 @@ fn backup(g: &Global, config: &Config, tenant: &str) -> Result<i32> {
 
 fn points(g: &Global, config: &Config, tenant: &str) -> Result<i32> {
     let t = config.tenant(tenant)?;
-    let (repo, _) = haven_ops::open_repository(config.repository_of(t), false)
-        .with_context(|| format!("tenant {tenant}"))?;
+    let (repo, _) = haven_ops::open_repository_as(
+        config.repository_of(t),
+        false,
+        haven_ops::location::SiteAccess::Reading,
+    )
+    .with_context(|| format!("tenant {tenant}"))?;
     let _lock = super::lock(g, &repo, super::Read, "tenant points")?;
-    let repo = repo.indexed()?;
-    let (points, damaged) = list_points(&repo, tenant)?;
+    let view = haven_repo::read::ReadView::open(repo)?;
+    let (points, damaged) = list_points(&view, tenant)?;
     for (name, why) in &damaged {
         eprintln!(
             "haven: warning: snapshot {}: {why}",

@@ -3,7 +3,7 @@ use anyhow::Result;
 use crate::cli::{Global, UnlockArgs};
 
 pub fn run(g: &Global, a: UnlockArgs) -> Result<i32> {
-    let repo = super::open(g)?;
+    let repo = super::open(g, super::Write)?;
     let n = haven_repo::lock::remove_locks(&repo, a.all)?;
     super::report(
         g,
@@ -33,10 +33,11 @@ pub fn repair_index(g: &Global) -> Result<i32> {
 /// `haven repair` on a mirror: copy what a returning site lacks, verify, report.
 pub fn repair_mirror(g: &Global) -> Result<i32> {
     let loc = super::location(g)?;
-    let Some(mirror) = crate::location::open_mirror(&loc, super::min_sites(g))? else {
+    let Some(mirror) = crate::location::open_mirror(&loc, super::min_sites(g, super::Write))?
+    else {
         anyhow::bail!("`haven repair` brings the sites of a mirror: repository in sync, and {loc} is not one; for a damaged index use `haven repair index`");
     };
-    let repo = super::open(g)?;
+    let repo = super::open(g, super::Write)?;
     let _lock = super::lock(g, &repo, super::Exclusive, "repair")?;
     let before = mirror.compare();
     let report = mirror.repair();

@@ -31,32 +31,8 @@ use serde::Deserialize;
 
 use haven_repo::retention::KeepPolicy;
 
-/// `5m`, `24h`, `30s`, `15d`, `1h30m`.
-pub fn parse_span(s: &str) -> Result<Duration, String> {
-    let bad = || {
-        format!("invalid duration {s:?}: use a number and a unit s, m, h or d, e.g. 30s, 5m, 24h")
-    };
-    let (mut total, mut num) = (0u64, String::new());
-    for c in s.trim().chars() {
-        if c.is_ascii_digit() {
-            num.push(c);
-            continue;
-        }
-        let n: u64 = num.parse().map_err(|_| bad())?;
-        num.clear();
-        total += n * match c {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            'd' => 86400,
-            _ => return Err(bad()),
-        };
-    }
-    if !num.is_empty() || s.trim().is_empty() {
-        return Err(bad());
-    }
-    Ok(Duration::from_secs(total))
-}
+/// `5m`, `24h`, `30s`, `15d`, `1h30m` (one parser for every duration in the config).
+pub use haven_sources::process::parse_span;
 
 /// 300 s -> "5m", 5400 s -> "1h30m".
 pub fn format_span(d: Duration) -> String {

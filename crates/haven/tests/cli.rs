@@ -67,7 +67,10 @@ fn round_trip_backup_snapshots_ls_restore_check_stats() {
         0,
         "unchanged files must not be read: {s2}"
     );
-    assert_eq!(u(&s2, "bytes_added_raw"), 0, "{s2}");
+    // Nothing new is stored but, at most, the root tree: it holds /tmp's metadata, whose
+    // mtime changes whenever another test creates a folder there.
+    assert!(u(&s2, "blobs_added") <= 1, "{s2}");
+    assert!(u(&s2, "bytes_added_raw") < 4096, "{s2}");
 
     // Change one file, add one: only those two are read.
     let mut rng = Rng::new(99);

@@ -1,9 +1,7 @@
 //! Regression tests for the daemon's catalog (issue 10).
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{TimeZone, Utc};
@@ -12,38 +10,9 @@ use haven_ops::daemon::view::{DaemonView, JobKind};
 use haven_ops::daemon::{Daemon, DaemonOptions};
 use haven_ops::Config;
 
-/// A webhook peer that records the JSON bodies POSTed to it.
-fn hook() -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    let bodies = Arc::new(Mutex::new(vec![]));
-    let b = bodies.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut len = 0usize;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0; len];
-            if reader.read_exact(&mut body).is_ok() {
-                if let Ok(v) = serde_json::from_slice(&body) {
-                    b.lock().unwrap().push(v);
-                }
-            }
-            let _ = stream
-                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
-        }
-    });
-    (url, bodies)
-}
+#[path = "common/webhook.rs"]
+mod webhook;
+use webhook::Receiver;
 
 #[track_caller]
 fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
@@ -130,14 +99,14 @@ fn same_tenant_name_on_another_repository_shares_nothing_in_the_catalog() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     let broken = root.join("broken");
-    let (url_a, hook_a) = hook();
-    let (url_b, hook_b) = hook();
+    let hook_a = Receiver::start();
+    let hook_b = Receiver::start();
     let clock = Arc::new(ManualClock::new(
         Utc.with_ymd_and_hms(2026, 11, 20, 2, 0, 0).unwrap(),
     ));
 
     // The first config: one good backup (a point), then a failing one (an alert fires).
-    let a = start(config(root, "a", &url_a, &broken), &clock);
+    let a = start(config(root, "a", &hook_a.url, &broken), &clock);
     let view = a.view();
     assert_eq!(run_backup(&view), "succeeded");
     assert_eq!(view.points("acme").unwrap().len(), 1);
@@ -145,8 +114,7 @@ fn same_tenant_name_on_another_repository_shares_nothing_in_the_catalog() {
     assert_eq!(run_backup(&view), "failed");
     wait_for("the first config's failure alert", || {
         hook_a
-            .lock()
-            .unwrap()
+            .received()
             .iter()
             .any(|b| b["kind"] == "backup-failed" && b["state"] == "firing")
     });
@@ -164,7 +132,7 @@ fn same_tenant_name_on_another_repository_shares_nothing_in_the_catalog() {
 
     // The second config, ten days later, same state directory, same tenant name.
     clock.set(Utc.with_ymd_and_hms(2026, 11, 30, 2, 0, 0).unwrap());
-    let b = start(config(root, "b", &url_b, &broken), &clock);
+    let b = start(config(root, "b", &hook_b.url, &broken), &clock);
     let view = b.view();
     assert!(
         view.points("acme").unwrap().is_empty(),
@@ -183,15 +151,14 @@ fn same_tenant_name_on_another_repository_shares_nothing_in_the_catalog() {
     assert_eq!(run_backup(&view), "failed");
     wait_for("the second config's own failure alert", || {
         hook_b
-            .lock()
-            .unwrap()
+            .received()
             .iter()
             .any(|b| b["kind"] == "backup-failed" && b["state"] == "firing")
     });
     b.stop(Duration::from_secs(10));
 
     // The first config again: its history is still there.
-    let a = start(config(root, "a", &url_a, &broken), &clock);
+    let a = start(config(root, "a", &hook_a.url, &broken), &clock);
     let view = a.view();
     assert_eq!(ids(&view), a_points, "the first config's points are kept");
     let jobs: Vec<i64> = view.jobs(Some("acme"), 100).iter().map(|j| j.id).collect();

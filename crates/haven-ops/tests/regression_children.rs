@@ -224,6 +224,9 @@ backup = "echo mysqldump --password=hunter5 app: access denied >&2; exit 1"
     );
 }
 
+#[path = "common/webhook.rs"]
+mod webhook;
+
 #[path = "../../haven-sources/tests/support/marked_processes.rs"]
 mod marked_processes;
 use marked_processes::{processes_marked, Reap};
@@ -313,9 +316,8 @@ fn the_jobs_deadline_stops_a_command_without_its_own_timeout() {
 }
 
 mod daemon {
-    use std::io::{BufRead, BufReader, Read, Write};
-    use std::net::TcpListener;
-    use std::sync::{Arc, Mutex};
+
+    use std::sync::Arc;
     use std::time::{Duration, Instant};
 
     use chrono::{TimeZone, Utc};
@@ -325,42 +327,7 @@ mod daemon {
 
     use super::{assert_no_survivors, Setup};
 
-    /// A real HTTP peer that records the JSON bodies POSTed to it.
-    fn receiver() -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}/hook", listener.local_addr().unwrap());
-        let bodies = Arc::new(Mutex::new(vec![]));
-        let b = bodies.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { continue };
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut len = 0usize;
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                        break;
-                    }
-                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                        len = v.trim().parse().unwrap_or(0);
-                    }
-                    if line == "\r\n" {
-                        break;
-                    }
-                }
-                let mut body = vec![0; len];
-                if reader.read_exact(&mut body).is_ok() {
-                    if let Ok(v) = serde_json::from_slice(&body) {
-                        b.lock().unwrap().push(v);
-                    }
-                }
-                let _ = stream.write_all(
-                    b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
-                );
-            }
-        });
-        (url, bodies)
-    }
+    use super::webhook::Receiver;
 
     #[track_caller]
     fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
@@ -399,7 +366,8 @@ mod daemon {
 
     #[test]
     fn a_failed_retention_run_is_alerted_and_resolved_by_the_next_good_one() {
-        let (url, bodies) = receiver();
+        let hook = Receiver::start();
+        let url = &hook.url;
         let data = tempfile::tempdir().unwrap();
         let (_s, config) = Setup::new(
             &format!("[daemon]\nstate-dir = \"state\"\n\n[alerts.ops]\nkind = \"webhook\"\nurl = \"{url}\"\n"),
@@ -414,9 +382,7 @@ mod daemon {
         let job = run(&view, JobKind::Retention);
         assert_eq!(job.status, "failed", "{job:?}");
         let alerted = |state: &str| {
-            bodies
-                .lock()
-                .unwrap()
+            hook.received()
                 .iter()
                 .any(|b| b["kind"] == "retention-failed" && b["state"] == state)
         };

@@ -18,12 +18,11 @@ use haven_repo::backup::backup_stream;
 use haven_repo::lock::RepoLock;
 use haven_repo::progress::Progress;
 use haven_repo::read::ReadView;
-
-use crate::location::SiteAccess;
 use haven_repo::IndexedRepository;
 use haven_sources::{SourceError, StreamComponent};
 
 use crate::config::{ComponentConfig, Config, Tenant};
+use crate::location::SiteAccess;
 use crate::plan::Retries;
 use crate::point::{
     component_tag, new_point_id, point_tag, save_manifest, tenant_tag, ComponentRecord,

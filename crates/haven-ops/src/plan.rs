@@ -32,23 +32,7 @@ use serde::Deserialize;
 use haven_repo::retention::KeepPolicy;
 
 /// `5m`, `24h`, `30s`, `15d`, `1h30m` (one parser for every duration in the config).
-pub use haven_sources::process::parse_span;
-
-/// 300 s -> "5m", 5400 s -> "1h30m".
-pub fn format_span(d: Duration) -> String {
-    let mut secs = d.as_secs();
-    if secs == 0 {
-        return "0s".into();
-    }
-    let mut out = String::new();
-    for (unit, size) in [("d", 86400), ("h", 3600), ("m", 60), ("s", 1)] {
-        if secs >= size {
-            out += &format!("{}{unit}", secs / size);
-            secs %= size;
-        }
-    }
-    out
-}
+pub use haven_sources::process::{format_span, parse_span};
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]

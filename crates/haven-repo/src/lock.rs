@@ -387,16 +387,13 @@ impl RepoLock {
 /// remove the old one. Returns false once the lock is lost.
 fn refresh(repo: &Repository, name: &Mutex<String>, info: &LockInfo, state: &LockState) -> bool {
     let old = name.lock().expect("lock name").clone();
-    match repo.backend.read(FileKind::Lock, &old) {
-        Err(e) if e.is_not_found() => {
-            state.lose(format!(
-                "its lock file {} was removed by someone else (`haven unlock`, or a prune that judged it stale)",
-                &old[..old.len().min(8)]
-            ));
-            return false;
-        }
-        // Unreachable now: the write below fails too, or tells us the store is back.
-        Err(_) | Ok(_) => {}
+    // Any other read error (the store unreachable) is left to the write below.
+    if matches!(repo.backend.read(FileKind::Lock, &old), Err(e) if e.is_not_found()) {
+        state.lose(format!(
+            "its lock file {} was removed by someone else (`haven unlock`, or a prune that judged it stale)",
+            &old[..old.len().min(8)]
+        ));
+        return false;
     }
     if state.check().is_err() {
         return false;

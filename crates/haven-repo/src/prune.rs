@@ -216,13 +216,12 @@ fn choose_copies(
         if !used.contains(&id) {
             continue;
         }
-        let mut copies: Vec<_> = repo
+        // `copies` lists each pack once, by pack id.
+        let copies: Vec<_> = repo
             .index
             .copies(&id)
             .filter(|l| stored.contains_key(&l.pack))
             .collect();
-        copies.sort_by_key(|l| l.pack);
-        copies.dedup_by_key(|l| l.pack);
         if copies.len() < 2 {
             continue;
         }

@@ -80,7 +80,7 @@ pub struct BlobSaver {
     workers: Workers,
 }
 
-/// The pipeline's threads and its entry. Dropped without [`Workers::drain`], it aborts
+/// The pipeline's threads and its entry. Dropped without [`Workers::join`], it aborts
 /// the pipeline and joins every thread.
 struct Workers {
     seal_tx: Option<Sender<(BlobKind, BlobId, Vec<u8>)>>,

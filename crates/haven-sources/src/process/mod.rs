@@ -100,9 +100,12 @@ pub fn parse_span(s: &str) -> std::result::Result<Duration, String> {
     Ok(Duration::from_secs(total))
 }
 
-/// `300 s` -> `5m`, `5400 s` -> `1h30m`.
+/// `300 s` -> `5m`, `5400 s` -> `1h30m`, `0.5 s` -> `0.5s`, zero -> `0s`.
 pub fn format_span(d: Duration) -> String {
     let mut secs = d.as_secs();
+    if d.is_zero() {
+        return "0s".into();
+    }
     if secs == 0 {
         return format!("{:.1}s", d.as_secs_f64());
     }
@@ -608,9 +611,7 @@ impl ChildOutput {
         }
         self.running.finish()
     }
-}
 
-impl ChildOutput {
     /// The tool's failure, if the end of the stream already showed one: the cause to
     /// report when the reader of the stream failed (a dropped `ChildOutput` kills a tool
     /// still running).

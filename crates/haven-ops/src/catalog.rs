@@ -11,7 +11,7 @@
 //! daemon start ──mark_running_as_interrupted──> jobs a killed daemon left running
 //! ```
 //!
-//! Schema (version 2; `PRAGMA user_version`, `PRAGMA application_id` = `HVNC`). Times are
+//! Schema (version 3; `PRAGMA user_version`, `PRAGMA application_id` = `HVNC`). Times are
 //! RFC 3339 UTC text with nanoseconds (fixed width, so they sort as text); JSON columns
 //! are text.
 //!
@@ -35,6 +35,9 @@
 //! | `alerts` | `tenant`, `repo`, `key` (`KIND:TENANT[:DETAIL]`, e.g. `rpo:acme:db`), `state` (firing, resolved), `first_fired`, `last_sent`, `resolved_at`, `message` |
 //! | `tenant_meta` | `tenant`, `repo`, `key`, `value` (e.g. `last_slot:backup` → RFC 3339 time, `first_seen`) |
 //! | `meta` | `key`, `value`: what concerns the whole catalog (e.g. `retried:JOB`) |
+//! | `dr_runs` | (v3) one row per disaster-recovery run, drill or dry run: `id`, `runbook`, `tenant`, `repo`, `into_tenant`, `mode`, `point`, `state`, `started`, `finished`, `seconds` (measured RTO), `actor`, `owner_pid`, `error`, `plan` (JSON) |
+//! | `dr_steps` | (v3) `run_id`, `step`, `state`, `attempts`, `started`, `finished`, `seconds`, `outputs` (JSON), `message` |
+//! | `dr_audit` | (v3) `id`, `run_id`, `time`, `step`, `event`, `detail` (secrets redacted) |
 //!
 //! Migrations run in order inside one transaction each; a file that is not SQLite, is
 //! another application's database, or has a newer schema is refused with its name. The
@@ -76,6 +79,7 @@ pub const APPLICATION_ID: i32 = 0x4856_4e43;
 const MIGRATIONS: &[&str] = &[
     include_str!("catalog/v1.sql"),
     include_str!("catalog/v2.sql"),
+    include_str!("catalog/v3.sql"),
 ];
 
 /// SQL: the repository `tenant_expr` is bound to (`''` when unbound).

@@ -20,6 +20,7 @@ pub mod backup;
 pub mod catalog;
 pub mod config;
 pub mod daemon;
+pub mod failover;
 pub mod files;
 pub mod location;
 pub mod plan;

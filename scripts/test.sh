@@ -18,6 +18,9 @@ need_apt etcd etcd-server
 need_apt etcdctl etcd-client
 need_apt mariadbd mariadb-server
 need_apt mariadb-dump mariadb-client
+# The DNS tests start a real BIND 9 (named) with its own zone; dig for looking at it by hand.
+need_apt named bind9
+need_apt dig bind9-dnsutils
 # The daemon: SQLite for the catalog, Chromium for the dashboard test, openssl for the
 # SMTP STARTTLS test's throwaway CA; iproute2 (ip, tc) for the multi-site test.
 need_apt pkg-config pkg-config

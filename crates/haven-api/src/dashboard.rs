@@ -4,7 +4,10 @@
 //! `/api/v1/tenants` and `/api/v1/jobs` with it every 5 s, and draws: per tenant the last
 //! backup, the effective RPO against its target (red and `BREACHED` when breached, green
 //! otherwise), the next run, the last verify with its measured restore time, recent
-//! failures, and the running job's progress; below, recent jobs and a job's log.
+//! failures, and the running job's progress; then the disaster-recovery section from
+//! `/api/v1/readiness` (per tenant: ready or not, newest and proven points with the
+//! verified RPO, predicted RTO, last drill with its measured RTO, runbooks with a "Drill
+//! now" button, problems); below, recent jobs and a job's log.
 //!
 //! The page is served with a Content-Security-Policy that allows exactly its own inline
 //! script and style (by SHA-256 hash) and requests to this origin: data from the daemon

@@ -1,8 +1,9 @@
 //! The routes. Parameters are checked against the OpenAPI document first (`params`).
 //! Handlers are thin: each asks the [`DaemonView`] one question on tokio's
 //! blocking pool (the view reads a SQLite catalog) and answers JSON; errors are
-//! `{"error": "..."}` with 400 (bad request), 404 (no such tenant or job), 409 (conflict),
-//! 503 (the daemon cannot answer now), 401 (see `auth`).
+//! `{"error": "..."}` with 400 (bad request), 404 (no such tenant, job, runbook or run),
+//! 409 (conflict), 422 (a reloaded config that does not load), 503 (the daemon cannot
+//! answer now), 401 (see `auth`).
 
 use std::sync::Arc;
 
@@ -13,7 +14,7 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{middleware, Json, Router};
-use haven_ops::daemon::view::{DaemonView, JobKind, ViewError};
+use haven_ops::daemon::view::{DaemonView, JobKind, RunbookMode, ViewError};
 use serde::Deserialize;
 
 use crate::auth::{require_token, Token};
@@ -40,6 +41,13 @@ pub(crate) fn router(view: View, token: Token) -> Router {
         .route("/api/v1/tenants/{name}/verify", post(verify))
         .route("/api/v1/jobs", get(jobs))
         .route("/api/v1/jobs/{id}", get(job))
+        .route("/api/v1/readiness", get(readiness))
+        .route("/api/v1/dr/runs", get(dr_runs))
+        .route("/api/v1/dr/runs/{id}", get(dr_run))
+        .route("/api/v1/runbooks/{name}/run", post(run_runbook))
+        .route("/api/v1/runbooks/{name}/dry-run", post(dry_run_runbook))
+        .route("/api/v1/runbooks/{name}/drill", post(drill_runbook))
+        .route("/api/v1/reload", post(reload))
         .route("/metrics", get(metrics))
         // Layers run outside in: the token first, then the parameters.
         .route_layer(middleware::from_fn(crate::params::validate))
@@ -80,9 +88,14 @@ impl IntoResponse for Failure {
 impl From<ViewError> for Failure {
     fn from(e: ViewError) -> Self {
         let status = match e {
-            ViewError::UnknownTenant(_) | ViewError::UnknownJob(_) => StatusCode::NOT_FOUND,
+            ViewError::UnknownTenant(_)
+            | ViewError::UnknownJob(_)
+            | ViewError::UnknownRunbook(_)
+            | ViewError::UnknownRun(_) => StatusCode::NOT_FOUND,
+            ViewError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ViewError::Conflict(_) => StatusCode::CONFLICT,
             ViewError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ViewError::Refused(_) => StatusCode::UNPROCESSABLE_ENTITY,
         };
         Failure(status, e.to_string())
     }
@@ -173,6 +186,100 @@ async fn backup(State(view): State<View>, path: Result<Path<String>, PathRejecti
 
 async fn verify(State(view): State<View>, path: Result<Path<String>, PathRejection>) -> Answer {
     trigger(view, path, JobKind::Verify).await
+}
+
+async fn readiness(State(view): State<View>) -> Answer {
+    json(ask(&view, |v| v.readiness()).await??)
+}
+
+/// Runs listed when the request names no `limit` (bounds enforced by `params::validate`).
+fn default_runs() -> usize {
+    crate::params::SPEC
+        .default_int("get", "/api/v1/dr/runs", "limit")
+        .and_then(|n| usize::try_from(n).ok())
+        .unwrap_or(50)
+}
+
+#[derive(Debug, Deserialize)]
+struct RunsQuery {
+    limit: Option<usize>,
+}
+
+async fn dr_runs(
+    State(view): State<View>,
+    query: Result<Query<RunsQuery>, QueryRejection>,
+) -> Answer {
+    let Query(query) = query.map_err(|e| {
+        Failure(
+            StatusCode::BAD_REQUEST,
+            format!("{} (expected ?limit=N)", e.body_text()),
+        )
+    })?;
+    let limit = query.limit.unwrap_or_else(default_runs);
+    json(ask(&view, move |v| v.dr_runs(limit)).await??)
+}
+
+async fn dr_run(State(view): State<View>, path: Result<Path<String>, PathRejection>) -> Answer {
+    let id = tenant_name(path)?;
+    json(ask(&view, move |v| v.dr_run(&id)).await??)
+}
+
+#[derive(Debug, Deserialize)]
+struct PointQuery {
+    point: Option<String>,
+}
+
+async fn start_runbook(
+    view: View,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<PointQuery>, QueryRejection>,
+    mode: RunbookMode,
+) -> Answer {
+    let name = tenant_name(path)?;
+    let Query(query) = query.map_err(|e| {
+        Failure(
+            StatusCode::BAD_REQUEST,
+            format!("{} (expected ?point=ID)", e.body_text()),
+        )
+    })?;
+    let id = ask(&view, move |v| v.start_runbook(&name, mode, query.point)).await??;
+    let location = format!("/api/v1/dr/runs/{id}");
+    let mut response =
+        (StatusCode::ACCEPTED, Json(serde_json::json!({ "run": id }))).into_response();
+    if let Ok(location) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(LOCATION, location);
+    }
+    Ok(response)
+}
+
+async fn run_runbook(
+    State(view): State<View>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<PointQuery>, QueryRejection>,
+) -> Answer {
+    start_runbook(view, path, query, RunbookMode::Run).await
+}
+
+async fn dry_run_runbook(
+    State(view): State<View>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<PointQuery>, QueryRejection>,
+) -> Answer {
+    start_runbook(view, path, query, RunbookMode::DryRun).await
+}
+
+async fn drill_runbook(
+    State(view): State<View>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<PointQuery>, QueryRejection>,
+) -> Answer {
+    start_runbook(view, path, query, RunbookMode::Drill).await
+}
+
+/// The config file read again (as SIGHUP does): 200 with what changed, 422 with the
+/// error of a config that does not load (the running one stays).
+async fn reload(State(view): State<View>) -> Answer {
+    json(ask(&view, |v| v.reload()).await??)
 }
 
 async fn metrics(State(view): State<View>) -> Answer {

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use common::*;
 use haven_api::{ApiConfig, ApiError};
-use haven_ops::daemon::view::JobKind;
+use haven_ops::daemon::view::{JobKind, RunbookMode};
 
 /// Every protected route, as (method, path) with real parameters.
 const PROTECTED: &[(&str, &str)] = &[
@@ -18,7 +18,14 @@ const PROTECTED: &[(&str, &str)] = &[
     ("POST", "/api/v1/tenants/shop-eu/verify"),
     ("GET", "/api/v1/jobs"),
     ("GET", "/api/v1/jobs/7"),
+    ("POST", "/api/v1/reload"),
     ("GET", "/metrics"),
+    ("GET", "/api/v1/readiness"),
+    ("GET", "/api/v1/dr/runs"),
+    ("GET", "/api/v1/dr/runs/dr-20261205T040000Z-ab12"),
+    ("POST", "/api/v1/runbooks/shop-failover/run"),
+    ("POST", "/api/v1/runbooks/shop-failover/dry-run"),
+    ("POST", "/api/v1/runbooks/shop-failover/drill"),
 ];
 
 fn assert_refused(reply: &Reply, what: &str) {
@@ -209,6 +216,12 @@ fn tenants_points_jobs_and_a_jobs_progress_and_log_are_served() {
 
 /// `/api/v1/jobs/{id}` with the fake's real values, so every documented route is asked for.
 fn concrete(path: &str) -> String {
+    if path.starts_with("/api/v1/runbooks/") {
+        return path.replace("{name}", RUNBOOK);
+    }
+    if path.starts_with("/api/v1/dr/runs/") {
+        return path.replace("{id}", FAILED_DRILL);
+    }
     path.replace("{name}", BREACHED)
         .replace("{id}", &RUNNING_JOB.to_string())
 }
@@ -247,7 +260,14 @@ fn openapi_document_and_router_list_the_same_routes() {
         ("POST", "/api/v1/tenants/{name}/verify"),
         ("GET", "/api/v1/jobs"),
         ("GET", "/api/v1/jobs/{id}"),
+        ("POST", "/api/v1/reload"),
         ("GET", "/metrics"),
+        ("GET", "/api/v1/readiness"),
+        ("GET", "/api/v1/dr/runs"),
+        ("GET", "/api/v1/dr/runs/{id}"),
+        ("POST", "/api/v1/runbooks/{name}/run"),
+        ("POST", "/api/v1/runbooks/{name}/dry-run"),
+        ("POST", "/api/v1/runbooks/{name}/drill"),
     ]
     .iter()
     .map(|(m, p)| (m.to_string(), p.to_string()))
@@ -489,4 +509,75 @@ fn shutdown_stops_serving_and_frees_the_port() {
     )
     .expect("rebind the same port");
     assert_eq!(get(again.addr(), "/api/v1/tenants").status, 200);
+}
+
+#[test]
+fn readiness_and_dr_runs_are_served_and_runbooks_start_with_202_and_the_run_id() {
+    let view = FakeView::new(true);
+    let server = serve(view.clone());
+    let reply = get(server.addr(), "/api/v1/readiness");
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let r = reply.json();
+    assert_eq!(r[0]["tenant"], BREACHED);
+    assert_eq!(r[0]["ready"], false);
+    assert_eq!(r[0]["newest_verified"]["kind"], "drill");
+    assert_eq!(r[0]["predicted_rto"]["basis"], "drill");
+    assert_eq!(r[0]["predicted_rto"]["seconds"], 1874.0);
+    assert_eq!(r[0]["runbooks"][0]["rto_exceeded"], true);
+    assert_eq!(r[0]["last_drill"]["state"], "failed");
+    assert_eq!(r[1]["predicted_rto"]["basis"], "restore-speed");
+    assert_eq!(r[1]["predicted_rto"]["samples"], 3);
+
+    let runs = get(server.addr(), "/api/v1/dr/runs?limit=1").json();
+    assert_eq!(runs.as_array().unwrap().len(), 1);
+    assert_eq!(runs[0]["id"], FAILED_DRILL);
+    let detail = get(server.addr(), &format!("/api/v1/dr/runs/{GOOD_DRILL}"));
+    assert_eq!(detail.status, 200, "{detail:?}");
+    let d = detail.json();
+    assert_eq!(
+        (d["mode"].as_str(), d["state"].as_str()),
+        (Some("drill"), Some("succeeded"))
+    );
+    assert_eq!(d["steps"][1]["name"], "dns");
+    assert_eq!(d["steps"][0]["outputs"]["lb_ip"], "10.0.2.9");
+    assert_eq!(d["audit"][0]["event"], "run-started");
+    let missing = get(server.addr(), "/api/v1/dr/runs/dr-nope");
+    assert_eq!(missing.status, 404);
+    assert!(missing.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("dr-nope"));
+    assert_eq!(get(server.addr(), "/api/v1/dr/runs?limit=1001").status, 400);
+
+    for (path, mode) in [
+        ("run?point=rp-0002", RunbookMode::Run),
+        ("dry-run", RunbookMode::DryRun),
+        ("drill", RunbookMode::Drill),
+    ] {
+        let reply = post(server.addr(), &format!("/api/v1/runbooks/{RUNBOOK}/{path}"));
+        assert_eq!(reply.status, 202, "{path}: {reply:?}");
+        let id = reply.json()["run"].as_str().unwrap().to_string();
+        assert_eq!(
+            reply.header("location"),
+            Some(format!("/api/v1/dr/runs/{id}").as_str())
+        );
+        assert_eq!(view.runbook_starts.lock().unwrap().last().unwrap().1, mode);
+    }
+    assert_eq!(
+        view.runbook_starts.lock().unwrap()[0].2.as_deref(),
+        Some("rp-0002"),
+        "the point reaches the runner"
+    );
+    let unknown = post(server.addr(), "/api/v1/runbooks/nope/drill");
+    assert_eq!(unknown.status, 404, "{unknown:?}");
+    let refused = post(
+        server.addr(),
+        &format!("/api/v1/runbooks/{RUNBOOK}/run?point=gone"),
+    );
+    assert_eq!(refused.status, 409, "{refused:?}");
+    assert!(refused.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("no recovery point gone"));
+    assert_eq!(view.runbook_starts.lock().unwrap().len(), 3);
 }

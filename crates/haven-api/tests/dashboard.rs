@@ -153,6 +153,15 @@ fn row<'a>(dom: &'a str, tenant: &str) -> &'a str {
     &dom[start..end]
 }
 
+/// The disaster-recovery `<tr>` of `tenant` in the dumped DOM.
+fn dr_row<'a>(dom: &'a str, tenant: &str) -> &'a str {
+    let start = dom
+        .find(&format!("data-dr-tenant=\"{tenant}\""))
+        .unwrap_or_else(|| panic!("no DR row for {tenant} in the page:\n{dom}"));
+    let end = start + dom[start..].find("</tr>").unwrap();
+    &dom[start..end]
+}
+
 fn url(server: &haven_api::ApiServer, token: Option<&str>) -> String {
     match token {
         Some(t) => format!("http://{}/#token={t}", server.addr()),
@@ -206,6 +215,34 @@ fn dashboard_marks_the_breached_tenant_red_and_shows_progress() {
         "jobs table"
     );
 
+    // Disaster recovery: readiness, the measured RTO of the last good drill, the failed
+    // last drill with its (inert) error, the runbook over its RTO target.
+    let dr = dr_row(&dom, BREACHED);
+    assert!(dr.contains("data-ready=\"false\""), "{dr}");
+    assert!(dr.contains("NOT READY"), "{dr}");
+    assert!(
+        dr.contains(&format!("31m 14s (drill {GOOD_DRILL})")),
+        "{dr}"
+    );
+    assert!(dr.contains("failed</span> · 12s"), "{dr}");
+    assert!(dr.contains(FAILED_DRILL), "{dr}");
+    assert!(dr.contains("shop-failover → shop-dr"), "{dr}");
+    assert!(
+        dr.contains("rto 30m 00s · EXCEEDED · drills 0 4 * * *"),
+        "{dr}"
+    );
+    assert!(
+        dr.contains("proven rp-0002 by drill · verified RPO 30h 00m"),
+        "{dr}"
+    );
+    let dr = dr_row(&dom, HEALTHY);
+    assert!(dr.contains("data-ready=\"true\""), "{dr}");
+    assert!(
+        dr.contains("1m 35s (estimate from 3 verifies, no drill yet)"),
+        "{dr}"
+    );
+    assert!(dr.contains("never"), "no drill yet: {dr}");
+
     let shot = screenshot(&url(&server, Some(TOKEN)), "dashboard-breached.png");
     assert_eq!((shot.width, shot.height), (1280, 800));
     let red = shot.count(strongly_red);
@@ -230,6 +267,8 @@ fn dashboard_without_a_breach_shows_no_red() {
         let r = row(&dom, tenant);
         assert!(r.contains("class=\"rpo ok\""), "{r}");
         assert!(!r.contains("BREACHED"), "{r}");
+        let dr = dr_row(&dom, tenant);
+        assert!(dr.contains("class=\"ready yes\""), "{dr}");
     }
     let shot = screenshot(&url(&server, Some(TOKEN)), "dashboard-healthy.png");
     let red = shot.count(strongly_red);

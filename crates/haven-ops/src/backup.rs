@@ -8,8 +8,16 @@
 //! ```
 //! A failing component does not stop the others; it makes the point `failed` with the
 //! reason. Errors that prevent any point (no repository, wrong key, lock) are returned.
+//!
+//! With retries (the daemon, [`RetryRun`]): a failed component waits and is tried again on
+//! its own thread, beside the first tries and retries of the others (`retries.parallel`
+//! tries at a time). A component whose system does not answer ([`Unreachable`]: connection
+//! refused, unknown host, connect timeout; a dump cut off mid-way is probed to tell) is
+//! reported at once through [`Observer::on_unreachable`], together with every component
+//! that does not answer a probe either: the daemon's `source-down` alert.
 
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -22,6 +30,7 @@ use haven_repo::IndexedRepository;
 use haven_sources::{SourceError, StreamComponent};
 
 use crate::config::{ComponentConfig, Config, Tenant};
+use crate::label::NewLabel;
 use crate::location::SiteAccess;
 use crate::plan::Retries;
 use crate::point::{
@@ -31,6 +40,9 @@ use crate::point::{
 use crate::run::RunEnv;
 use crate::OpsError;
 
+/// What [`Observer::on_unreachable`] calls.
+pub type OnUnreachable = Box<dyn Fn(&[Unreachable]) + Send + Sync>;
+
 /// Receives progress of a tenant operation: a line per step, and byte counters.
 pub struct Observer {
     pub progress: Arc<Progress>,
@@ -39,6 +51,9 @@ pub struct Observer {
     /// When the job this run is part of must end (the daemon's `job-timeout`): every
     /// program the run starts is stopped then.
     pub deadline: Option<Instant>,
+    /// Told of components whose systems do not answer, as soon as they are found (the
+    /// daemon alerts `source-down` with them).
+    pub on_unreachable: Option<OnUnreachable>,
     on_line: Box<dyn Fn(&str) + Send + Sync>,
 }
 
@@ -48,6 +63,7 @@ impl Observer {
             progress: Arc::new(Progress::default()),
             component: Arc::default(),
             deadline: None,
+            on_unreachable: None,
             on_line: Box::new(on_line),
         }
     }
@@ -59,6 +75,13 @@ impl Observer {
 
     pub fn line(&self, text: &str) {
         (self.on_line)(text)
+    }
+
+    /// Report components found unreachable.
+    pub fn unreachable(&self, found: &[Unreachable]) {
+        if let Some(f) = &self.on_unreachable {
+            f(found)
+        }
     }
 
     /// Say which component is being worked on (shown as the job's progress).
@@ -136,25 +159,97 @@ pub fn backup_tenant(
     lock_wait: Duration,
     observer: &Observer,
 ) -> Result<RecoveryPoint, OpsError> {
-    let no_retry = Retries {
-        attempts: 1,
-        backoff: Duration::ZERO,
-    };
-    backup_tenant_with_retries(config, tenant, lock_wait, observer, no_retry, &|_| {})
+    let t = config.tenant(tenant)?;
+    backup_tenant_with_retries(config, t, lock_wait, observer, &RetryRun::once())
 }
 
-/// [`backup_tenant`], retrying each failed component up to `retries.attempts` times in
-/// all, waiting `retries.backoff` (doubled each time) through `sleep` (the daemon's clock)
-/// before each retry. The point is complete only if every component finally succeeded.
+/// How a backup run retries its failed components (the daemon's plan; `tenant backup`
+/// tries each once).
+pub struct RetryRun<'a> {
+    pub retries: Retries,
+    /// Waits before a retry (the daemon's clock; returns early when the daemon stops).
+    pub sleep: &'a (dyn Fn(Duration) + Sync),
+    /// `Some(reason)` when further tries are pointless (the tenant moved to other
+    /// servers): the remaining tries are skipped.
+    pub give_up: &'a (dyn Fn() -> Option<String> + Sync),
+}
+
+fn no_sleep(_: Duration) {}
+
+fn never_give_up() -> Option<String> {
+    None
+}
+
+impl RetryRun<'static> {
+    /// One try per component.
+    pub fn once() -> RetryRun<'static> {
+        RetryRun {
+            retries: Retries::ONCE,
+            sleep: &no_sleep,
+            give_up: &never_give_up,
+        }
+    }
+}
+
+/// A component whose system did not answer during a backup: the site may be down.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unreachable {
+    pub component: String,
+    /// The error, naming the system (without passwords).
+    pub detail: String,
+}
+
+/// Back up every component of `t` (a tenant of `config`, or the tenant as a failover
+/// left it: [`crate::failover::effective_tenant`]) as one recovery point.
+///
+/// The components are tried one after another; a component that fails waits
+/// `retries.backoff` (doubled each time) and is tried again on its own thread, beside
+/// the others' first tries and retries, at most `retries.parallel` tries at a time. When a
+/// component's system does not answer, every other component is probed at once
+/// (in parallel) and every unreachable one is reported together through
+/// [`Observer::on_unreachable`], before any retry waits. The manifest is written when
+/// every component has its final result: complete only if all succeeded.
 pub fn backup_tenant_with_retries(
+    config: &Config,
+    t: &Tenant,
+    lock_wait: Duration,
+    observer: &Observer,
+    run: &RetryRun<'_>,
+) -> Result<RecoveryPoint, OpsError> {
+    backup_point(config, t, lock_wait, observer, run, None)
+}
+
+/// [`backup_tenant`], then (when the point is complete) `label` on it, under the backup's
+/// own lock. A name already in use on another point is refused before anything is
+/// backed up; a failed point gets no label.
+pub fn backup_tenant_labelled(
     config: &Config,
     tenant: &str,
     lock_wait: Duration,
     observer: &Observer,
-    retries: Retries,
-    sleep: &dyn Fn(Duration),
+    label: &NewLabel,
 ) -> Result<RecoveryPoint, OpsError> {
+    crate::label::check_label_name(&label.name)?;
     let t = config.tenant(tenant)?;
+    backup_point(
+        config,
+        t,
+        lock_wait,
+        observer,
+        &RetryRun::once(),
+        Some(label),
+    )
+}
+
+fn backup_point(
+    config: &Config,
+    t: &Tenant,
+    lock_wait: Duration,
+    observer: &Observer,
+    run: &RetryRun<'_>,
+    label: Option<&NewLabel>,
+) -> Result<RecoveryPoint, OpsError> {
+    let tenant = t.name.as_str();
     let started = Utc::now();
     let (repo, _lock) = open_tenant_repository(
         config,
@@ -164,32 +259,16 @@ pub fn backup_tenant_with_retries(
         lock_wait,
         observer,
     )?;
+    if let Some(label) = label {
+        crate::label::check_free(&repo, tenant, &label.name)
+            .map_err(|e| OpsError::Invalid(format!("{e} (no backup was made)")))?;
+    }
     let id = new_point_id();
     let env = RunEnv::new(config, observer);
-    let mut components = std::collections::BTreeMap::new();
-    for (name, c) in &t.components {
-        observer.set_component(Some(name));
-        observer.line(&format!(
-            "{name} ({}): backing up {}",
-            c.kind(),
-            describe(c)
-        ));
-        let mut record = backup_component(&repo, &env, t, &id, name, c, observer);
-        let mut wait = retries.backoff;
-        while record.status == ComponentStatus::Failed && record.attempts < retries.attempts {
-            observer.line(&format!(
-                "{name}: attempt {} of {} failed ({}); retrying in {}",
-                record.attempts,
-                retries.attempts,
-                record.error.as_deref().unwrap_or("failed"),
-                crate::plan::format_span(wait)
-            ));
-            sleep(wait);
-            wait *= 2;
-            let attempts = record.attempts;
-            record = backup_component(&repo, &env, t, &id, name, c, observer);
-            record.attempts = attempts + 1;
-        }
+    let slots = Slots::new(run.retries.parallel.max(1));
+    let results = Mutex::new(BTreeMap::new());
+    let reported = Mutex::new(BTreeSet::new());
+    let finish = |name: &str, record: ComponentRecord| {
         match &record.error {
             None => observer.line(&format!(
                 "{name}: done in {:.2} s, {} ({}), {} added",
@@ -204,9 +283,97 @@ pub fn backup_tenant_with_retries(
             )),
             Some(e) => observer.line(&format!("{name}: FAILED: {e}")),
         }
-        components.insert(name.clone(), record);
-    }
-    let status = if components.values().all(|c| c.status == ComponentStatus::Ok) {
+        results
+            .lock()
+            .expect("backup results")
+            .insert(name.to_string(), record);
+    };
+    let components: Vec<(&String, &ComponentConfig)> = t.components.iter().collect();
+    // Report what is new. The first report also probes every other component: the site
+    // may have died under the ones already done, and they are named together.
+    let report = |name: &str, detail: String| {
+        let mut seen = reported.lock().expect("unreachable components");
+        if !seen.insert(name.to_string()) {
+            return;
+        }
+        let mut found = vec![Unreachable {
+            component: name.to_string(),
+            detail,
+        }];
+        if seen.len() == 1 {
+            let others: Vec<_> = components
+                .iter()
+                .copied()
+                .filter(|(n, _)| n.as_str() != name)
+                .collect();
+            found.extend(probe_unreachable(&env, &others));
+            seen.extend(found.iter().map(|u| u.component.clone()));
+        }
+        drop(seen);
+        observer.unreachable(&found);
+    };
+    let try_once = |name: &str, c: &ComponentConfig| {
+        let _slot = slots.acquire();
+        let (record, unreachable) = backup_component(&repo, &env, t, &id, name, c, observer);
+        if let Some(detail) = unreachable {
+            report(name, detail);
+        }
+        record
+    };
+    std::thread::scope(|scope| {
+        for (name, c) in components.iter().copied() {
+            observer.set_component(Some(name));
+            observer.line(&format!(
+                "{name} ({}): backing up {}",
+                c.kind(),
+                describe(c)
+            ));
+            let record = try_once(name, c);
+            if record.status == ComponentStatus::Ok || record.attempts >= run.retries.attempts {
+                finish(name, record);
+                continue;
+            }
+            // Retried on its own thread: the other components go on meanwhile.
+            let (try_once, finish) = (&try_once, &finish);
+            let lane = move || {
+                let mut record = record;
+                let mut wait = run.retries.backoff;
+                while record.status == ComponentStatus::Failed
+                    && record.attempts < run.retries.attempts
+                {
+                    let error = record.error.clone().unwrap_or_else(|| "failed".into());
+                    observer.line(&format!(
+                        "{name}: attempt {} of {} failed ({error}); retrying in {}",
+                        record.attempts,
+                        run.retries.attempts,
+                        crate::plan::format_span(wait)
+                    ));
+                    (run.sleep)(wait);
+                    if let Some(why) = (run.give_up)() {
+                        observer.line(&format!("{name}: not retried: {why}"));
+                        record.error = Some(format!("{error}; not retried: {why}"));
+                        break;
+                    }
+                    wait *= 2;
+                    let attempts = record.attempts;
+                    record = try_once(name, c);
+                    record.attempts = attempts + 1;
+                }
+                finish(name, record);
+            };
+            if let Err(e) = std::thread::Builder::new()
+                .name(format!("haven-retry-{name}"))
+                .spawn_scoped(scope, lane)
+            {
+                observer.line(&format!("{name}: cannot start its retry thread: {e}"));
+            }
+        }
+    });
+    observer.set_component(None);
+    let components = results.into_inner().expect("backup results");
+    let status = if components.len() == t.components.len()
+        && components.values().all(|c| c.status == ComponentStatus::Ok)
+    {
         PointStatus::Complete
     } else {
         PointStatus::Failed
@@ -221,7 +388,82 @@ pub fn backup_tenant_with_retries(
         components,
     };
     save_manifest(&repo, &point)?;
+    if let (Some(label), PointStatus::Complete) = (label, point.status) {
+        // A fresh view: it lists the manifest just written and the tenant's labels.
+        let view = ReadView::open(repo.repo.clone())?;
+        let l = crate::label::put_label(&view, tenant, &point.id, label).map_err(|e| {
+            OpsError::Invalid(format!(
+                "recovery point {} of tenant {tenant} was made but not labelled: {e}; label it with `haven tenant label {tenant} {} {}`",
+                point.id, point.id, label.name
+            ))
+        })?;
+        observer.line(&format!("{}: labelled {}", point.id, l.name));
+    }
     Ok(point)
+}
+
+/// The components of `t` whose systems do not answer a probe, probed in parallel (the
+/// daemon's `probe-every`). `files` components are not probed.
+pub fn unreachable_components(config: &Config, t: &Tenant) -> Vec<Unreachable> {
+    let env = RunEnv::new(config, &Observer::quiet());
+    let all: Vec<(&String, &ComponentConfig)> = t.components.iter().collect();
+    probe_unreachable(&env, &all)
+}
+
+/// The components of `which` whose systems do not answer a probe, probed in parallel.
+fn probe_unreachable(env: &RunEnv, which: &[(&String, &ComponentConfig)]) -> Vec<Unreachable> {
+    std::thread::scope(|scope| {
+        let probes: Vec<_> = which
+            .iter()
+            .filter_map(|(name, c)| {
+                let component = env.component(c)?;
+                Some((*name, scope.spawn(move || component.probe())))
+            })
+            .collect();
+        probes
+            .into_iter()
+            .filter_map(|(name, probe)| match probe.join() {
+                Ok(Err(e)) if e.is_unreachable() => Some(Unreachable {
+                    component: name.clone(),
+                    detail: e.to_string(),
+                }),
+                _ => None,
+            })
+            .collect()
+    })
+}
+
+/// A counting semaphore: the tries of one run that may run at once.
+struct Slots {
+    free: Mutex<usize>,
+    freed: Condvar,
+}
+
+struct Slot<'a>(&'a Slots);
+
+impl Slots {
+    fn new(n: usize) -> Slots {
+        Slots {
+            free: Mutex::new(n),
+            freed: Condvar::new(),
+        }
+    }
+
+    fn acquire(&self) -> Slot<'_> {
+        let mut free = self.free.lock().expect("slots");
+        while *free == 0 {
+            free = self.freed.wait(free).expect("slots");
+        }
+        *free -= 1;
+        Slot(self)
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        *self.0.free.lock().expect("slots") += 1;
+        self.0.freed.notify_one();
+    }
 }
 
 fn backup_component(
@@ -232,7 +474,7 @@ fn backup_component(
     name: &str,
     c: &ComponentConfig,
     observer: &Observer,
-) -> ComponentRecord {
+) -> (ComponentRecord, Option<String>) {
     let started = Instant::now();
     let tags = vec![
         tenant_tag(&tenant.name),
@@ -278,6 +520,8 @@ fn backup_component(
             backup_stream_component(repo, env, name, component.as_ref(), tags, observer)
         }
     };
+    // Whether the failure (if any) was the system not answering.
+    let outcome_error = outcome.as_ref().err().map(OpsError::is_unreachable);
     match outcome {
         Ok((result, fingerprint)) => {
             let s = &result.snapshot.summary;
@@ -290,7 +534,18 @@ fn backup_component(
         Err(e) => record.error = Some(e.to_string()),
     }
     record.seconds = started.elapsed().as_secs_f64();
-    record
+    let unreachable = match (&outcome_error, env.component(c)) {
+        (None, _) => None,
+        (Some(true), _) => record.error.clone(),
+        // A dump cut off mid-way (the server died under it) says "failed": ask the
+        // system whether it still answers.
+        (Some(false), Some(component)) => match component.probe() {
+            Err(e) if e.is_unreachable() => Some(e.to_string()),
+            _ => None,
+        },
+        (Some(false), None) => None,
+    };
+    (record, unreachable)
 }
 
 fn backup_stream_component(

@@ -27,7 +27,7 @@
 //!
 //! | table | columns |
 //! | --- | --- |
-//! | `jobs` | `id` (autoincrement), `kind` (backup, verify, retention), `tenant`, `repo`, `triggered_by` (schedule, manual, catch-up, retry), `scheduled_for` (the cron slot, or null), `late` (0/1: a slot missed while the daemon was down), `status` (queued, running, succeeded, failed, interrupted), `created`, `started`, `finished`, `attempts`, `error`, `point` (made or checked), `bytes`, `bytes_added`, `seconds` (started to finished), `progress_done`, `progress_total` (0 while unknown), `component` (being worked on) |
+//! | `jobs` | `id` (autoincrement), `kind` (backup, verify, retention, drill), `tenant`, `repo`, `triggered_by` (schedule, manual, catch-up, retry), `scheduled_for` (the cron slot, or null), `late` (0/1: a slot missed while the daemon was down), `status` (queued, running, succeeded, failed, interrupted), `created`, `started`, `finished`, `attempts`, `error`, `point` (made or checked), `bytes`, `bytes_added`, `seconds` (started to finished), `progress_done`, `progress_total` (0 while unknown), `component` (being worked on) |
 //! | `job_log` | `id` (order), `job_id`, `time`, `line` |
 //! | `attempts` | `job_id`, `n` (1-based), `started`, `finished`, `status`, `error`, `details` (JSON, e.g. errors per component) |
 //! | `points` | `tenant`, `repo`, `id`, `started`, `finished`, `status` (complete, failed), `components` (JSON: name → `ComponentRecord`), `bytes`, `bytes_added`, `seconds`, `source` (recorded, rebuilt) |
@@ -46,7 +46,8 @@
 //! ([`Catalog::with_clock`]) so tests and the daemon's manual clock agree.
 //!
 //! Files: this one (open, migrations, errors, alerts, meta), jobs and attempts in
-//! `catalog/jobs.rs`, points and verifies in `catalog/points.rs`, the schema in
+//! `catalog/jobs.rs`, points and verifies in `catalog/points.rs`, the readiness report's
+//! reads and the DR runs as the API shows them in `catalog/readiness.rs`, the schema in
 //! `catalog/v1.sql` and `catalog/v2.sql` (a released migration is never edited: add the
 //! next one).
 //!
@@ -56,6 +57,7 @@
 
 mod jobs;
 mod points;
+mod readiness;
 
 use std::fmt;
 use std::path::Path;
@@ -69,8 +71,10 @@ use serde::Serialize;
 
 pub use crate::daemon::view::JobKind;
 use crate::OpsError;
+pub use dr::{DrAudit, DrMode, DrRun, DrRunState, DrStep, DrStepState};
 pub use jobs::{Attempt, Job, JobCounts, JobFilter, JobOutcome, LogLine, NewJob};
 pub use points::{CatalogPoint, RebuildSummary, VerifyRecord};
+pub use readiness::DrRunFilter;
 
 /// `PRAGMA application_id` of a Haven catalog: "HVNC".
 pub const APPLICATION_ID: i32 = 0x4856_4e43;
@@ -168,6 +172,9 @@ macro_rules! text_enum {
     };
 }
 
+// After the macro: `dr` uses it.
+mod dr;
+
 text_enum!(
     /// Why a job was created.
     Trigger {
@@ -213,13 +220,19 @@ fn kind_str(k: JobKind) -> &'static str {
         JobKind::Backup => "backup",
         JobKind::Verify => "verify",
         JobKind::Retention => "retention",
+        JobKind::Drill => "drill",
     }
 }
 
 fn parse_kind(s: &str) -> Option<JobKind> {
-    [JobKind::Backup, JobKind::Verify, JobKind::Retention]
-        .into_iter()
-        .find(|k| kind_str(*k) == s)
+    [
+        JobKind::Backup,
+        JobKind::Verify,
+        JobKind::Retention,
+        JobKind::Drill,
+    ]
+    .into_iter()
+    .find(|k| kind_str(*k) == s)
 }
 
 /// The alert engine's state for one alert key.

@@ -25,6 +25,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::plan::{parse_span, DaemonSettings, Plan, RawDaemon, RawRetention, RawRetries, Retries};
+use crate::runbook::Runbook;
 
 use haven_sources::command::CommandConfig;
 use haven_sources::etcd::EtcdConfig;
@@ -96,6 +97,8 @@ struct RawConfig {
     #[serde(default)]
     alerts: BTreeMap<String, Spanned<AlertSinkConfig>>,
     work_dir: Option<Spanned<PathBuf>>,
+    #[serde(default)]
+    runbooks: BTreeMap<String, Spanned<crate::runbook::RawRunbook>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -119,6 +122,7 @@ struct RawTenant {
     retries: Option<Spanned<RawRetries>>,
     alerts: Option<Spanned<Vec<String>>>,
     verify_schedule: Option<Spanned<String>>,
+    probe_every: Option<Spanned<String>>,
 }
 
 /// Where a repository is and how to open it.
@@ -155,6 +159,8 @@ pub struct Config {
     /// made (dumps, RDB copies, etcd snapshots in plaintext). The CLI's `--work-dir` (or
     /// `HAVEN_WORK_DIR`) replaces it; default: the system's temporary directory.
     pub work_dir: Option<PathBuf>,
+    /// `[runbooks.NAME]`: disaster-recovery runbooks (see [`crate::runbook`]).
+    pub runbooks: BTreeMap<String, Runbook>,
 }
 
 /// 1-based line of a byte offset.
@@ -163,6 +169,16 @@ fn line_of(text: &str, offset: usize) -> usize {
 }
 
 /// A cron expression the scheduler accepts.
+/// `probe-every` when the tenant does not say: a tenant whose RPO is under an hour is probed
+/// every quarter of its RPO, between 10 s and 1 min (a 2-minute RPO: every 30 s), so that a
+/// site that dies between two backups is alerted within about a minute (issue 11's game day:
+/// 695 s before). Longer RPOs are not probed unless asked: their next backup finds it.
+fn default_probe_every(rpo: std::time::Duration) -> Option<std::time::Duration> {
+    use std::time::Duration;
+    (rpo < Duration::from_secs(3600))
+        .then(|| (rpo / 4).clamp(Duration::from_secs(10), Duration::from_secs(60)))
+}
+
 fn check_cron(expr: &str) -> Result<(), String> {
     crate::schedule::Schedule::parse(expr).map(|_| ())
 }
@@ -392,6 +408,23 @@ impl Config {
                 plan.rpo = parse_span(v.get_ref())
                     .map_err(|m| err(Some(v.span()), format!("{key}.rpo"), m))?;
             }
+            plan.probe_every = default_probe_every(plan.rpo);
+            match &t.probe_every {
+                Some(v) if v.get_ref() == "off" => plan.probe_every = None,
+                Some(v) => {
+                    let every = parse_span(v.get_ref())
+                        .map_err(|m| err(Some(v.span()), format!("{key}.probe-every"), m))?;
+                    if every < std::time::Duration::from_secs(1) {
+                        return Err(err(
+                            Some(v.span()),
+                            format!("{key}.probe-every"),
+                            "probe-every must be at least 1s, or \"off\"".into(),
+                        ));
+                    }
+                    plan.probe_every = Some(every);
+                }
+                None => {}
+            }
             if let Some(v) = &t.retries {
                 let r = v.get_ref();
                 let mut retries = Retries::default();
@@ -408,6 +441,16 @@ impl Config {
                 if let Some(b) = &r.backoff {
                     retries.backoff = parse_span(b)
                         .map_err(|m| err(Some(v.span()), format!("{key}.retries.backoff"), m))?;
+                }
+                if let Some(p) = r.parallel {
+                    if p == 0 {
+                        return Err(err(
+                            Some(v.span()),
+                            format!("{key}.retries.parallel"),
+                            "parallel must be at least 1 (1 = one component at a time)".into(),
+                        ));
+                    }
+                    retries.parallel = p;
                 }
                 plan.retries = retries;
             }
@@ -464,8 +507,22 @@ impl Config {
                 },
             );
         }
+        let mut runbooks = BTreeMap::new();
+        {
+            let known = crate::runbook::check::Known {
+                tenants: &tenants,
+                sinks: alerts.keys().map(String::as_str).collect(),
+                resolve: &resolve,
+            };
+            for (name, raw_book) in raw.runbooks {
+                let book = crate::runbook::check_runbook(&name, raw_book, &known)
+                    .map_err(|(span, key, message)| err(span, key, message))?;
+                runbooks.insert(name, book);
+            }
+        }
         Ok(Config {
             file: path.to_path_buf(),
+            runbooks,
             repositories,
             tenants,
             daemon,

@@ -5,8 +5,8 @@
 //! haven.toml ──Config::load──> Config { repositories, tenants }
 //! backup_tenant:  every component ──stream / tree──> its snapshot; fingerprints
 //!                 ──> RecoveryPoint manifest (written last; complete or failed)
-//! restore_tenant: RecoveryPoint ──> each component restored into the target tenant's
-//!                 component ──> fingerprint compared + health probe ──> TenantReport
+//! restore_tenant: RecoveryPoint ──> components restored side by side (side_by_side) into
+//!                 the target tenant's ──> fingerprint compared + health probe ──> TenantReport
 //! verify_tenant:  the same into scratch targets (throwaway databases/servers), removed after
 //! ```
 //! Main types: [`config::Config`], [`point::RecoveryPoint`], [`report::TenantReport`],
@@ -20,16 +20,21 @@ pub mod backup;
 pub mod catalog;
 pub mod config;
 pub mod daemon;
+pub mod dr_runner;
 pub mod failover;
 pub mod files;
+pub mod label;
 pub mod location;
 pub mod plan;
 pub mod point;
+pub mod readiness;
 pub mod report;
 pub mod restore;
 pub mod retention;
 mod run;
+pub mod runbook;
 pub mod schedule;
+pub mod side_by_side;
 pub mod verify;
 
 use haven_repo::keys::Secret;
@@ -39,7 +44,7 @@ use haven_sources::SourceError;
 pub use backup::backup_tenant;
 pub use config::{Config, ConfigError};
 pub use restore::{restore_tenant, RestoreRequest};
-pub use verify::verify_tenant;
+pub use verify::{verify_tenant, verify_tenant_parallel};
 
 /// Errors of tenant operations. Component failures are not errors of the operation: they
 /// are recorded in the recovery point or the report.
@@ -58,6 +63,13 @@ pub enum OpsError {
     Catalog(Box<catalog::CatalogError>),
     #[error("{0}")]
     Invalid(String),
+}
+
+impl OpsError {
+    /// A component's system did not answer (see [`SourceError::is_unreachable`]).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, OpsError::Source(e) if e.is_unreachable())
+    }
 }
 
 impl From<catalog::CatalogError> for OpsError {

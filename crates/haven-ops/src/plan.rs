@@ -18,9 +18,10 @@
 //! schedule = "0 3 * * *"            # cron, UTC (a leading seconds field is allowed)
 //! retention = { keep-daily = 15 }   # keep-last/hourly/daily/weekly/monthly/yearly, keep-within
 //! rpo = "24h"
-//! retries = { attempts = 3, backoff = "5m" }
+//! retries = { attempts = 3, backoff = "5m", parallel = 4 }
 //! alerts = ["ops"]                  # default: every [alerts.*] sink
 //! verify-schedule = "0 6 * * 0"     # optional restore drills
+//! probe-every = "30s"               # optional: probe the systems between backups
 //! ```
 
 use std::net::SocketAddr;
@@ -75,6 +76,7 @@ impl RawRetention {
 pub struct RawRetries {
     pub attempts: Option<u32>,
     pub backoff: Option<String>,
+    pub parallel: Option<usize>,
 }
 
 /// How failed components are retried within one backup run.
@@ -84,6 +86,18 @@ pub struct Retries {
     pub attempts: u32,
     /// Wait before the first retry; doubled for each further one.
     pub backoff: Duration,
+    /// Tries of different components of one run that may run at the same time: each
+    /// failed component waits and retries on its own, beside the others.
+    pub parallel: usize,
+}
+
+impl Retries {
+    /// One try per component (`tenant backup` on the command line).
+    pub const ONCE: Retries = Retries {
+        attempts: 1,
+        backoff: Duration::ZERO,
+        parallel: 1,
+    };
 }
 
 impl Default for Retries {
@@ -91,6 +105,7 @@ impl Default for Retries {
         Retries {
             attempts: 3,
             backoff: Duration::from_secs(300),
+            parallel: 4,
         }
     }
 }
@@ -105,6 +120,9 @@ pub struct Plan {
     /// Sinks to alert (`None`: every declared sink).
     pub alerts: Option<Vec<String>>,
     pub verify_schedule: Option<String>,
+    /// Probe the tenant's systems this often between backups (`probe-every`): a dead
+    /// site is alerted (`source-down`) without waiting for the next backup slot.
+    pub probe_every: Option<Duration>,
 }
 
 impl Default for Plan {
@@ -119,6 +137,7 @@ impl Default for Plan {
             retries: Retries::default(),
             alerts: None,
             verify_schedule: None,
+            probe_every: None,
         }
     }
 }

@@ -6,6 +6,7 @@
 //! component snapshots  tags: haven-tenant=T, haven-point=P, haven-component=C
 //! manifest snapshot    tags: haven-recovery-point, haven-tenant=T, haven-point=P
 //!                      one file, recovery-point.json: RecoveryPoint (written last)
+//! label snapshots      tags: haven-label, haven-tenant=T, haven-point=P (crate::label)
 //! ```
 //! A point is restorable only when its manifest exists and says `complete`. A run that
 //! was killed before writing the manifest leaves component snapshots without one: they
@@ -25,6 +26,7 @@ use haven_repo::snapshot::SnapshotEntry;
 use haven_repo::IndexedRepository;
 use haven_sources::Fingerprint;
 
+use crate::label::Label;
 use crate::OpsError;
 
 /// Tag on every manifest snapshot.
@@ -148,11 +150,20 @@ pub fn save_manifest(repo: &IndexedRepository, point: &RecoveryPoint) -> Result<
     Ok(())
 }
 
-/// A recovery point with the snapshot its manifest lives in.
+/// A recovery point with the snapshot its manifest lives in, and its labels (expired
+/// ones included: see [`Label::in_effect`]).
 #[derive(Debug, Clone)]
 pub struct ListedPoint {
     pub manifest: SnapshotEntry,
     pub point: RecoveryPoint,
+    pub labels: Vec<Label>,
+}
+
+impl ListedPoint {
+    /// The label in effect at `now` that protects the point from retention, if any.
+    pub fn protected_by(&self, now: DateTime<Utc>) -> Option<&Label> {
+        self.labels.iter().find(|l| l.in_effect(now))
+    }
 }
 
 /// Manifests that could not be read: (snapshot id, reason).
@@ -184,6 +195,7 @@ pub fn list_points(
             Ok(point) if point.format <= MANIFEST_FORMAT => points.push(ListedPoint {
                 manifest: entry,
                 point,
+                labels: vec![],
             }),
             Ok(point) => damaged.push((
                 entry.id.to_hex(),
@@ -193,6 +205,13 @@ pub fn list_points(
                 ),
             )),
             Err(why) => damaged.push((entry.id.to_hex(), format!("manifest unreadable: {why}"))),
+        }
+    }
+    let (labels, unreadable) = crate::label::list_labels(view, tenant);
+    damaged.extend(unreadable);
+    for l in crate::label::effective(&labels) {
+        if let Some(p) = points.iter_mut().find(|p| p.point.id == l.label.point) {
+            p.labels.push(l.label.clone());
         }
     }
     points.sort_by_key(|p| p.point.started);
@@ -209,6 +228,18 @@ pub enum PointChoice {
     Id(String),
     /// The newest complete point taken at or before this time.
     At(DateTime<Utc>),
+    /// The point carrying this label (`--point label:NAME`), while the label is in effect.
+    Label(String),
+}
+
+impl PointChoice {
+    /// `--point` text: `label:NAME`, else a point id or a unique prefix of one.
+    pub fn parse(text: &str) -> PointChoice {
+        match text.strip_prefix("label:") {
+            Some(name) => PointChoice::Label(name.to_string()),
+            None => PointChoice::Id(text.to_string()),
+        }
+    }
 }
 
 /// Pick a restorable (complete) point of `tenant`.
@@ -235,6 +266,25 @@ pub fn choose_point(
             .filter(complete)
             .find(|p| p.point.started <= *t)
             .ok_or_else(|| none(format!("no complete recovery point taken at or before {t}")))?,
+        PointChoice::Label(name) => {
+            let now = Utc::now();
+            let labelled = points
+                .iter()
+                .rev()
+                .find_map(|p| p.labels.iter().find(|l| l.name == *name).map(|l| (p, l)));
+            match labelled {
+                Some((p, l)) if l.in_effect(now) => p,
+                Some((p, l)) => {
+                    return Err(OpsError::Invalid(format!(
+                        "label {name} of tenant {tenant} expired at {}; choose recovery point {} by its id (--point {}) or label it again",
+                        l.expires.map(|e| e.format("%Y-%m-%d %H:%M:%S UTC").to_string()).unwrap_or_default(),
+                        p.point.id,
+                        p.point.id
+                    )))
+                }
+                None => return Err(none(format!("no label {name:?}"))),
+            }
+        }
         PointChoice::Id(prefix) => {
             let prefix = prefix.to_lowercase();
             let matches: Vec<_> = points

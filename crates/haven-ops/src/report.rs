@@ -1,5 +1,6 @@
 //! What a tenant restore or verify reports, per component: what was restored into what,
-//! how long it took (the measured RTO), and each validation check with its result.
+//! how long it took (the measured RTO), when it ran within the whole run (components run
+//! side by side, so their intervals overlap), and each validation check with its result.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -38,7 +39,33 @@ pub struct ComponentReport {
     pub restore_seconds: f64,
     /// Time of the validation checks after it.
     pub validate_seconds: f64,
+    /// When this component's restore began and its validation ended, in seconds since
+    /// the run started (`TenantReport::started`): the intervals of components restored
+    /// side by side overlap.
+    #[serde(default)]
+    pub start_seconds: f64,
+    #[serde(default)]
+    pub end_seconds: f64,
     pub checks: Vec<Check>,
+}
+
+impl ComponentReport {
+    /// A report with nothing measured yet.
+    pub fn new(name: &str, kind: &str, target: String, outcome: Outcome) -> ComponentReport {
+        ComponentReport {
+            name: name.to_string(),
+            kind: kind.to_string(),
+            target,
+            outcome,
+            error: None,
+            bytes: 0,
+            restore_seconds: 0.0,
+            validate_seconds: 0.0,
+            start_seconds: 0.0,
+            end_seconds: 0.0,
+            checks: vec![],
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -53,6 +80,9 @@ pub struct TenantReport {
     pub started: DateTime<Utc>,
     /// Wall time of the whole run: restores and validation (the tenant's measured RTO).
     pub seconds: f64,
+    /// How many components were restored at once.
+    #[serde(default)]
+    pub parallelism: usize,
     pub components: Vec<ComponentReport>,
 }
 
@@ -83,12 +113,14 @@ impl TenantReport {
                 Outcome::Skipped => "skipped",
             };
             out += &format!(
-                "  {:<12} {:<8} {:<14} restore {:>7.2} s  validate {:>6.2} s  {} -> {}\n",
+                "  {:<12} {:<8} {:<14} restore {:>7.2} s  validate {:>6.2} s  [{:>6.2} .. {:>6.2}]  {} -> {}\n",
                 c.name,
                 c.kind,
                 status,
                 c.restore_seconds,
                 c.validate_seconds,
+                c.start_seconds,
+                c.end_seconds,
                 human_bytes(c.bytes),
                 c.target
             );
@@ -104,11 +136,18 @@ impl TenantReport {
                 );
             }
         }
+        let one_by_one: f64 = self
+            .components
+            .iter()
+            .map(|c| c.restore_seconds + c.validate_seconds)
+            .sum();
         out += &format!(
-            "{}: {} in {:.2} s (measured RTO)\n",
+            "{}: {} in {:.2} s (measured RTO), {} component(s) at a time; one after another: {:.2} s\n",
             if self.passed() { "PASSED" } else { "FAILED" },
             self.action,
-            self.seconds
+            self.seconds,
+            self.parallelism,
+            one_by_one
         );
         out
     }

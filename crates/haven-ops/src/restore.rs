@@ -1,10 +1,12 @@
 //! `tenant restore`: a recovery point back into the components of a target tenant (the
 //! same tenant, or another one declared in the config: other hosts, ports, databases),
 //! each followed by validation: its fingerprint compared with the recorded one, and a
-//! health probe. The report carries each component's measured restore time.
+//! health probe. Components are restored side by side ([`crate::side_by_side`], at most
+//! `parallelism` at once), each validated on its own thread as soon as it is restored.
+//! The report carries each component's measured restore time and interval.
 //!
 //! ```text
-//! choose point ──> for each component (or --component):
+//! choose point ──> components (or --component), `parallelism` at a time:
 //!   target = the component of the same name in --into (skipped when it has none)
 //!   stream kinds: snapshot ──restore_to_writer──> StreamComponent::restore (target)
 //!   files:        snapshot paths ──> target paths, by position
@@ -26,6 +28,7 @@ use crate::config::{ComponentConfig, Config};
 use crate::point::{choose_point, list_points, ComponentRecord, PointChoice, RecoveryPoint};
 use crate::report::{Check, ComponentReport, Outcome, TenantReport};
 use crate::run::RunEnv;
+use crate::side_by_side::{self, effective_parallelism};
 use crate::OpsError;
 
 /// What to restore, and where.
@@ -40,6 +43,9 @@ pub struct RestoreRequest {
     /// Overwrite targets that hold data.
     pub force: bool,
     pub lock_wait: Duration,
+    /// Components restored at once (default: all of them, up to
+    /// [`crate::side_by_side::DEFAULT_PARALLELISM`]).
+    pub parallelism: Option<usize>,
 }
 
 /// Load the tenant's points and pick the one requested; checks the component filter.
@@ -97,28 +103,41 @@ pub fn restore_tenant(
     let point = resolve_point(&view, &req.tenant, &req.point, &req.components)?;
     let repo = &view.repo;
     let env = RunEnv::new(config, observer);
-    let mut components = vec![];
+    let mut skipped_ones = vec![];
+    let mut jobs = vec![];
     for (name, record) in &point.components {
         if !req.components.is_empty() && !req.components.contains(name) {
             continue;
         }
-        let Some(target_cfg) = target.components.get(name) else {
-            components.push(skipped(name, record, &into_name));
-            continue;
-        };
-        observer.set_component(Some(name));
-        observer.line(&format!(
-            "{name} ({}): restoring into {}",
-            record.kind,
-            describe(target_cfg)
-        ));
-        let report = restore_component(repo, &env, &point, name, record, target_cfg, req.force);
-        observer.line(&format!(
-            "{name}: {:?} in {:.2} s",
-            report.outcome, report.restore_seconds
-        ));
-        components.push(report);
+        match target.components.get(name) {
+            Some(target_cfg) => jobs.push((name.as_str(), record, target_cfg)),
+            None => skipped_ones.push(skipped(name, record, &into_name)),
+        }
     }
+    let parallelism = effective_parallelism(req.parallelism, jobs.len());
+    let restored = side_by_side::run(
+        &jobs,
+        |j| j.0,
+        parallelism,
+        clock,
+        observer,
+        |&(name, record, target_cfg)| {
+            observer.line(&format!(
+                "{name} ({}): restoring into {}",
+                record.kind,
+                describe(target_cfg)
+            ));
+            let report = restore_component(repo, &env, &point, name, record, target_cfg, req.force);
+            observer.line(&format!(
+                "{name}: {:?} in {:.2} s (validation {:.2} s)",
+                report.outcome, report.restore_seconds, report.validate_seconds
+            ));
+            report
+        },
+    );
+    observer.set_component(None);
+    let mut components: Vec<ComponentReport> = restored.into_iter().chain(skipped_ones).collect();
+    components.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(TenantReport {
         action: "restore".into(),
         tenant: req.tenant.clone(),
@@ -127,22 +146,15 @@ pub fn restore_tenant(
         point_time: point.started,
         started,
         seconds: clock.elapsed().as_secs_f64(),
+        parallelism,
         components,
     })
 }
 
 fn skipped(name: &str, record: &ComponentRecord, into: &str) -> ComponentReport {
-    ComponentReport {
-        name: name.to_string(),
-        kind: record.kind.clone(),
-        target: String::new(),
-        outcome: Outcome::Skipped,
-        error: Some(format!("tenant {into} declares no component {name}")),
-        bytes: 0,
-        restore_seconds: 0.0,
-        validate_seconds: 0.0,
-        checks: vec![],
-    }
+    let mut report = ComponentReport::new(name, &record.kind, String::new(), Outcome::Skipped);
+    report.error = Some(format!("tenant {into} declares no component {name}"));
+    report
 }
 
 /// Restore one component into `target_cfg` and validate it.
@@ -155,17 +167,8 @@ pub(crate) fn restore_component(
     target_cfg: &ComponentConfig,
     force: bool,
 ) -> ComponentReport {
-    let mut report = ComponentReport {
-        name: name.to_string(),
-        kind: record.kind.clone(),
-        target: describe(target_cfg),
-        outcome: Outcome::Failed,
-        error: None,
-        bytes: 0,
-        restore_seconds: 0.0,
-        validate_seconds: 0.0,
-        checks: vec![],
-    };
+    let mut report =
+        ComponentReport::new(name, &record.kind, describe(target_cfg), Outcome::Failed);
     if target_cfg.kind() != record.kind {
         report.error = Some(format!(
             "the backup is of kind {} but the target component is of kind {}",

@@ -3,8 +3,13 @@
 //! A point that is not kept loses its manifest first (so it stops being a point), then
 //! its component snapshots. Failed points are removed once they are older than the
 //! oldest kept complete point. Snapshots of a killed run (component snapshots without a
-//! manifest) are removed when older than that too. Then `prune` (exclusive lock) frees
-//! the data nothing references any more.
+//! manifest) are removed when older than that too. A point carrying a label in effect
+//! ([`crate::label`]) is kept whatever the plan says; a label whose expiry has passed is
+//! removed (its point is then treated like any other). Then `prune` (exclusive lock)
+//! frees the data nothing references any more.
+//!
+//! Retention runs under a shared lock; labelling a point takes the exclusive one, so a
+//! point is never removed after a label on it was written.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -17,8 +22,12 @@ use haven_repo::retention::{apply, GroupBy};
 use haven_store::FileKind;
 use serde::Serialize;
 
+use chrono::{DateTime, Utc};
+use haven_repo::id::SnapshotId;
+
 use crate::backup::{open_tenant_view, Observer};
 use crate::config::Config;
+use crate::label::list_labels;
 use crate::point::{list_points, point_tag, tenant_tag, PointStatus, MANIFEST_TAG};
 use crate::OpsError;
 
@@ -28,6 +37,10 @@ pub struct RetentionReport {
     /// Point ids kept and removed.
     pub kept: Vec<String>,
     pub removed: Vec<String>,
+    /// Points kept only because a label protects them: (point id, label).
+    pub kept_by_label: Vec<(String, String)>,
+    /// Labels removed because their expiry passed: (point id, label).
+    pub labels_expired: Vec<(String, String)>,
     /// Snapshot files deleted (manifests and component snapshots).
     pub snapshots_removed: usize,
     pub prune: Option<PruneReport>,
@@ -39,6 +52,19 @@ pub fn apply_retention(
     tenant: &str,
     lock_wait: Duration,
     prune_after: bool,
+    observer: &Observer,
+) -> Result<RetentionReport, OpsError> {
+    apply_retention_at(config, tenant, lock_wait, prune_after, Utc::now(), observer)
+}
+
+/// [`apply_retention`] with labels judged at `now` (labels expire in real time: the
+/// daemon passes the wall clock, a test a later time).
+pub fn apply_retention_at(
+    config: &Config,
+    tenant: &str,
+    lock_wait: Duration,
+    prune_after: bool,
+    now: DateTime<Utc>,
     observer: &Observer,
 ) -> Result<RetentionReport, OpsError> {
     let t = config.tenant(tenant)?;
@@ -86,18 +112,36 @@ pub fn apply_retention(
             ));
             return Ok(report);
         };
+        let backend = repo.repo.backend();
+        // Expired labels go first: from then on they protect nothing, here or elsewhere.
+        let mut gone: HashSet<SnapshotId> = HashSet::new();
+        for l in list_labels(&view, tenant).0 {
+            if !l.label.in_effect(now) {
+                backend.remove(FileKind::Snapshot, &l.snapshot.id.to_hex())?;
+                report.snapshots_removed += 1;
+                report
+                    .labels_expired
+                    .push((l.label.point.clone(), l.label.name.clone()));
+                gone.insert(l.snapshot.id);
+            }
+        }
         let mut doomed = vec![];
         for p in &points {
             if keep.contains(&p.manifest.id.to_hex()) {
                 report.kept.push(p.point.id.clone());
+            } else if let Some(label) = p.protected_by(now) {
+                report.kept.push(p.point.id.clone());
+                report
+                    .kept_by_label
+                    .push((p.point.id.clone(), label.name.clone()));
             } else if p.point.status == PointStatus::Complete || p.point.started < oldest_kept {
                 report.removed.push(p.point.id.clone());
                 doomed.push(p);
             }
         }
-        let (snapshots, _) = repo.repo.snapshots()?;
+        let (mut snapshots, _) = repo.repo.snapshots()?;
+        snapshots.retain(|s| !gone.contains(&s.id));
         let known: HashSet<String> = points.iter().map(|p| point_tag(&p.point.id)).collect();
-        let backend = repo.repo.backend();
         for p in &doomed {
             // The manifest first: from here on the point is gone even if the rest fails.
             backend.remove(FileKind::Snapshot, &p.manifest.id.to_hex())?;
@@ -124,10 +168,12 @@ pub fn apply_retention(
             }
         }
         observer.line(&format!(
-            "retention {tenant}: kept {} points, removed {} ({} snapshots)",
+            "retention {tenant}: kept {} points ({} by a label), removed {} ({} snapshots), {} expired label(s) removed",
             report.kept.len(),
+            report.kept_by_label.len(),
             report.removed.len(),
-            report.snapshots_removed
+            report.snapshots_removed,
+            report.labels_expired.len()
         ));
     }
     if prune_after && report.snapshots_removed > 0 {

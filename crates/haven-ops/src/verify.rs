@@ -1,7 +1,9 @@
 //! `tenant verify`: a restore drill. Every component of a recovery point is restored into
 //! a scratch target next to its source (a throwaway database on the same PostgreSQL
 //! server, a throwaway Redis or etcd server, a temporary folder), validated like a real
-//! restore, and removed. The report carries the measured restore time of each component.
+//! restore, and removed. Components run side by side like a restore's
+//! ([`crate::side_by_side`]). The report carries the measured restore time of each
+//! component.
 //!
 //! A `command` component without a `verify-restore` command cannot be restored into a
 //! scratch target; its stream is read back in full instead (every chunk decrypted and
@@ -22,14 +24,28 @@ use crate::point::{ComponentRecord, PointChoice, RecoveryPoint};
 use crate::report::{Check, ComponentReport, Outcome, TenantReport};
 use crate::restore::{resolve_point, restore_stream, validate_stream};
 use crate::run::RunEnv;
+use crate::side_by_side::{self, effective_parallelism};
 use crate::OpsError;
 
-/// Verify a recovery point of `tenant` by restoring it into scratch targets.
+/// Verify a recovery point of `tenant` by restoring it into scratch targets, components
+/// side by side (the default parallelism).
 pub fn verify_tenant(
     config: &Config,
     tenant: &str,
     choice: &PointChoice,
     lock_wait: std::time::Duration,
+    observer: &Observer,
+) -> Result<TenantReport, OpsError> {
+    verify_tenant_parallel(config, tenant, choice, lock_wait, None, observer)
+}
+
+/// [`verify_tenant`] with at most `parallelism` components at once (`None`: the default).
+pub fn verify_tenant_parallel(
+    config: &Config,
+    tenant: &str,
+    choice: &PointChoice,
+    lock_wait: std::time::Duration,
+    parallelism: Option<usize>,
     observer: &Observer,
 ) -> Result<TenantReport, OpsError> {
     let t = config.tenant(tenant)?;
@@ -45,29 +61,40 @@ pub fn verify_tenant(
     let point = resolve_point(&view, tenant, choice, &[])?;
     let repo = &view.repo;
     let env = RunEnv::new(config, observer);
-    let mut components = vec![];
-    for (name, record) in &point.components {
-        let Some(source_cfg) = t.components.get(name) else {
-            components.push(verify_stream_only(
-                repo,
-                name,
-                record,
-                "the component is no longer in the config",
+    let jobs: Vec<(&str, &ComponentRecord, Option<&ComponentConfig>)> = point
+        .components
+        .iter()
+        .map(|(name, record)| (name.as_str(), record, t.components.get(name)))
+        .collect();
+    let parallelism = effective_parallelism(parallelism, jobs.len());
+    let components = side_by_side::run(
+        &jobs,
+        |j| j.0,
+        parallelism,
+        clock,
+        observer,
+        |&(name, record, source_cfg)| {
+            let Some(source_cfg) = source_cfg else {
+                return verify_stream_only(
+                    repo,
+                    name,
+                    record,
+                    "the component is no longer in the config",
+                );
+            };
+            observer.line(&format!(
+                "{name} ({}): restoring into a scratch target",
+                record.kind
             ));
-            continue;
-        };
-        observer.set_component(Some(name));
-        observer.line(&format!(
-            "{name} ({}): restoring into a scratch target",
-            record.kind
-        ));
-        let report = verify_component(repo, &env, &point, name, record, source_cfg);
-        observer.line(&format!(
-            "{name}: {:?} in {:.2} s",
-            report.outcome, report.restore_seconds
-        ));
-        components.push(report);
-    }
+            let report = verify_component(repo, &env, &point, name, record, source_cfg);
+            observer.line(&format!(
+                "{name}: {:?} in {:.2} s (validation {:.2} s)",
+                report.outcome, report.restore_seconds, report.validate_seconds
+            ));
+            report
+        },
+    );
+    observer.set_component(None);
     Ok(TenantReport {
         action: "verify".into(),
         tenant: tenant.to_string(),
@@ -76,6 +103,7 @@ pub fn verify_tenant(
         point_time: point.started,
         started,
         seconds: clock.elapsed().as_secs_f64(),
+        parallelism,
         components,
     })
 }
@@ -142,17 +170,9 @@ fn verify_component(
 }
 
 fn failed(name: &str, record: &ComponentRecord, target: String, error: String) -> ComponentReport {
-    ComponentReport {
-        name: name.to_string(),
-        kind: record.kind.clone(),
-        target,
-        outcome: Outcome::Failed,
-        error: Some(error),
-        bytes: 0,
-        restore_seconds: 0.0,
-        validate_seconds: 0.0,
-        checks: vec![],
-    }
+    let mut report = ComponentReport::new(name, &record.kind, target, Outcome::Failed);
+    report.error = Some(error);
+    report
 }
 
 /// Read the component's stream back in full (every chunk decrypted and verified).

@@ -137,3 +137,24 @@ fn relative_secret_paths_are_relative_to_the_config_file() {
         Some(Path::new("/etc/haven/password"))
     );
 }
+
+#[test]
+fn a_short_rpo_is_probed_by_default_and_probe_every_off_turns_it_off() {
+    use std::time::Duration;
+    let probe = |tenant_keys: &str| {
+        let text = format!(
+            "[repositories.main]\nurl = \"/r\"\npassword-file = \"password\"\n[tenants.a]\nrepository = \"main\"\n{tenant_keys}[tenants.a.components.f]\nkind = \"files\"\npaths = [\"/x\"]\n"
+        );
+        let config = Config::parse(Path::new("/etc/haven/haven.toml"), &text).unwrap();
+        config.tenant("a").unwrap().plan.probe_every
+    };
+    assert_eq!(probe(""), None, "the default 24 h RPO is not probed");
+    assert_eq!(probe("rpo = \"2m\"\n"), Some(Duration::from_secs(30)));
+    assert_eq!(probe("rpo = \"30s\"\n"), Some(Duration::from_secs(10)));
+    assert_eq!(probe("rpo = \"30m\"\n"), Some(Duration::from_secs(60)));
+    assert_eq!(probe("rpo = \"2m\"\nprobe-every = \"off\"\n"), None);
+    assert_eq!(
+        probe("rpo = \"2m\"\nprobe-every = \"5s\"\n"),
+        Some(Duration::from_secs(5))
+    );
+}

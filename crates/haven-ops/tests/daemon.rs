@@ -108,6 +108,7 @@ paths = ["{data}"]
             DaemonOptions {
                 clock: clock.clone(),
                 lock_wait: Duration::from_secs(30),
+                dr_runner: None,
             },
         )
         .unwrap()

@@ -77,6 +77,7 @@ fn start(config: Config, clock: &Arc<ManualClock>) -> Daemon {
         DaemonOptions {
             clock: clock.clone(),
             lock_wait: Duration::from_secs(30),
+            dr_runner: None,
         },
     )
     .unwrap()

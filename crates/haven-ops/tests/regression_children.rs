@@ -105,6 +105,7 @@ fn work_folders_are_fresh_private_and_under_the_configured_work_dir() {
             into: None,
             force: true,
             lock_wait: Duration::from_secs(30),
+            parallelism: None,
         },
         &Observer::quiet(),
     )
@@ -350,6 +351,7 @@ mod daemon {
             DaemonOptions {
                 clock,
                 lock_wait: Duration::from_secs(30),
+                dr_runner: None,
             },
         )
         .unwrap()

@@ -87,6 +87,21 @@ impl SourceError {
             detail: detail.into(),
         }
     }
+
+    /// The system did not answer at all (connection refused, unknown host, connect
+    /// timeout): the site may be down. Retrying soon rarely helps; the daemon alerts at
+    /// once (`source-down`) rather than after its retries.
+    pub fn is_unreachable(&self) -> bool {
+        use std::io::ErrorKind::*;
+        match self {
+            SourceError::Unreachable { .. } => true,
+            SourceError::Io { source, .. } => matches!(
+                source.kind(),
+                ConnectionRefused | HostUnreachable | NetworkUnreachable | AddrNotAvailable
+            ),
+            _ => false,
+        }
+    }
 }
 
 pub type Result<T, E = SourceError> = std::result::Result<T, E>;

@@ -91,6 +91,9 @@ pub enum Command {
     /// Tenants from the config file: back up, list recovery points, restore, verify.
     #[command(subcommand)]
     Tenant(TenantCommand),
+    /// Disaster recovery: plan, run, resume, abort, drill a runbook; fail back; readiness report.
+    #[command(subcommand)]
+    Dr(DrCommand),
     /// Run the daemon: scheduled backups, retries, retention, drills, RPO alerts, HTTP API, metrics, dashboard.
     Serve(ServeArgs),
     /// Show what Haven is for: back up a throwaway tenant (PostgreSQL, Redis, files), destroy it, re-create it elsewhere, validate.
@@ -128,11 +131,48 @@ pub struct ConfigArg {
     pub work_dir: Option<PathBuf>,
 }
 
+#[derive(Debug, Args)]
+pub struct DrReportArgs {
+    /// Only this tenant.
+    pub tenant: Option<String>,
+    /// Use the catalog's cached points; do not read the repositories.
+    #[arg(long)]
+    pub offline: bool,
+    #[command(flatten)]
+    pub config: ConfigArg,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum TenantCommand {
     /// Back up every component of a tenant as one recovery point.
     Backup {
         tenant: String,
+        /// Label the point (kept by retention until unlabelled or the label expires).
+        #[arg(long)]
+        label: Option<String>,
+        /// The label protects the point for this long only (e.g. 30d, 12h).
+        #[arg(long, requires = "label", value_parser = haven_sources::process::parse_span)]
+        label_expires: Option<std::time::Duration>,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Label a recovery point: retention keeps it until it is unlabelled or the label expires.
+    Label {
+        tenant: String,
+        /// The point: an id or unique prefix, or `latest` (the newest complete one).
+        point: String,
+        /// The label (letters, digits, '.', '_', '-'), e.g. pre-upgrade-2.4.
+        name: String,
+        /// The label protects the point for this long only (e.g. 30d, 12h).
+        #[arg(long, value_parser = haven_sources::process::parse_span)]
+        expires: Option<std::time::Duration>,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Remove a label: its point is subject to retention again.
+    Unlabel {
+        tenant: String,
+        name: String,
         #[command(flatten)]
         config: ConfigArg,
     },
@@ -150,13 +190,78 @@ pub enum TenantCommand {
         #[command(flatten)]
         point: PointArgs,
         #[command(flatten)]
+        parallel: ParallelArg,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DrCommand {
+    /// Readiness of every tenant (or one): newest and proven points, verified RPO, predicted RTO, last drill, drift. Exit 3 when a tenant is not ready.
+    Report(DrReportArgs),
+    /// Preview a run: steps, recovery point, checks, predicted time per step; changes nothing.
+    Plan {
+        runbook: String,
+        #[command(flatten)]
+        point: PointArgs,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Run a runbook: prints the run id and a line per step as it happens.
+    Run {
+        runbook: String,
+        #[command(flatten)]
+        point: PointArgs,
+        /// Check everything, change nothing (recorded as a dry-run).
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Show a run and its steps, or the recent runs.
+    Status {
+        run: Option<String>,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Continue a killed, failed or waiting run.
+    Resume {
+        run: String,
+        /// Run this interrupted step again (repeatable).
+        #[arg(long = "retry-step")]
+        retry: Vec<String>,
+        /// Consider this step done without running it (repeatable).
+        #[arg(long = "skip-step")]
+        skip: Vec<String>,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Stop a run: no further step starts.
+    Abort {
+        run: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Run the runbook against scratch targets and its drill record; cleans up; reports the RTO.
+    Drill {
+        runbook: String,
+        #[command(flatten)]
+        point: PointArgs,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Fail back: back the tenant up from its own servers again.
+    Release {
+        tenant: String,
+        #[command(flatten)]
         config: ConfigArg,
     },
 }
 
 #[derive(Debug, Args)]
 pub struct PointArgs {
-    /// The recovery point (id or unique prefix; default: the newest complete one).
+    /// The recovery point: an id or unique prefix, or label:NAME (default: the newest complete one).
     #[arg(long, conflicts_with = "at")]
     pub point: Option<String>,
     /// The newest complete point taken at or before this time (UTC: 2026-11-21T03:00:00Z, "2026-11-21 03:00").
@@ -179,7 +284,16 @@ pub struct TenantRestoreArgs {
     #[arg(long)]
     pub force: bool,
     #[command(flatten)]
+    pub parallel: ParallelArg,
+    #[command(flatten)]
     pub config: ConfigArg,
+}
+
+#[derive(Debug, Args)]
+pub struct ParallelArg {
+    /// Restore at most N components at once (default: all of them, up to 4; 1: one after another).
+    #[arg(long = "parallel", value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub parallel: Option<u16>,
 }
 
 #[derive(Debug, Args)]

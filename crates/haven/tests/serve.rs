@@ -228,3 +228,136 @@ fn a_malformed_config_or_a_missing_token_refuses_to_start() {
     let out = haven(&["serve", "--config", &config.display().to_string()], &[]);
     out.assert_one_line_error(1, &["no API token", "HAVEN_API_TOKEN"]);
 }
+
+/// The config of [`reload_via_sighup_and_the_api_without_a_restart`]: tenant `acme`,
+/// plus `more`.
+fn reload_config(root: &Path, more: &str) {
+    std::fs::write(
+        root.join("haven.toml"),
+        format!(
+            r#"
+[daemon]
+state-dir = "state"
+api-token-file = "token"
+
+[repositories.main]
+url = "{repo}"
+password-file = "password"
+
+[tenants.acme]
+repository = "main"
+schedule = "0 3 * * *"
+[tenants.acme.components.files]
+kind = "files"
+paths = ["{data}"]
+{more}"#,
+            repo = root.join("repo").display(),
+            data = root.join("data").display(),
+        ),
+    )
+    .unwrap();
+}
+
+fn tenant_names(addr: &str) -> Vec<String> {
+    let (status, b) = http(addr, "GET", "/api/v1/tenants", Some(TOKEN)).unwrap();
+    assert_eq!(status, 200, "{b}");
+    json(&b)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn sighup(child: &Child) {
+    assert!(std::process::Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+}
+
+#[test]
+fn reload_via_sighup_and_the_api_without_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    std::fs::write(root.join("password"), PASSWORD).unwrap();
+    std::fs::write(root.join("token"), TOKEN).unwrap();
+    std::fs::create_dir_all(root.join("data")).unwrap();
+    std::fs::write(root.join("data/a.txt"), "hello").unwrap();
+    reload_config(root, "");
+    let config = root.join("haven.toml");
+    let addr = free_addr();
+    let mut served = serve(&config, &addr);
+    assert_eq!(tenant_names(&addr), ["acme"]);
+
+    // SIGHUP: a new tenant, backed up every second from now on.
+    let beta = format!(
+        "[tenants.beta]\nrepository = \"main\"\nschedule = \"* * * * * *\"\n[tenants.beta.components.files]\nkind = \"files\"\npaths = [\"{}\"]\n",
+        root.join("data").display()
+    );
+    reload_config(root, &beta);
+    sighup(served.child.child());
+    wait_for("the reloaded tenant", Duration::from_secs(30), || {
+        tenant_names(&addr) == ["acme", "beta"]
+    });
+    let beta_backed_up = |addr: &str| {
+        let (_, b) = http(addr, "GET", "/api/v1/jobs?tenant=beta", Some(TOKEN)).unwrap();
+        json(&b)
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|j| j["trigger"] == "schedule" && j["status"] == "succeeded")
+            .count()
+    };
+    wait_for(
+        "a scheduled backup of beta",
+        Duration::from_secs(60),
+        || beta_backed_up(&addr) > 0,
+    );
+
+    // A malformed config is refused, by the API (422 with file, line and key) and by
+    // SIGHUP; the running config keeps working.
+    std::fs::write(&config, "[daemon]\nconcurrency = 0\n").unwrap();
+    let (status, body) = http(&addr, "POST", "/api/v1/reload", Some(TOKEN)).unwrap();
+    assert_eq!(status, 422, "{body}");
+    let error = json(&body)["error"].as_str().unwrap().to_string();
+    for part in [
+        "haven.toml",
+        "line 1",
+        "daemon.concurrency",
+        "running config stays",
+    ] {
+        assert!(error.contains(part), "{part}: {error}");
+    }
+    sighup(served.child.child());
+    let (status, _) = http(&addr, "POST", "/api/v1/reload", None).unwrap();
+    assert_eq!(status, 401, "reload needs the token");
+    let before = beta_backed_up(&addr);
+    wait_for("beta's schedule to go on", Duration::from_secs(60), || {
+        beta_backed_up(&addr) > before
+    });
+    assert_eq!(tenant_names(&addr), ["acme", "beta"]);
+
+    // The API: beta removed again.
+    reload_config(root, "");
+    let (status, body) = http(&addr, "POST", "/api/v1/reload", Some(TOKEN)).unwrap();
+    assert_eq!(status, 200, "{body}");
+    let report = json(&body);
+    assert_eq!(report["removed"], serde_json::json!(["beta"]), "{body}");
+    assert_eq!(tenant_names(&addr), ["acme"]);
+
+    let out = sigterm(served.child.child());
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("SIGHUP: reloaded") && out.stderr.contains("added beta"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("SIGHUP: the config was not reloaded")
+            && out.stderr.contains("daemon.concurrency"),
+        "{}",
+        out.stderr
+    );
+}

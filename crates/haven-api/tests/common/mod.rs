@@ -32,6 +32,156 @@ pub struct FakeView {
     pub calls: AtomicUsize,
     /// When set, `points` answers `Unavailable` (the catalog cannot be read).
     pub catalog_down: AtomicBool,
+    readiness: Vec<TenantReadiness>,
+    runs: Vec<DrRunDetail>,
+    /// Every `start_runbook` call: runbook, mode, point.
+    pub runbook_starts: Mutex<Vec<(String, RunbookMode, Option<String>)>>,
+}
+
+/// The one runbook of the fake daemon (restores `shop-eu`).
+pub const RUNBOOK: &str = "shop-failover";
+/// Its last drill (failed, with markup in its error) and an earlier good one.
+pub const FAILED_DRILL: &str = "dr-20261205T040000Z-ab12";
+pub const GOOD_DRILL: &str = "dr-20261204T040000Z-cd34";
+
+fn drill(id: &str, state: &str, started: DateTime<Utc>, seconds: f64) -> DrRunSummary {
+    DrRunSummary {
+        id: id.into(),
+        runbook: RUNBOOK.into(),
+        tenant: BREACHED.into(),
+        into: String::new(),
+        mode: "drill".into(),
+        point: Some("rp-0002".into()),
+        state: state.into(),
+        started,
+        finished: Some(started + Duration::milliseconds((seconds * 1000.0) as i64)),
+        seconds: Some(seconds),
+        actor: "haven-daemon (drill-schedule)".into(),
+        error: (state == "failed").then(|| HOSTILE_ERROR.to_string()),
+    }
+}
+
+fn drill_summary(r: &DrRunSummary) -> haven_ops::readiness::DrillSummary {
+    haven_ops::readiness::DrillSummary {
+        run: r.id.clone(),
+        runbook: r.runbook.clone(),
+        state: r.state.clone(),
+        started: r.started,
+        finished: r.finished,
+        seconds: r.seconds,
+        point: r.point.clone(),
+        error: r.error.clone(),
+    }
+}
+
+/// With `breach`, `shop-eu`'s last drill failed and its RTO is above target; without, it
+/// is ready.
+fn dr_fixtures(now: DateTime<Utc>, breach: bool) -> (Vec<TenantReadiness>, Vec<DrRunDetail>) {
+    use haven_ops::readiness::{PointRef, PredictedRto, Proof, ProofKind, RunbookReadiness};
+    let failed = drill(FAILED_DRILL, "failed", now - Duration::hours(4), 12.0);
+    let good = drill(GOOD_DRILL, "succeeded", now - Duration::hours(28), 1874.0);
+    let step = |name: &str, state: &str, seconds: f64| DrStepSummary {
+        name: name.into(),
+        state: state.into(),
+        attempts: 1,
+        started: Some(good.started),
+        finished: Some(good.started + Duration::seconds(seconds as i64)),
+        seconds: Some(seconds),
+        outputs: serde_json::json!({"lb_ip": "10.0.2.9"}),
+        message: None,
+    };
+    let runs = vec![
+        DrRunDetail {
+            run: failed.clone(),
+            steps: vec![step("restore", "failed", 12.0)],
+            audit: vec![DrAuditLine {
+                time: failed.started,
+                step: Some("restore".into()),
+                event: "step-failed".into(),
+                detail: HOSTILE_ERROR.into(),
+            }],
+        },
+        DrRunDetail {
+            run: good.clone(),
+            steps: vec![
+                step("restore", "succeeded", 1800.0),
+                step("dns", "succeeded", 74.0),
+            ],
+            audit: vec![DrAuditLine {
+                time: good.started,
+                step: None,
+                event: "run-started".into(),
+                detail: "by haven-daemon (drill-schedule)".into(),
+            }],
+        },
+    ];
+    let predicted = PredictedRto::Drill {
+        seconds: 1874.0,
+        run: GOOD_DRILL.into(),
+        runbook: RUNBOOK.into(),
+    };
+    let mut shop = TenantReadiness {
+        tenant: BREACHED.into(),
+        newest_point: Some(PointRef {
+            id: "rp-0003".into(),
+            time: now - Duration::hours(5),
+            bytes: 10 << 20,
+            components: vec!["db".into(), "cache".into()],
+        }),
+        newest_verified: Some(Proof {
+            point: "rp-0002".into(),
+            point_time: now - Duration::hours(30),
+            kind: ProofKind::Drill,
+            by: GOOD_DRILL.into(),
+            time: good.finished.unwrap(),
+        }),
+        verified_rpo_seconds: Some(30.0 * 3600.0),
+        rpo_target_seconds: 3600,
+        predicted_rto: Some(predicted.clone()),
+        last_drill: Some(drill_summary(&failed)),
+        runbooks: vec![RunbookReadiness {
+            name: RUNBOOK.into(),
+            into: "shop-dr".into(),
+            rto_target_seconds: Some(1800),
+            predicted_rto: Some(predicted),
+            rto_exceeded: true,
+            last_drill: Some(drill_summary(&failed)),
+            drill_schedule: Some("0 4 * * *".into()),
+        }],
+        drift: vec![],
+        problems: vec![
+            format!("the last drill ({FAILED_DRILL}, runbook {RUNBOOK}) failed: {HOSTILE_ERROR}"),
+            format!("runbook {RUNBOOK}: predicted RTO 1874 s exceeds its rto of 1800 s"),
+        ],
+        ready: false,
+    };
+    if !breach {
+        shop.last_drill = Some(drill_summary(&good));
+        shop.runbooks[0].last_drill = Some(drill_summary(&good));
+        shop.runbooks[0].rto_target_seconds = Some(3600);
+        shop.runbooks[0].rto_exceeded = false;
+        shop.problems.clear();
+        shop.ready = true;
+    }
+    let blog = TenantReadiness {
+        tenant: HEALTHY.into(),
+        newest_point: None,
+        newest_verified: None,
+        verified_rpo_seconds: None,
+        rpo_target_seconds: 3600,
+        predicted_rto: Some(PredictedRto::RestoreSpeed {
+            seconds: 95.0,
+            bytes: 1 << 30,
+            bytes_per_second: (1u64 << 30) as f64 / 95.0,
+            samples: 3,
+        }),
+        last_drill: None,
+        runbooks: vec![],
+        drift: vec![],
+        problems: vec![],
+        ready: true,
+    };
+    (vec![shop, blog], runs)
 }
 
 fn job(id: i64, kind: JobKind, tenant: &str, status: &str, started: DateTime<Utc>) -> JobSummary {
@@ -186,7 +336,11 @@ impl FakeView {
                 },
             );
         }
+        let (readiness, runs) = dr_fixtures(now, breach);
         Arc::new(FakeView {
+            readiness,
+            runs,
+            runbook_starts: Mutex::new(vec![]),
             tenants: vec![shop, blog],
             jobs,
             triggers: Mutex::new(vec![]),
@@ -308,6 +462,60 @@ impl DaemonView for FakeView {
             queue_depth: 3,
             running_jobs: 1,
         }
+    }
+
+    fn readiness(&self) -> Result<Vec<TenantReadiness>, ViewError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        Ok(self.readiness.clone())
+    }
+
+    fn dr_runs(&self, limit: usize) -> Result<Vec<DrRunSummary>, ViewError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        Ok(self
+            .runs
+            .iter()
+            .map(|r| r.run.clone())
+            .take(limit)
+            .collect())
+    }
+
+    fn dr_run(&self, id: &str) -> Result<DrRunDetail, ViewError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.runs
+            .iter()
+            .find(|r| r.run.id == id)
+            .cloned()
+            .ok_or_else(|| ViewError::UnknownRun(id.into()))
+    }
+
+    fn start_runbook(
+        &self,
+        runbook: &str,
+        mode: RunbookMode,
+        point: Option<String>,
+    ) -> Result<String, ViewError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if runbook != RUNBOOK {
+            return Err(ViewError::UnknownRunbook(runbook.into()));
+        }
+        if point.as_deref() == Some("gone") {
+            return Err(ViewError::Conflict(format!(
+                "runbook {runbook} could not start: no recovery point gone"
+            )));
+        }
+        let mut starts = self.runbook_starts.lock().unwrap();
+        starts.push((runbook.into(), mode, point));
+        Ok(format!("dr-test-{}", starts.len()))
+    }
+
+    fn reload(&self) -> Result<ReloadReport, ViewError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        Ok(ReloadReport {
+            file: "/etc/haven/haven.toml".into(),
+            tenants: self.tenants.len(),
+            changed: vec![self.tenants[0].name.clone()],
+            ..Default::default()
+        })
     }
 }
 

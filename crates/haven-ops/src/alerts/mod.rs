@@ -24,6 +24,7 @@
 
 pub mod config;
 pub mod engine;
+mod get;
 mod net;
 pub mod smtp;
 pub mod webhook;
@@ -38,6 +39,7 @@ pub use engine::{
     AlertRecord, AlertStore, Alerter, MemoryAlertStore, RecordMessage, SinkDelivery,
     DEFAULT_REMINDER,
 };
+pub use get::http_get;
 
 /// The conditions the daemon raises.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,6 +55,15 @@ pub enum AlertKind {
     VerifyFailed,
     /// A retention run (forget + prune) failed.
     RetentionFailed,
+    /// Every reachable-or-not check of a tenant's components failed to connect (connection
+    /// refused, name not resolved, timeout): the site looks dead. One per tenant.
+    SourceDown,
+    /// A disaster-recovery runbook's `notify` step (a notice, not a fault).
+    RunbookNotice,
+    /// A disaster-recovery drill failed.
+    DrillFailed,
+    /// A runbook's predicted RTO (its last drill) exceeds the runbook's `rto`.
+    RtoExceeded,
 }
 
 impl AlertKind {
@@ -63,11 +74,15 @@ impl AlertKind {
             AlertKind::RpoBreached => "rpo-breached",
             AlertKind::VerifyFailed => "verify-failed",
             AlertKind::RetentionFailed => "retention-failed",
+            AlertKind::SourceDown => "source-down",
+            AlertKind::RunbookNotice => "runbook-notice",
+            AlertKind::DrillFailed => "drill-failed",
+            AlertKind::RtoExceeded => "rto-exceeded",
         }
     }
 
     /// The start of this kind's keys ([`Alert::key_for`]): `backup`, `missed`, `rpo`,
-    /// `verify`, `retention`.
+    /// `verify`, `retention`, `source-down`, `runbook`, `drill`, `rto`.
     pub fn key_prefix(self) -> &'static str {
         match self {
             AlertKind::BackupFailed => "backup",
@@ -75,6 +90,10 @@ impl AlertKind {
             AlertKind::RpoBreached => "rpo",
             AlertKind::VerifyFailed => "verify",
             AlertKind::RetentionFailed => "retention",
+            AlertKind::SourceDown => "source-down",
+            AlertKind::RunbookNotice => "runbook",
+            AlertKind::DrillFailed => "drill",
+            AlertKind::RtoExceeded => "rto",
         }
     }
 }

@@ -8,10 +8,14 @@
 //!             one catch-up run per tenant whose last slot passed while it was down (late)
 //!   loop: due cron slots -> queue (one queued run per tenant and kind, coalesced)
 //!         dispatch: at most `concurrency` jobs, one per tenant -> worker threads (worker.rs)
-//!         RPO watch + alert reminders (watch.rs)
+//!         RPO watch + alert reminders (watch.rs); probes of `probe-every` (probe.rs)
 //!         wait on the clock until the next slot, a finished job, or a trigger
-//! worker: backup_tenant_with_retries / verify_tenant / apply_retention,
-//!         log lines and progress -> catalog; result -> catalog, alerts
+//!         drills due on runbooks' drill-schedule -> queued as drill jobs (drills.rs)
+//! worker: backup_tenant_with_retries (of failover::effective_tenant) / verify_tenant /
+//!         apply_retention / DrRunner::drill, log lines and progress -> catalog;
+//!         result -> catalog, alerts; unreachable components -> source-down at once (watch.rs)
+//! reload (reload.rs, SIGHUP or the API): Config::load again -> swap config, schedules,
+//!         alert sinks; a job keeps the Arc<Config> it started with
 //! ```
 //! Main types: [`Daemon`] (start, stop), [`clock::Clock`] (injectable time),
 //! [`view::DaemonView`] (implemented in status.rs). The catalog (SQLite, `catalog.rs`) is a
@@ -19,6 +23,9 @@
 //! missing.
 
 pub mod clock;
+mod drills;
+mod probe;
+mod reload;
 mod scheduler;
 mod status;
 pub mod view;
@@ -27,7 +34,7 @@ mod worker;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -48,6 +55,8 @@ struct Queued {
     id: i64,
     tenant: String,
     kind: JobKind,
+    /// The runbook of a drill job.
+    runbook: Option<String>,
 }
 
 #[derive(Default)]
@@ -57,12 +66,18 @@ struct State {
     running: BTreeMap<String, worker::Running>,
     /// Next cron slot per (tenant, kind); retention uses the tenant too.
     next: BTreeMap<(String, JobKind), DateTime<Utc>>,
+    /// Next drill slot per runbook (`drills.rs`).
+    drill_next: BTreeMap<String, DateTime<Utc>>,
     workers: Vec<JoinHandle<()>>,
 }
 
+/// Parsed schedules: backup and (optional) verify per tenant, and retention.
+type Schedules = BTreeMap<(String, JobKind), Schedule>;
+
 /// Everything the daemon's threads share.
 struct Shared {
-    config: Config,
+    /// Swapped whole by a reload; each job keeps the one it started with.
+    config: RwLock<Arc<Config>>,
     catalog: Catalog,
     clock: Arc<dyn Clock>,
     state: Mutex<State>,
@@ -71,10 +86,20 @@ struct Shared {
     /// Set when `stop` gave up waiting: workers still running record nothing more.
     abandoned: AtomicBool,
     alerter: Mutex<Alerter>,
-    /// Parsed schedules: backup and (optional) verify per tenant, and retention.
-    schedules: BTreeMap<(String, JobKind), Schedule>,
+    schedules: RwLock<Arc<Schedules>>,
+    /// One reload at a time (SIGHUP and the API may ask together).
+    reloading: Mutex<()>,
     /// How long workers wait for a repository lock held by someone else.
     lock_wait: Duration,
+    /// Runbooks with a `drill-schedule`: their tenant and schedule (swapped by a reload).
+    drill_schedules: RwLock<Arc<drills::DrillSchedules>>,
+    /// Runs drills and runbooks (`None`: drills are not run, the API refuses runs).
+    dr_runner: Option<Arc<dyn crate::dr_runner::DrRunner>>,
+    /// By tenant: its components whose systems did not answer (component -> error),
+    /// behind `source-down:TENANT`.
+    sources_down: Mutex<BTreeMap<String, BTreeMap<String, String>>>,
+    /// `probe-every`, per tenant.
+    probes: Mutex<BTreeMap<String, probe::ProbeState>>,
 }
 
 impl Shared {
@@ -85,11 +110,51 @@ impl Shared {
     fn notify(&self) {
         self.wake.notify_all();
     }
+
+    /// The config in force now.
+    fn config(&self) -> Arc<Config> {
+        self.config.read().expect("daemon config").clone()
+    }
+
+    fn schedules(&self) -> Arc<Schedules> {
+        self.schedules.read().expect("daemon schedules").clone()
+    }
+}
+
+/// The cron schedules of every tenant's jobs, by (tenant, kind).
+fn parse_schedules(config: &Config) -> Result<Schedules, OpsError> {
+    let parse = |expr: &str| Schedule::parse(expr).map_err(OpsError::Invalid);
+    let mut schedules = BTreeMap::new();
+    for (name, t) in &config.tenants {
+        schedules.insert((name.clone(), JobKind::Backup), parse(&t.plan.schedule)?);
+        schedules.insert(
+            (name.clone(), JobKind::Retention),
+            parse(&config.daemon.retention_schedule)?,
+        );
+        if let Some(v) = &t.plan.verify_schedule {
+            schedules.insert((name.clone(), JobKind::Verify), parse(v)?);
+        }
+    }
+    Ok(schedules)
+}
+
+/// Every tenant with the identity of its repository (the catalog's keying).
+fn repositories(config: &Config) -> Vec<(String, String)> {
+    config
+        .tenants
+        .values()
+        .map(|t| {
+            let url = &config.repository_of(t).url;
+            (t.name.clone(), crate::location::canonical_location(url))
+        })
+        .collect()
 }
 
 /// The running daemon.
 pub struct Daemon {
     shared: Arc<Shared>,
+    /// Fixed at start (a reload cannot move the catalog).
+    state_dir: std::path::PathBuf,
     scheduler: Option<JoinHandle<()>>,
 }
 
@@ -97,6 +162,9 @@ pub struct Daemon {
 pub struct DaemonOptions {
     pub clock: Arc<dyn Clock>,
     pub lock_wait: Duration,
+    /// The runbook engine (the `haven` binary gives haven-dr's); drills and the API's
+    /// runbook runs need it.
+    pub dr_runner: Option<Arc<dyn crate::dr_runner::DrRunner>>,
 }
 
 impl Default for DaemonOptions {
@@ -104,6 +172,7 @@ impl Default for DaemonOptions {
         DaemonOptions {
             clock: Arc::new(clock::SystemClock),
             lock_wait: Duration::from_secs(600),
+            dr_runner: None,
         }
     }
 }
@@ -124,30 +193,14 @@ impl Daemon {
             Catalog::open(&state_dir.join("catalog.sqlite"))?.with_clock(move || clock.now());
         // A tenant is its name and its repository: another config's tenant of the same
         // name on another repository, in the same state directory, shares nothing.
-        let repos: Vec<(String, String)> = config
-            .tenants
-            .values()
-            .map(|t| {
-                let url = &config.repository_of(t).url;
-                (t.name.clone(), crate::location::canonical_location(url))
-            })
-            .collect();
+        let repos = repositories(&config);
         catalog.bind_repositories(repos.iter().map(|(t, r)| (t.as_str(), r.as_str())))?;
-        let mut schedules = BTreeMap::new();
-        let parse = |expr: &str| Schedule::parse(expr).map_err(OpsError::Invalid);
-        for (name, t) in &config.tenants {
-            schedules.insert((name.clone(), JobKind::Backup), parse(&t.plan.schedule)?);
-            schedules.insert(
-                (name.clone(), JobKind::Retention),
-                parse(&config.daemon.retention_schedule)?,
-            );
-            if let Some(v) = &t.plan.verify_schedule {
-                schedules.insert((name.clone(), JobKind::Verify), parse(v)?);
-            }
-        }
+        let schedules = parse_schedules(&config)?;
+        let drill_schedules = drills::schedules(&config);
         let alerter = watch::new_alerter(&config, &catalog);
+        let state_dir = config.daemon.state_dir.clone();
         let shared = Arc::new(Shared {
-            config,
+            config: RwLock::new(Arc::new(config)),
             catalog,
             clock: opts.clock,
             state: Mutex::new(State::default()),
@@ -155,8 +208,13 @@ impl Daemon {
             stopping: AtomicBool::new(false),
             abandoned: AtomicBool::new(false),
             alerter: Mutex::new(alerter),
-            schedules,
+            schedules: RwLock::new(Arc::new(schedules)),
+            reloading: Mutex::new(()),
             lock_wait: opts.lock_wait,
+            drill_schedules: RwLock::new(Arc::new(drill_schedules)),
+            dr_runner: opts.dr_runner,
+            sources_down: Mutex::default(),
+            probes: Mutex::default(),
         });
         scheduler::recover(&shared)?;
         let s = shared.clone();
@@ -166,6 +224,7 @@ impl Daemon {
             .map_err(|e| OpsError::Invalid(format!("starting the scheduler thread: {e}")))?;
         Ok(Daemon {
             shared,
+            state_dir,
             scheduler: Some(scheduler),
         })
     }
@@ -174,7 +233,14 @@ impl Daemon {
     /// message: several configs may share one (the default), each tenant keyed by its
     /// repository.
     pub fn state_dir(&self) -> &std::path::Path {
-        &self.shared.config.daemon.state_dir
+        &self.state_dir
+    }
+
+    /// Read the config file again and run with it from now on (SIGHUP, `POST
+    /// /api/v1/reload`): see [`reload`]. A config that does not load is refused with its
+    /// error (file, line, key) and the running one stays.
+    pub fn reload(&self) -> Result<view::ReloadReport, OpsError> {
+        reload::reload(&self.shared)
     }
 
     /// The view the HTTP API serves.

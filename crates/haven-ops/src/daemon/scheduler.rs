@@ -26,6 +26,7 @@ pub(super) fn kind_name(kind: JobKind) -> &'static str {
         JobKind::Backup => "backup",
         JobKind::Verify => "verify",
         JobKind::Retention => "retention",
+        JobKind::Drill => "drill",
     }
 }
 
@@ -39,7 +40,7 @@ pub(super) fn enqueue(
     scheduled_for: Option<DateTime<Utc>>,
     late: bool,
 ) -> Result<i64, ViewError> {
-    if !shared.config.tenants.contains_key(tenant) {
+    if !shared.config().tenants.contains_key(tenant) {
         return Err(ViewError::UnknownTenant(tenant.to_string()));
     }
     let mut state = shared.state.lock().expect("daemon state");
@@ -65,6 +66,7 @@ pub(super) fn enqueue(
         id,
         tenant: tenant.to_string(),
         kind,
+        runbook: None,
     });
     drop(state);
     shared.notify();
@@ -75,22 +77,9 @@ pub(super) fn enqueue(
 /// compute the next slots.
 pub(super) fn recover(shared: &Arc<Shared>) -> Result<(), OpsError> {
     let now = shared.clock.now();
-    // A new (or deleted) catalog, or a tenant new to it (on this repository: see the
-    // catalog's keying): the recovery points come back from the repositories.
-    for tenant in shared.config.tenants.keys() {
-        let unseen = shared.catalog.tenant_meta(tenant, "first_seen")?.is_none();
-        if shared.catalog.created() || unseen {
-            let fresh = |e: &OpsError| {
-                matches!(e, OpsError::Repo(haven_repo::RepoError::NotARepository(_)))
-            };
-            if let Err(e) = worker::refresh_points(shared, tenant).map_err(|e| (fresh(&e), e)) {
-                if e.0 {
-                    continue; // no repository yet: the first backup creates it
-                }
-                let e = e.1;
-                eprintln!("haven: warning: rebuilding the recovery points of {tenant} from its repository: {e}");
-            }
-        }
+    let config = shared.config();
+    for tenant in config.tenants.keys() {
+        rebuild_if_new(shared, tenant, shared.catalog.created())?;
     }
     // Jobs a killed daemon left running, and jobs a stopping daemon abandoned: run again.
     shared.catalog.mark_running_as_interrupted()?;
@@ -101,8 +90,11 @@ pub(super) fn recover(shared: &Arc<Shared>) -> Result<(), OpsError> {
     })?;
     for job in interrupted {
         let key = format!("retried:{}", job.id);
+        // An interrupted drill is not retried: its run is in the catalog for `haven dr
+        // resume`, and the next slot drills again.
         if shared.catalog.get_meta(&key)?.is_some()
-            || !shared.config.tenants.contains_key(&job.tenant)
+            || !config.tenants.contains_key(&job.tenant)
+            || job.kind == JobKind::Drill
         {
             continue;
         }
@@ -117,7 +109,7 @@ pub(super) fn recover(shared: &Arc<Shared>) -> Result<(), OpsError> {
         shared.catalog.set_meta(&key, "1")?;
     }
     let mut next = std::collections::BTreeMap::new();
-    for ((tenant, kind), schedule) in &shared.schedules {
+    for ((tenant, kind), schedule) in shared.schedules().iter() {
         let last = shared.catalog.last_slot(*kind, tenant).ok().flatten();
         match last {
             Some(last) => {
@@ -144,6 +136,25 @@ pub(super) fn recover(shared: &Arc<Shared>) -> Result<(), OpsError> {
         }
     }
     shared.state.lock().expect("daemon state").next = next;
+    super::drills::recover(shared, now);
+    Ok(())
+}
+
+/// A new (or deleted) catalog, or a tenant new to it (on this repository: see the
+/// catalog's keying): the tenant's recovery points come back from its repository.
+pub(super) fn rebuild_if_new(shared: &Shared, tenant: &str, always: bool) -> Result<(), OpsError> {
+    let unseen = shared.catalog.tenant_meta(tenant, "first_seen")?.is_none();
+    if !always && !unseen {
+        return Ok(());
+    }
+    match worker::refresh_points(shared, tenant) {
+        Ok(_) => {}
+        // No repository yet: the first backup creates it.
+        Err(OpsError::Repo(haven_repo::RepoError::NotARepository(_))) => {}
+        Err(e) => eprintln!(
+            "haven: warning: rebuilding the recovery points of {tenant} from its repository: {e}"
+        ),
+    }
     Ok(())
 }
 
@@ -152,18 +163,28 @@ pub(super) fn run(shared: &Arc<Shared>) {
     while !shared.stopping() {
         let now = shared.clock.now();
         queue_due_slots(shared, now);
+        super::drills::queue_due(shared, now);
         dispatch(shared);
         if last_watch.is_none_or(|t| now >= t + WATCH_EVERY) {
             watch::check(shared, now);
+            super::drills::check_rto(shared, now);
             last_watch = Some(now);
         }
+        super::probe::due(shared, now);
+        let probe = super::probe::next_due(shared);
         let state = shared.state.lock().expect("daemon state");
         if shared.stopping() {
             break;
         }
         let mut deadline = last_watch.unwrap_or(now) + WATCH_EVERY;
+        if let Some(p) = probe {
+            deadline = deadline.min(p);
+        }
         if let Some(n) = state.next.values().min() {
             deadline = deadline.min(*n);
+        }
+        if let Some(n) = super::drills::next_slot(&state) {
+            deadline = deadline.min(n);
         }
         let wait = shared.clock.real_wait(deadline);
         let _ = shared.wake.wait_timeout(state, wait).expect("daemon state");
@@ -180,8 +201,14 @@ fn queue_due_slots(shared: &Shared, now: DateTime<Utc>) {
             .map(|(k, _)| k.clone())
             .collect()
     };
+    let schedules = shared.schedules();
     for (tenant, kind) in due {
-        let schedule = &shared.schedules[&(tenant.clone(), kind)];
+        let Some(schedule) = schedules.get(&(tenant.clone(), kind)) else {
+            // Removed by a reload since.
+            let mut state = shared.state.lock().expect("daemon state");
+            state.next.remove(&(tenant, kind));
+            continue;
+        };
         // Several slots may have passed (a long job, a jumped clock): run once, for the
         // most recent one.
         let slot = schedule.last_at_or_before(now).unwrap_or(now);
@@ -212,8 +239,9 @@ fn queue_due_slots(shared: &Shared, now: DateTime<Utc>) {
 
 /// Start queued jobs while there is room: `concurrency` in all, one per tenant.
 fn dispatch(shared: &Arc<Shared>) {
+    let concurrency = shared.config().daemon.concurrency;
     let mut state = shared.state.lock().expect("daemon state");
-    while state.running.len() < shared.config.daemon.concurrency {
+    while state.running.len() < concurrency {
         let Some(pos) = state
             .queue
             .iter()

@@ -5,11 +5,14 @@ use std::sync::Arc;
 
 use super::view::{
     ComponentStatus, DaemonView, FailureSummary, JobDetail, JobKind, JobProgress, JobSummary,
-    LogLine, MetricsSnapshot, PointSummary, TenantMetrics, TenantStatus, VerifySummary, ViewError,
+    LogLine, MetricsSnapshot, PointSummary, ReloadReport, RunbookMode, TenantMetrics, TenantStatus,
+    VerifySummary, ViewError,
 };
 use super::{scheduler, watch, Shared};
+use crate::catalog::DrRunFilter;
 use crate::catalog::{Job, JobFilter, JobId, JobStatus, Trigger};
 use crate::point::PointStatus;
+use crate::readiness::{DrRunDetail, DrRunSummary, TenantReadiness};
 
 pub(super) struct StatusView(pub Arc<Shared>);
 
@@ -60,7 +63,15 @@ impl StatusView {
 
     fn components(&self, tenant: &str) -> Vec<ComponentStatus> {
         let now = self.0.clock.now();
-        let t = &self.0.config.tenants[tenant];
+        // After a failover: the components of the servers that serve the tenant now.
+        let config = self.0.config();
+        let t = match crate::failover::effective_tenant(&config, &self.0.catalog, tenant) {
+            Ok(t) => t,
+            Err(_) => match config.tenants.get(tenant) {
+                Some(t) => t.clone(),
+                None => return vec![],
+            },
+        };
         let points = self.0.catalog.points(tenant).unwrap_or_default();
         watch::effective_rpo(&self.0, tenant, now)
             .into_iter()
@@ -71,7 +82,11 @@ impl StatusView {
                     .filter(|p| p.status == PointStatus::Complete)
                     .find_map(|p| p.components.get(&name));
                 ComponentStatus {
-                    kind: t.components[&name].kind().to_string(),
+                    kind: t
+                        .components
+                        .get(&name)
+                        .map(|c| c.kind().to_string())
+                        .unwrap_or_default(),
                     name,
                     last_success: last,
                     effective_rpo_seconds: Some(seconds),
@@ -85,9 +100,18 @@ impl StatusView {
 }
 
 impl DaemonView for StatusView {
+    fn reload(&self) -> Result<ReloadReport, ViewError> {
+        super::reload::reload(&self.0).map_err(|e| match e {
+            crate::OpsError::Config(_) => {
+                ViewError::Refused(format!("{e}; the running config stays in force"))
+            }
+            e => ViewError::Unavailable(format!("reloading the config: {e}")),
+        })
+    }
+
     fn tenants(&self) -> Vec<TenantStatus> {
         self.0
-            .config
+            .config()
             .tenants
             .keys()
             .filter_map(|t| self.tenant(t).ok())
@@ -95,9 +119,8 @@ impl DaemonView for StatusView {
     }
 
     fn tenant(&self, name: &str) -> Result<TenantStatus, ViewError> {
-        let t = self
-            .0
-            .config
+        let config = self.0.config();
+        let t = config
             .tenants
             .get(name)
             .ok_or_else(|| ViewError::UnknownTenant(name.to_string()))?;
@@ -170,7 +193,7 @@ impl DaemonView for StatusView {
     }
 
     fn points(&self, tenant: &str) -> Result<Vec<PointSummary>, ViewError> {
-        if !self.0.config.tenants.contains_key(tenant) {
+        if !self.0.config().tenants.contains_key(tenant) {
             return Err(ViewError::UnknownTenant(tenant.to_string()));
         }
         let points = self.0.catalog.points(tenant).map_err(unavailable)?;
@@ -233,6 +256,11 @@ impl DaemonView for StatusView {
         if self.0.stopping() {
             return Err(ViewError::Unavailable("the daemon is stopping".into()));
         }
+        if kind == JobKind::Drill {
+            return Err(ViewError::BadRequest(
+                "drills run per runbook: POST /api/v1/runbooks/{name}/drill".into(),
+            ));
+        }
         {
             let state = self.0.state.lock().expect("daemon state");
             let busy = state
@@ -262,9 +290,8 @@ impl DaemonView for StatusView {
             let state = self.0.state.lock().expect("daemon state");
             (state.queue.len() as u64, state.running.len() as u64)
         };
-        let tenants = self
-            .0
-            .config
+        let config = self.0.config();
+        let tenants = config
             .tenants
             .iter()
             .map(|(name, t)| {
@@ -285,5 +312,37 @@ impl DaemonView for StatusView {
             queue_depth,
             running_jobs,
         }
+    }
+
+    fn readiness(&self) -> Result<Vec<TenantReadiness>, ViewError> {
+        let now = self.0.clock.now();
+        crate::readiness::report(&self.0.config(), &self.0.catalog, now, None).map_err(unavailable)
+    }
+
+    fn dr_runs(&self, limit: usize) -> Result<Vec<DrRunSummary>, ViewError> {
+        self.0
+            .catalog
+            .dr_run_summaries(&DrRunFilter {
+                limit: limit.clamp(1, 1000),
+                ..Default::default()
+            })
+            .map_err(unavailable)
+    }
+
+    fn dr_run(&self, id: &str) -> Result<DrRunDetail, ViewError> {
+        self.0
+            .catalog
+            .dr_run_detail(id)
+            .map_err(unavailable)?
+            .ok_or_else(|| ViewError::UnknownRun(id.to_string()))
+    }
+
+    fn start_runbook(
+        &self,
+        runbook: &str,
+        mode: RunbookMode,
+        point: Option<String>,
+    ) -> Result<String, ViewError> {
+        super::drills::start(&self.0, runbook, mode, point)
     }
 }

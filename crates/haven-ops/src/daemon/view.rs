@@ -6,6 +6,10 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+pub use crate::readiness::{
+    DrAuditLine, DrRunDetail, DrRunSummary, DrStepSummary, TenantReadiness,
+};
+
 /// Kinds of jobs the daemon runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -13,6 +17,17 @@ pub enum JobKind {
     Backup,
     Verify,
     Retention,
+    /// A drill of one runbook (`drill-schedule`), through the daemon's `DrRunner`.
+    Drill,
+}
+
+/// What `POST /api/v1/runbooks/{name}/run|drill` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunbookMode {
+    Run,
+    DryRun,
+    Drill,
 }
 
 /// Progress of a running job.
@@ -143,6 +158,21 @@ pub struct TenantMetrics {
     pub components: Vec<ComponentStatus>,
 }
 
+/// What a config reload changed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ReloadReport {
+    /// The config file read again.
+    pub file: String,
+    /// Tenants in the config now.
+    pub tenants: usize,
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    /// Tenants whose settings (components, plan, repository) changed.
+    pub changed: Vec<String>,
+    /// Changes that take a restart, kept as they were.
+    pub notes: Vec<String>,
+}
+
 /// Why a request to the daemon was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ViewError {
@@ -150,12 +180,23 @@ pub enum ViewError {
     UnknownTenant(String),
     #[error("no job {0}")]
     UnknownJob(i64),
+    #[error("no runbook {0:?} in the config")]
+    UnknownRunbook(String),
+    #[error("no disaster-recovery run {0:?}")]
+    UnknownRun(String),
+    /// The request cannot be done as asked (the API answers 400).
+    #[error("{0}")]
+    BadRequest(String),
     /// The request conflicts with what the daemon is doing (e.g. that job is already
     /// queued or running for the tenant); the API answers 409.
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
     Unavailable(String),
+    /// A new config that does not load (file, line, key): the running one stays; the
+    /// API answers 422.
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// The daemon as the API sees it. Every method is cheap (reads the catalog and in-memory
@@ -169,4 +210,25 @@ pub trait DaemonView: Send + Sync {
     /// Queue a backup or verify of `tenant` now; returns the job id.
     fn trigger(&self, tenant: &str, kind: JobKind) -> Result<i64, ViewError>;
     fn metrics(&self) -> MetricsSnapshot;
+    /// Readiness of every tenant (newest and proven points, predicted RTO, drills, drift).
+    fn readiness(&self) -> Result<Vec<TenantReadiness>, ViewError>;
+    /// Disaster-recovery runs and drills, newest first.
+    fn dr_runs(&self, limit: usize) -> Result<Vec<DrRunSummary>, ViewError>;
+    /// One run with its steps and audit log.
+    fn dr_run(&self, id: &str) -> Result<DrRunDetail, ViewError>;
+    /// Start a run, dry run or drill of `runbook` now (on its own thread, not queued
+    /// behind the tenant's jobs); returns the run id once the run is in the catalog.
+    fn start_runbook(
+        &self,
+        runbook: &str,
+        mode: RunbookMode,
+        point: Option<String>,
+    ) -> Result<String, ViewError>;
+    /// Read the config file again and run with it ([`ReloadReport`]); a config that does
+    /// not load is refused ([`ViewError::Refused`]) and the running one stays.
+    fn reload(&self) -> Result<ReloadReport, ViewError> {
+        Err(ViewError::Unavailable(
+            "this daemon cannot reload its config; restart it".into(),
+        ))
+    }
 }

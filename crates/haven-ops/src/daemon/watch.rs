@@ -8,6 +8,8 @@
 //! failed after its retries), `missed:TENANT` (a slot passed while the daemon was down;
 //! resolved by the next good backup), `verify:TENANT` (the last drill failed) and
 //! `retention:TENANT` (the last retention run failed; resolved by the next good one).
+//! Drills raise `drill:TENANT:RUNBOOK` and `rto:TENANT:RUNBOOK` (`drills.rs`) through
+//! [`raise`] and [`clear`].
 //! Delivery, deduplication and reminders are the [`crate::alerts`] engine's.
 
 use chrono::{DateTime, Utc};
@@ -15,6 +17,7 @@ use chrono::{DateTime, Utc};
 use super::view::JobKind;
 use super::Shared;
 use crate::alerts::{Alert, AlertError, AlertKind, AlertRecord, AlertState, AlertStore, Alerter};
+use crate::backup::Unreachable;
 use crate::catalog::{self, AlertRow, Catalog};
 use crate::config::Config;
 
@@ -81,13 +84,17 @@ impl AlertStore for CatalogAlerts {
 
 /// Sinks that get a tenant's alerts: its own list, else every declared sink.
 fn sinks_for(shared: &Shared, tenant: &str) -> Vec<String> {
+    let config = shared.config();
     crate::alerts::sinks_for(
-        shared.config.tenants[tenant].plan.alerts.as_deref(),
-        &shared.config.alerts,
+        config
+            .tenants
+            .get(tenant)
+            .and_then(|t| t.plan.alerts.as_deref()),
+        &config.alerts,
     )
 }
 
-fn raise(
+pub(super) fn raise(
     shared: &Shared,
     kind: AlertKind,
     tenant: &str,
@@ -105,7 +112,7 @@ fn raise(
     }
 }
 
-fn clear(
+pub(super) fn clear(
     shared: &Shared,
     kind: AlertKind,
     tenant: &str,
@@ -190,14 +197,83 @@ pub(super) fn retention_succeeded(shared: &Shared, tenant: &str, now: DateTime<U
     clear(shared, AlertKind::RetentionFailed, tenant, None, now);
 }
 
+/// Components of `tenant` whose systems did not answer: alert `source-down:TENANT` at
+/// once, naming every one known so far (one notification per tenant: later components
+/// join the condition's details, the engine sends nothing new while it holds).
+pub(super) fn source_down(
+    shared: &Shared,
+    tenant: &str,
+    found: &[Unreachable],
+    now: DateTime<Utc>,
+) {
+    let down: Vec<(String, String)> = {
+        let mut all = shared.sources_down.lock().expect("sources down");
+        let mine = all.entry(tenant.to_string()).or_default();
+        for u in found {
+            mine.insert(u.component.clone(), u.detail.clone());
+        }
+        mine.iter().map(|(c, d)| (c.clone(), d.clone())).collect()
+    };
+    let names: Vec<&str> = down.iter().map(|(c, _)| c.as_str()).collect();
+    let details: Vec<String> = down.iter().map(|(c, d)| format!("{c}: {d}")).collect();
+    raise(
+        shared,
+        AlertKind::SourceDown,
+        tenant,
+        None,
+        format!(
+            "tenant {tenant}: source down: {} do{} not answer",
+            names.join(", "),
+            if names.len() == 1 { "es" } else { "" }
+        ),
+        format!(
+            "{}\nBackups of them fail until they answer (the daemon keeps retrying). If the site is lost, fail over (`haven dr run RUNBOOK`): the daemon then backs the tenant up from its new servers.",
+            details.join("\n")
+        ),
+        now,
+    );
+}
+
+/// A backup of `tenant` reached these components: `source-down:TENANT` resolves once
+/// none of its components is known to be down.
+pub(super) fn sources_reached(shared: &Shared, tenant: &str, reached: &[&str], now: DateTime<Utc>) {
+    let still_down = {
+        let mut all = shared.sources_down.lock().expect("sources down");
+        let mine = all.entry(tenant.to_string()).or_default();
+        for c in reached {
+            mine.remove(*c);
+        }
+        !mine.is_empty()
+    };
+    if !still_down {
+        clear(shared, AlertKind::SourceDown, tenant, None, now);
+    }
+}
+
+/// The names of the components `tenant` is backed up from now (another tenant's after a
+/// failover, see [`crate::failover`]).
+fn component_names(shared: &Shared, tenant: &str) -> Vec<String> {
+    let config = shared.config();
+    match crate::failover::effective_tenant(&config, &shared.catalog, tenant) {
+        Ok(t) => t.components.keys().cloned().collect(),
+        Err(_) => config
+            .tenants
+            .get(tenant)
+            .map(|t| t.components.keys().cloned().collect())
+            .unwrap_or_default(),
+    }
+}
+
 /// Effective RPO of each component of `tenant` at `now`: (component, seconds, breached).
 pub(super) fn effective_rpo(
     shared: &Shared,
     tenant: &str,
     now: DateTime<Utc>,
 ) -> Vec<(String, Option<DateTime<Utc>>, f64, bool)> {
-    let t = &shared.config.tenants[tenant];
-    let target = t.plan.rpo.as_secs_f64();
+    let Some(target) = shared.config().tenants.get(tenant).map(|t| t.plan.rpo) else {
+        return vec![];
+    };
+    let target = target.as_secs_f64();
     let first_seen = shared
         .catalog
         .tenant_meta(tenant, "first_seen")
@@ -207,29 +283,32 @@ pub(super) fn effective_rpo(
         .map(|t| t.with_timezone(&Utc))
         .unwrap_or(now);
     let points = shared.catalog.points(tenant).unwrap_or_default();
-    t.components
-        .keys()
+    component_names(shared, tenant)
+        .into_iter()
         .map(|name| {
             let last = points
                 .iter()
                 .filter(|p| {
                     p.status == crate::point::PointStatus::Complete
-                        && p.components.contains_key(name)
+                        && p.components.contains_key(&name)
                 })
                 .map(|p| p.started)
                 .max();
             let since = last.unwrap_or(first_seen);
             let seconds = (now - since).num_milliseconds().max(0) as f64 / 1000.0;
-            (name.clone(), last, seconds, seconds > target)
+            (name, last, seconds, seconds > target)
         })
         .collect()
 }
 
 /// Slack before a breach is alerted while a backup of the tenant is queued or running
-/// (the run about to refresh the point): a tenth of the target, at least 10 minutes. A
-/// run stuck beyond that is alerted like any other breach.
-fn grace(target: std::time::Duration) -> f64 {
-    (target.as_secs_f64() / 10.0).max(600.0)
+/// (the run about to refresh the point): `max(target / 10, min(target / 2, 10 min))`.
+/// A 24 h RPO gets 2.4 h, 1 h gets 10 min, 10 min gets 5 min, 2 min gets 1 min: a short
+/// RPO is alerted within a minute or two of its breach instead of after a 10-minute
+/// floor. A run stuck beyond that is alerted like any other breach.
+pub(crate) fn grace(target: std::time::Duration) -> f64 {
+    let t = target.as_secs_f64();
+    (t / 10.0).max((t / 2.0).min(600.0))
 }
 
 /// Points made outside the daemon (`haven tenant backup` by hand) reach the catalog
@@ -266,7 +345,9 @@ fn backup_in_progress(shared: &Shared, tenant: &str) -> bool {
 }
 
 fn check_tenant(shared: &Shared, tenant: &str, now: DateTime<Utc>) {
-    let target = shared.config.tenants[tenant].plan.rpo;
+    let Some(target) = shared.config().tenants.get(tenant).map(|t| t.plan.rpo) else {
+        return;
+    };
     let mut rpo = effective_rpo(shared, tenant, now);
     if rpo.iter().any(|r| r.3) && refresh_before_alerting(shared, tenant, now) {
         rpo = effective_rpo(shared, tenant, now);
@@ -311,7 +392,7 @@ fn check_tenant(shared: &Shared, tenant: &str, now: DateTime<Utc>) {
 
 /// Every tenant's RPO, then reminders and retries of undelivered alerts.
 pub(super) fn check(shared: &Shared, now: DateTime<Utc>) {
-    for tenant in shared.config.tenants.keys() {
+    for tenant in shared.config().tenants.keys() {
         check_tenant(shared, tenant, now);
     }
     let mut alerter = shared.alerter.lock().expect("alerter");

@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 
 use super::view::{JobKind, JobProgress};
 use super::{scheduler::kind_name, watch, Queued, Shared};
-use crate::backup::{backup_tenant_with_retries, Observer};
+use crate::backup::{backup_tenant_with_retries, Observer, RetryRun, Unreachable};
 use crate::catalog::{JobId, JobOutcome, JobStatus, PointSource, VerifyRecord};
 use crate::point::{PointChoice, PointStatus};
 
@@ -83,16 +83,17 @@ fn run(shared: &Arc<Shared>, job: &Queued, running: &Running) {
     observer.progress = running.progress.clone();
     observer.component = running.component.clone();
     // Every program the job runs is stopped at its deadline (`[daemon] job-timeout`).
-    observer.deadline = Some(std::time::Instant::now() + shared.config.daemon.job_timeout);
+    observer.deadline = Some(std::time::Instant::now() + shared.config().daemon.job_timeout);
     observer.line(&format!(
         "{} of tenant {} started",
         kind_name(job.kind),
         job.tenant
     ));
     let outcome = match job.kind {
-        JobKind::Backup => backup(shared, &job.tenant, &observer),
+        JobKind::Backup => backup(shared, &job.tenant, &mut observer),
         JobKind::Verify => verify(shared, &job.tenant, job.id, &observer),
         JobKind::Retention => retention(shared, &job.tenant, &observer),
+        JobKind::Drill => super::drills::run_job(shared, job, &observer),
     };
     observer.line(&format!(
         "finished: {}{}",
@@ -117,18 +118,52 @@ fn run(shared: &Arc<Shared>, job: &Queued, running: &Running) {
     }
 }
 
-fn backup(shared: &Shared, tenant: &str, observer: &Observer) -> JobOutcome {
-    let plan = &shared.config.tenants[tenant].plan;
-    let sleep = |d: std::time::Duration| shared.clock.sleep(d, &|| shared.stopping());
-    let result = backup_tenant_with_retries(
-        &shared.config,
-        tenant,
-        shared.lock_wait,
-        observer,
-        plan.retries,
-        &sleep,
-    );
+fn backup(shared: &Arc<Shared>, tenant: &str, observer: &mut Observer) -> JobOutcome {
+    // The config as it is when the job starts (a reload applies to the next job).
+    let config = shared.config();
+    // After a failover the tenant is backed up from the servers that now serve it.
+    let t = match crate::failover::effective_tenant(&config, &shared.catalog, tenant) {
+        Ok(t) => t,
+        Err(e) => {
+            watch::backup_failed(shared, tenant, &e.to_string(), shared.clock.now());
+            return JobOutcome::failed(e.to_string());
+        }
+    };
+    let served_by = served_by(shared, tenant);
+    if let Some(by) = &served_by {
+        observer.line(&format!(
+            "tenant {tenant} is served by the servers of {by} (failover): backing them up"
+        ));
+    }
+    let s = shared.clone();
+    let name = tenant.to_string();
+    observer.on_unreachable = Some(Box::new(move |found: &[Unreachable]| {
+        watch::source_down(&s, &name, found, s.clock.now());
+    }));
+    let observer = &*observer;
+    // A failover during the run: the dead servers are not tried again.
+    let moved = Moved::new(served_by);
+    let give_up = || {
+        moved.check(shared, tenant).map(|by| {
+            format!(
+                "tenant {tenant} is now served by {}; its next backup reads from there",
+                by.as_deref().unwrap_or("its own servers")
+            )
+        })
+    };
+    let sleep = |d: std::time::Duration| {
+        shared.clock.sleep(d, &|| {
+            shared.stopping() || moved.check(shared, tenant).is_some()
+        })
+    };
+    let run = RetryRun {
+        retries: t.plan.retries,
+        sleep: &sleep,
+        give_up: &give_up,
+    };
+    let result = backup_tenant_with_retries(&config, &t, shared.lock_wait, observer, &run);
     let now = shared.clock.now();
+    let moved_to = moved.check(shared, tenant);
     match result {
         Ok(point) => {
             if let Err(e) = shared.catalog.record_point(&point, PointSource::Recorded) {
@@ -149,8 +184,26 @@ fn backup(shared: &Shared, tenant: &str, observer: &Observer) -> JobOutcome {
             if retries > 0 {
                 add_retries(shared, tenant, retries);
             }
+            let reached: Vec<&str> = point
+                .components
+                .iter()
+                .filter(|(_, c)| c.status == crate::point::ComponentStatus::Ok)
+                .map(|(n, _)| n.as_str())
+                .collect();
+            watch::sources_reached(shared, tenant, &reached, now);
             if point.status == PointStatus::Complete {
                 watch::backup_succeeded(shared, tenant, now);
+            } else if moved_to.is_some() {
+                // Not a failure of the new servers: back them up now.
+                observer.line("the tenant moved to other servers during this run: a backup from them is queued");
+                let _ = super::scheduler::enqueue(
+                    shared,
+                    tenant,
+                    JobKind::Backup,
+                    crate::catalog::Trigger::Manual,
+                    None,
+                    false,
+                );
             } else {
                 watch::backup_failed(shared, tenant, &failures.join("; "), now);
             }
@@ -174,9 +227,54 @@ fn backup(shared: &Shared, tenant: &str, observer: &Observer) -> JobOutcome {
     }
 }
 
+/// The tenant whose servers serve `tenant` after a failover, if any.
+fn served_by(shared: &Shared, tenant: &str) -> Option<String> {
+    crate::failover::served_by(&shared.catalog, tenant)
+        .ok()
+        .flatten()
+        .map(|a| a.served_by)
+}
+
+/// Notices a failover (or fail-back) of the tenant while its backup runs, reading the
+/// catalog at most every 2 seconds (retry waits poll it).
+struct Moved {
+    at_start: Option<String>,
+    last: Mutex<(Option<std::time::Instant>, Option<Option<String>>)>,
+}
+
+impl Moved {
+    fn new(at_start: Option<String>) -> Moved {
+        Moved {
+            at_start,
+            last: Mutex::new((None, None)),
+        }
+    }
+
+    /// `Some(now served by)` once the tenant's servers changed since the run started.
+    fn check(&self, shared: &Shared, tenant: &str) -> Option<Option<String>> {
+        let mut last = self.last.lock().expect("failover check");
+        if last.1.is_some() {
+            return last.1.clone();
+        }
+        let now = std::time::Instant::now();
+        if last
+            .0
+            .is_some_and(|t| now.duration_since(t) < std::time::Duration::from_secs(2))
+        {
+            return None;
+        }
+        last.0 = Some(now);
+        let current = served_by(shared, tenant);
+        if current != self.at_start {
+            last.1 = Some(current);
+        }
+        last.1.clone()
+    }
+}
+
 fn verify(shared: &Shared, tenant: &str, job_id: i64, observer: &Observer) -> JobOutcome {
     let result = crate::verify_tenant(
-        &shared.config,
+        &shared.config(),
         tenant,
         &PointChoice::Latest,
         shared.lock_wait,
@@ -222,7 +320,7 @@ fn verify(shared: &Shared, tenant: &str, job_id: i64, observer: &Observer) -> Jo
 
 fn retention(shared: &Shared, tenant: &str, observer: &Observer) -> JobOutcome {
     match crate::retention::apply_retention(
-        &shared.config,
+        &shared.config(),
         tenant,
         shared.lock_wait,
         true,
@@ -266,9 +364,10 @@ pub(super) fn retries(shared: &Shared, tenant: &str) -> u64 {
 
 /// Re-read a tenant's points from the repository into the catalog.
 pub(super) fn refresh_points(shared: &Shared, tenant: &str) -> Result<usize, crate::OpsError> {
-    let t = shared.config.tenant(tenant)?;
+    let config = shared.config();
+    let t = config.tenant(tenant)?;
     let (repo, _) = crate::open_repository_as(
-        shared.config.repository_of(t),
+        config.repository_of(t),
         false,
         crate::location::SiteAccess::Reading,
     )?;

@@ -5,6 +5,9 @@ mod backup;
 mod check;
 mod copy;
 mod demo;
+mod dr;
+mod dr_report;
+mod dr_runner;
 mod forget;
 mod init;
 mod key;
@@ -53,6 +56,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             None => unlock::repair_mirror(g),
         },
         Command::Tenant(t) => tenant::run(g, t),
+        Command::Dr(d) => dr::run(g, d),
         Command::Demo(a) => demo::run(g, a),
         Command::Serve(a) => serve::run(g, a),
     }

@@ -1,11 +1,12 @@
 //! `haven serve`: the daemon with its HTTP API, metrics and dashboard, until SIGTERM or
-//! SIGINT. Then the API stops, scheduling stops, running jobs get `[daemon]
+//! SIGINT. SIGHUP reloads the config file (as `POST /api/v1/reload` does); a config that
+//! does not load is refused with its error and the running one stays. On SIGTERM the API stops, scheduling stops, running jobs get `[daemon]
 //! shutdown-grace` to finish; jobs still running are marked interrupted (retried at the
 //! next start) and abandoned, which the repository's write ordering makes safe.
 
 use anyhow::{Context, Result};
 use haven_ops::daemon::{Daemon, DaemonOptions};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::cli::{Global, ServeArgs};
@@ -37,14 +38,46 @@ fn api_token(config: &haven_ops::Config) -> Result<String> {
     )
 }
 
+/// One line saying what a reload changed.
+fn describe_reload(r: &haven_ops::daemon::view::ReloadReport) -> String {
+    let list = |what: &str, names: &[String]| {
+        (!names.is_empty()).then(|| format!("{what} {}", names.join(", ")))
+    };
+    let changes: Vec<String> = [
+        list("added", &r.added),
+        list("removed", &r.removed),
+        list("changed", &r.changed),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    format!(
+        "reloaded {} ({} tenant(s); {})",
+        r.file,
+        r.tenants,
+        if changes.is_empty() {
+            "no tenant changed".to_string()
+        } else {
+            changes.join("; ")
+        }
+    )
+}
+
 pub fn run(g: &Global, a: ServeArgs) -> Result<i32> {
     let config = super::tenant::load(&a.config)?;
     let path = config.file.clone();
     let token = api_token(&config)?;
     let listen = a.listen.unwrap_or(config.daemon.listen);
     let grace = config.daemon.shutdown_grace;
-    let mut signals = Signals::new([SIGTERM, SIGINT]).context("installing signal handlers")?;
-    let daemon = Daemon::start(config, DaemonOptions::default())?;
+    let mut signals =
+        Signals::new([SIGTERM, SIGINT, SIGHUP]).context("installing signal handlers")?;
+    let daemon = Daemon::start(
+        config,
+        DaemonOptions {
+            dr_runner: Some(std::sync::Arc::new(super::dr_runner::EngineRunner)),
+            ..DaemonOptions::default()
+        },
+    )?;
     let api = haven_api::start(daemon.view(), haven_api::ApiConfig { listen, token })?;
     if !g.quiet {
         eprintln!(
@@ -58,7 +91,25 @@ pub fn run(g: &Global, a: ServeArgs) -> Result<i32> {
             daemon.state_dir().join("catalog.sqlite").display()
         );
     }
-    let signal = signals.forever().next().unwrap_or(SIGTERM);
+    let signal = loop {
+        let signal = signals.forever().next().unwrap_or(SIGTERM);
+        if signal != SIGHUP {
+            break signal;
+        }
+        match daemon.reload() {
+            Ok(r) => {
+                if !g.quiet {
+                    eprintln!("haven: SIGHUP: {}", describe_reload(&r));
+                }
+                for note in &r.notes {
+                    eprintln!("haven: warning: SIGHUP: {note}");
+                }
+            }
+            Err(e) => eprintln!(
+                "haven: warning: SIGHUP: the config was not reloaded: {e}; the running config stays in force"
+            ),
+        }
+    };
     if !g.quiet {
         eprintln!(
             "haven: {} received: stopping (running jobs get {} s to finish)",

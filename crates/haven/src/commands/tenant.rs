@@ -1,4 +1,4 @@
-//! `haven tenant backup|points|restore|verify`: thin wrappers over `haven_ops`.
+//! `haven tenant backup|label|unlabel|points|restore|verify`: thin wrappers over `haven_ops`.
 //! Exit codes: 0 complete / every check passed; 3 the run finished but a component failed
 //! or a check failed (the report names them); 1 nothing could be done.
 
@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use chrono::{DateTime, NaiveDateTime, Utc};
 use haven_ops::backup::Observer;
+use haven_ops::label::{Label, NewLabel};
 use haven_ops::point::{list_points, PointChoice, PointStatus};
 use haven_ops::report::human_bytes;
 use haven_ops::{Config, RestoreRequest};
@@ -15,7 +16,63 @@ use crate::cli::{ConfigArg, Global, PointArgs, TenantCommand};
 
 pub fn run(g: &Global, cmd: TenantCommand) -> Result<i32> {
     match cmd {
-        TenantCommand::Backup { tenant, config } => backup(g, &load(&config)?, &tenant),
+        TenantCommand::Backup {
+            tenant,
+            label,
+            label_expires,
+            config,
+        } => {
+            let label = label.map(|name| NewLabel {
+                name,
+                expires_in: label_expires,
+            });
+            let config = following_failover(load(&config)?, &tenant)?;
+            backup(g, &config, &tenant, label.as_ref())
+        }
+        TenantCommand::Label {
+            tenant,
+            point,
+            name,
+            expires,
+            config,
+        } => {
+            let choice = if point == "latest" {
+                PointChoice::Latest
+            } else {
+                PointChoice::parse(&point)
+            };
+            let new = NewLabel {
+                name,
+                expires_in: expires,
+            };
+            let label = haven_ops::label::label_point(
+                &load(&config)?,
+                &tenant,
+                &choice,
+                &new,
+                g.lock_wait,
+                &observer(g),
+            )
+            .with_context(|| format!("tenant {tenant}"))?;
+            print_label(g, "labelled", &label);
+            Ok(0)
+        }
+        TenantCommand::Unlabel {
+            tenant,
+            name,
+            config,
+        } => {
+            let label = haven_ops::label::unlabel(
+                &load(&config)?,
+                &tenant,
+                &name,
+                g.lock_wait,
+                &observer(g),
+            )
+            .with_context(|| format!("tenant {tenant}"))?;
+            print_label(g, "unlabelled", &label);
+            Ok(0)
+        }
         TenantCommand::Points { tenant, config } => points(g, &load(&config)?, &tenant),
         TenantCommand::Restore(a) => {
             let config = load(&a.config)?;
@@ -26,6 +83,7 @@ pub fn run(g: &Global, cmd: TenantCommand) -> Result<i32> {
                 into: a.into,
                 force: a.force,
                 lock_wait: g.lock_wait,
+                parallelism: a.parallel.parallel.map(usize::from),
             };
             let report = haven_ops::restore_tenant(&config, &req, &observer(g))
                 .with_context(|| format!("tenant {}", req.tenant))?;
@@ -34,14 +92,16 @@ pub fn run(g: &Global, cmd: TenantCommand) -> Result<i32> {
         TenantCommand::Verify {
             tenant,
             point,
+            parallel,
             config,
         } => {
             let config = load(&config)?;
-            let report = haven_ops::verify_tenant(
+            let report = haven_ops::verify_tenant_parallel(
                 &config,
                 &tenant,
                 &point_choice(&point)?,
                 g.lock_wait,
+                parallel.parallel.map(usize::from),
                 &observer(g),
             )
             .with_context(|| format!("tenant {tenant}"))?;
@@ -77,9 +137,9 @@ fn observer(g: &Global) -> Observer {
     }
 }
 
-fn point_choice(a: &PointArgs) -> Result<PointChoice> {
-    if let Some(id) = &a.point {
-        return Ok(PointChoice::Id(id.clone()));
+pub(crate) fn point_choice(a: &PointArgs) -> Result<PointChoice> {
+    if let Some(text) = &a.point {
+        return Ok(PointChoice::parse(text));
     }
     match &a.at {
         None => Ok(PointChoice::Latest),
@@ -110,9 +170,36 @@ fn parse_time(s: &str) -> Result<DateTime<Utc>> {
     )
 }
 
-fn backup(g: &Global, config: &Config, tenant: &str) -> Result<i32> {
-    let point = haven_ops::backup_tenant(config, tenant, g.lock_wait, &observer(g))
-        .with_context(|| format!("tenant {tenant}: no recovery point was made"))?;
+/// The config with `tenant` as it must be backed up now: after a disaster-recovery run moved
+/// it onto another tenant's servers (recorded in the daemon's catalog), those servers, as
+/// the daemon does. Without a catalog (no `haven serve`, no `haven dr run` here) nothing
+/// moved and the config is used as written.
+fn following_failover(mut config: Config, tenant: &str) -> Result<Config> {
+    if !config.daemon.state_dir.join("catalog.sqlite").exists() {
+        return Ok(config);
+    }
+    let catalog = haven_dr::open_catalog(&config)
+        .context("reading the daemon's catalog to learn whether a failover moved the tenant")?;
+    if let Some(a) = haven_ops::failover::served_by(&catalog, tenant)? {
+        let moved = haven_ops::failover::effective_tenant(&config, &catalog, tenant)?;
+        eprintln!(
+            "tenant {tenant} is served by {}'s servers since disaster-recovery run {}: backing those up (`haven dr release {tenant}` to fail back)",
+            a.served_by, a.run
+        );
+        config.tenants.insert(tenant.to_string(), moved);
+    }
+    Ok(config)
+}
+
+fn backup(g: &Global, config: &Config, tenant: &str, label: Option<&NewLabel>) -> Result<i32> {
+    let point = match label {
+        None => haven_ops::backup_tenant(config, tenant, g.lock_wait, &observer(g))
+            .with_context(|| format!("tenant {tenant}: no recovery point was made"))?,
+        Some(l) => {
+            haven_ops::backup::backup_tenant_labelled(config, tenant, g.lock_wait, &observer(g), l)
+                .with_context(|| format!("tenant {tenant}"))?
+        }
+    };
     let (bytes, added) = point.sizes();
     if g.json {
         crate::output::json(&point);
@@ -140,7 +227,7 @@ fn backup(g: &Global, config: &Config, tenant: &str) -> Result<i32> {
         for f in point.failures() {
             eprintln!("haven: error: tenant {tenant}: component {f}");
         }
-        eprintln!("haven: error: tenant {tenant}: recovery point {} is marked failed and cannot be restored; fix the components above and run the backup again", point.id);
+        eprintln!("haven: error: tenant {tenant}: recovery point {} is marked failed and cannot be restored{}; fix the components above and run the backup again", point.id, if label.is_some() { " (it was not labelled)" } else { "" });
         return Ok(3);
     }
     Ok(0)
@@ -164,16 +251,29 @@ fn points(g: &Global, config: &Config, tenant: &str) -> Result<i32> {
         );
     }
     if g.json {
-        let list: Vec<_> = points.iter().map(|p| &p.point).collect();
+        #[derive(serde::Serialize)]
+        struct Listed<'a> {
+            #[serde(flatten)]
+            point: &'a haven_ops::point::RecoveryPoint,
+            labels: &'a [Label],
+        }
+        let list: Vec<_> = points
+            .iter()
+            .map(|p| Listed {
+                point: &p.point,
+                labels: &p.labels,
+            })
+            .collect();
         crate::output::json(&list);
         return Ok(0);
     }
+    let now = Utc::now();
     println!(
         "{:<17} {:<20} {:<9} {:>10} {:>10} {:>8}  components",
         "point", "time (UTC)", "status", "size", "added", "seconds"
     );
-    for p in &points {
-        let p = &p.point;
+    for listed in &points {
+        let p = &listed.point;
         let (bytes, added) = p.sizes();
         let comps: Vec<String> = p
             .components
@@ -200,6 +300,24 @@ fn points(g: &Global, config: &Config, tenant: &str) -> Result<i32> {
             println!("{:<17} {f}", "");
         }
     }
+    for p in &points {
+        for l in &p.labels {
+            println!(
+                "label {} -> {}{}",
+                l.name,
+                p.point.id,
+                match l.expires {
+                    None => String::new(),
+                    Some(e) if l.in_effect(now) =>
+                        format!(" (until {})", e.format("%Y-%m-%d %H:%M:%S UTC")),
+                    Some(e) => format!(
+                        " (EXPIRED {}: no longer protects the point)",
+                        e.format("%Y-%m-%d %H:%M:%S UTC")
+                    ),
+                }
+            );
+        }
+    }
     println!("{} recovery point(s)", points.len());
     Ok(0)
 }
@@ -211,4 +329,21 @@ fn print_report(g: &Global, report: &haven_ops::report::TenantReport) -> Result<
         print!("{}", report.render());
     }
     Ok(if report.passed() { 0 } else { 3 })
+}
+
+fn print_label(g: &Global, what: &str, label: &Label) {
+    if g.json {
+        crate::output::json(label);
+    } else if !g.quiet {
+        println!(
+            "{what} recovery point {} of tenant {}: {}{}",
+            label.point,
+            label.tenant,
+            label.name,
+            label
+                .expires
+                .map(|e| format!(" (until {})", e.format("%Y-%m-%d %H:%M:%S UTC")))
+                .unwrap_or_default()
+        );
+    }
 }

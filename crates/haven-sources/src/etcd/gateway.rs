@@ -313,8 +313,7 @@ impl EtcdClient {
             #[serde(rename = "TTL", deserialize_with = "int")]
             ttl: i64,
         }
-        let answer: Answer =
-            self.call("/v3/lease/keepalive", json!({"ID": id.to_string()}))?;
+        let answer: Answer = self.call("/v3/lease/keepalive", json!({"ID": id.to_string()}))?;
         Ok((answer.result.ttl > 0).then_some(answer.result.ttl))
     }
 

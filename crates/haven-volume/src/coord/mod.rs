@@ -41,7 +41,9 @@ pub enum CoordError {
     #[error("cannot place volume {volume:?}: {reason}")]
     Placement { volume: String, reason: String },
     /// A volume name that cannot be a path segment of an etcd key.
-    #[error("invalid volume name {0:?}: use 1 to 64 of A-Z a-z 0-9 . _ - (not starting with . or -)")]
+    #[error(
+        "invalid volume name {0:?}: use 1 to 64 of A-Z a-z 0-9 . _ - (not starting with . or -)"
+    )]
     BadName(String),
     /// A stored value that is not what this version writes.
     #[error("etcd key {key}: {detail}; was it written by another program?")]

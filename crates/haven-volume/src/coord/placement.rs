@@ -29,8 +29,7 @@ pub fn place(spec: &VolumeSpec, replicas: &[ReplicaRecord]) -> Result<Vec<Replic
     live.sort_by(|a, b| b.free_bytes.cmp(&a.free_bytes).then(a.id.cmp(&b.id)));
     let Some(largest) = live.first() else {
         return Err(refuse(
-            "no live replica; start `haven replica serve` on the nodes that hold replicas"
-                .into(),
+            "no live replica; start `haven replica serve` on the nodes that hold replicas".into(),
         ));
     };
     let fit: Vec<&ReplicaRecord> = live
@@ -194,7 +193,11 @@ mod tests {
 
     #[test]
     fn distinct_nodes_most_free_first() {
-        let rs = [replica("a/n1", 50), replica("a/n2", 80), replica("a/n3", 60)];
+        let rs = [
+            replica("a/n1", 50),
+            replica("a/n2", 80),
+            replica("a/n3", 60),
+        ];
         assert_eq!(place(&spec(20, 2, false), &rs).unwrap(), ["a/n2", "a/n3"]);
         assert_eq!(place(&spec(20, 3, false), &rs).unwrap().len(), 3);
         assert_eq!(
@@ -207,7 +210,11 @@ mod tests {
     #[test]
     fn several_sites_spread_even_when_not_asked() {
         // Site a has the roomiest nodes, but with two sites the copies go to both.
-        let rs = [replica("a/n1", 90), replica("a/n2", 80), replica("b/n3", 30)];
+        let rs = [
+            replica("a/n1", 90),
+            replica("a/n2", 80),
+            replica("b/n3", 30),
+        ];
         assert_eq!(place(&spec(20, 2, false), &rs).unwrap(), ["a/n1", "b/n3"]);
         assert_eq!(place(&spec(20, 2, true), &rs).unwrap(), ["a/n1", "b/n3"]);
         // Three copies on two sites: both sites, then the roomiest node left.

@@ -41,7 +41,11 @@ impl Coord {
         let (record, alive) = (keys::replica(id), keys::alive(id));
         let txn = Txn::new()
             .then_put(record.as_bytes(), &encode(&registration.record), 0)
-            .then_put(alive.as_bytes(), registration.record.addr.as_bytes(), registration.lease);
+            .then_put(
+                alive.as_bytes(),
+                registration.record.addr.as_bytes(),
+                registration.lease,
+            );
         self.cluster.run(|c| c.txn(&txn))?;
         Ok(())
     }

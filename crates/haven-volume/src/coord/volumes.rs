@@ -76,7 +76,9 @@ impl Coord {
     pub fn sync_state_at(&self, volume: &str) -> Result<(SyncState, i64)> {
         check_name(volume)?;
         let key = keys::sync(volume);
-        let page = self.cluster.run(|c| c.range(key.as_bytes(), &[], 0, 1, false))?;
+        let page = self
+            .cluster
+            .run(|c| c.range(key.as_bytes(), &[], 0, 1, false))?;
         let kv = page
             .kvs
             .into_iter()

@@ -65,7 +65,9 @@ impl EtcdCluster {
         drop(listeners);
         let names: Vec<String> = (0..n).map(|i| format!("m{i}")).collect();
         let peer = |i: usize| format!("http://127.0.0.1:{}", ports[2 * i + 1]);
-        let initial: Vec<String> = (0..n).map(|i| format!("{}={}", names[i], peer(i))).collect();
+        let initial: Vec<String> = (0..n)
+            .map(|i| format!("{}={}", names[i], peer(i)))
+            .collect();
         let initial = initial.join(",");
         let mut cluster = EtcdCluster {
             members: vec![],
@@ -78,17 +80,28 @@ impl EtcdCluster {
             let out = File::create(&log).map_err(|e| e.to_string())?;
             let err = out.try_clone().map_err(|e| e.to_string())?;
             let child = Command::new(ETCD)
-                .arg("--name").arg(name)
-                .arg("--data-dir").arg(&data)
-                .arg("--listen-client-urls").arg(&client_url)
-                .arg("--advertise-client-urls").arg(&client_url)
-                .arg("--listen-peer-urls").arg(peer(i))
-                .arg("--initial-advertise-peer-urls").arg(peer(i))
-                .arg("--initial-cluster").arg(&initial)
-                .arg("--initial-cluster-token").arg("haven-volume-tests")
-                .arg("--initial-cluster-state").arg("new")
-                .arg("--heartbeat-interval").arg("50")
-                .arg("--election-timeout").arg("500")
+                .arg("--name")
+                .arg(name)
+                .arg("--data-dir")
+                .arg(&data)
+                .arg("--listen-client-urls")
+                .arg(&client_url)
+                .arg("--advertise-client-urls")
+                .arg(&client_url)
+                .arg("--listen-peer-urls")
+                .arg(peer(i))
+                .arg("--initial-advertise-peer-urls")
+                .arg(peer(i))
+                .arg("--initial-cluster")
+                .arg(&initial)
+                .arg("--initial-cluster-token")
+                .arg("haven-volume-tests")
+                .arg("--initial-cluster-state")
+                .arg("new")
+                .arg("--heartbeat-interval")
+                .arg("50")
+                .arg("--election-timeout")
+                .arg("500")
                 .stdin(Stdio::null())
                 .stdout(out)
                 .stderr(err)
@@ -118,13 +131,19 @@ impl EtcdCluster {
                 return Ok(());
             }
             let member = &mut self.members[i];
-            let exited = member.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            let exited = member
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
             if let Some(status) = exited {
                 let name = member.name.clone();
                 return Err(format!("{name} exited ({status}): {}", self.logs()));
             }
             if Instant::now() > deadline {
-                return Err(format!("not healthy within {READY_WITHIN:?}: {}", self.logs()));
+                return Err(format!(
+                    "not healthy within {READY_WITHIN:?}: {}",
+                    self.logs()
+                ));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -137,6 +156,29 @@ impl EtcdCluster {
 
     pub fn endpoint(&self, i: usize) -> String {
         self.members[i].client_url.clone()
+    }
+
+    /// The index of the raft leader, as the live members report it.
+    pub fn leader(&self) -> Option<usize> {
+        let ids: Vec<Option<(String, String)>> = self
+            .members
+            .iter()
+            .map(|m| {
+                m.child.as_ref()?;
+                let client = EtcdClient::new(&m.client_url)
+                    .unwrap()
+                    .with_timeout(Duration::from_secs(1));
+                let status: serde_json::Value = client
+                    .call_json("/v3/maintenance/status", serde_json::json!({}))
+                    .ok()?;
+                let own = status["header"]["member_id"].as_str()?.to_string();
+                let leader = status["leader"].as_str()?.to_string();
+                Some((own, leader))
+            })
+            .collect();
+        let leader = ids.iter().flatten().map(|(_, l)| l.clone()).next()?;
+        ids.iter()
+            .position(|id| id.as_ref().is_some_and(|(own, _)| *own == leader))
     }
 
     /// `kill -9` member `i` and reap it.

@@ -113,6 +113,7 @@ fn one_controller_at_a_time_and_epochs_grow() {
         Some(("site-a".to_string(), first.epoch))
     );
     coord.keep_alive(&first).unwrap();
+    assert_eq!(coord.keep_alive_ttl(&first).unwrap(), ttl);
     let mut state = initial();
     state.gen = 2;
     coord.update_sync_state(&first, &state).unwrap();

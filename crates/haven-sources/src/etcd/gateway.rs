@@ -793,6 +793,35 @@ mod tests {
     }
 
     #[test]
+    fn transactions_are_the_gateways_json() {
+        let txn = Txn::new()
+            .when_create_revision(b"/k", 7)
+            .when_lease(b"/k", 42)
+            .then_put(b"/k", b"v1", 0)
+            .then_range(b"/a", true)
+            .else_range(b"/k", false);
+        assert_eq!(
+            serde_json::to_value(&txn.compare).unwrap(),
+            json!([
+                {"key": "L2s=", "target": "CREATE", "result": "EQUAL", "create_revision": "7"},
+                {"key": "L2s=", "target": "LEASE", "result": "EQUAL", "lease": "42"},
+            ])
+        );
+        assert_eq!(
+            txn.success[0],
+            json!({"request_put": {"key": "L2s=", "value": "djE=", "lease": "0"}})
+        );
+        assert_eq!(
+            txn.success[1],
+            json!({"request_range": {"key": "L2E=", "range_end": "L2I="}})
+        );
+        assert_eq!(
+            txn.failure[0],
+            json!({"request_range": {"key": "L2s=", "range_end": ""}})
+        );
+    }
+
+    #[test]
     fn endpoints_are_normalised_and_tls_is_refused() {
         assert_eq!(
             EtcdClient::new("http://127.0.0.1:2379/").unwrap().url(),

@@ -65,8 +65,15 @@ impl Coord {
 
     /// Refreshes the lease; Err(Superseded) when it is gone.
     pub fn keep_alive(&self, leadership: &Leadership) -> Result<()> {
+        self.keep_alive_ttl(leadership).map(drop)
+    }
+
+    /// [`Coord::keep_alive`], returning the TTL etcd granted. The lease is certain to last
+    /// until (the instant *before* this call) + that TTL; a controller that cannot refresh
+    /// by then must stop acknowledging writes.
+    pub fn keep_alive_ttl(&self, leadership: &Leadership) -> Result<Duration> {
         match self.cluster.run(|c| c.lease_keep_alive(leadership.lease))? {
-            Some(_) => Ok(()),
+            Some(ttl) => Ok(Duration::from_secs(ttl as u64)),
             None => Err(superseded(leadership)),
         }
     }

@@ -268,16 +268,28 @@ fn replicas_register_stay_alive_and_are_placed() {
         "cannot place volume \"data1\": no replica has 100 GiB free (largest: a/n3 with 80 GiB)"
     );
 
-    // The keep-alive loop, as `haven replica serve` runs it in a thread.
+    // The keep-alive loop, as `haven replica serve` runs it in a thread, keeps a 2 s
+    // registration alive past its TTL; stopped, the replica is no longer alive.
+    let mut d = coord
+        .register_replica(&record("c/n4", 10), Duration::from_secs(2))
+        .unwrap();
     let stop = std::sync::atomic::AtomicBool::new(false);
+    let alive = |coord: &Coord| {
+        let replicas = coord.replicas().unwrap();
+        replicas.into_iter().any(|r| r.id == "c/n4" && r.alive)
+    };
     std::thread::scope(|s| {
-        let coord = &coord;
-        let a = &mut a;
-        let stop = &stop;
-        s.spawn(move || coord.run_replica_keep_alive(a, stop, |e| panic!("{e}")));
-        std::thread::sleep(Duration::from_millis(300));
+        let (coord, d, stop) = (&coord, &mut d, &stop);
+        s.spawn(move || coord.run_replica_keep_alive(d, stop, |e| panic!("{e}")));
+        std::thread::sleep(Duration::from_secs(3));
+        assert!(alive(coord));
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
     });
+    wait_until(
+        "the stopped replica's lease expires",
+        Duration::from_secs(10),
+        || !alive(&coord),
+    );
 }
 
 #[test]
@@ -325,6 +337,84 @@ fn losing_one_of_three_members_is_survived() {
     let other = Coord::connect(&endpoints).unwrap();
     assert_eq!(other.volumes().unwrap().len(), 2);
     assert!(other.endpoints().starts_with(&endpoints[0]));
+}
+
+#[test]
+fn a_member_that_hangs_costs_one_timeout_once() {
+    let etcd = EtcdCluster::start(3);
+    let coord = coord(&etcd);
+    coord.create_volume(&spec("data1"), &initial()).unwrap();
+    let leadership = coord
+        .campaign("data1", "site-a", Duration::from_secs(5))
+        .unwrap()
+        .unwrap();
+
+    // The member the client uses accepts connections but never answers.
+    etcd.pause(0);
+    let started = Instant::now();
+    wait_until("the cluster serves again", Duration::from_secs(10), || {
+        coord.keep_alive(&leadership).is_ok()
+    });
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the lease of a 5 s controller survives: {:?}",
+        started.elapsed()
+    );
+    let started = Instant::now();
+    for gen in 2..12 {
+        let mut state = initial();
+        state.gen = gen;
+        coord.update_sync_state(&leadership, &state).unwrap();
+        coord.keep_alive(&leadership).unwrap();
+    }
+    assert_eq!(coord.sync_state("data1").unwrap().gen, 11);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    etcd.resume(0);
+}
+
+#[test]
+fn concurrent_candidates_one_winner_per_round_and_epochs_grow() {
+    let etcd = EtcdCluster::start(3);
+    let endpoints = etcd.endpoints();
+    let coord = coord(&etcd);
+    coord.create_volume(&spec("data1"), &initial()).unwrap();
+    let mut last_epoch = 0;
+    for round in 0..5 {
+        // Six candidates, two per member, campaign at once.
+        let winners: Vec<_> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..6)
+                .map(|i| {
+                    let mut mine = endpoints.clone();
+                    mine.rotate_left(i % 3);
+                    s.spawn(move || {
+                        let coord = Coord::connect(&mine).unwrap();
+                        coord
+                            .campaign("data1", &format!("c{i}"), Duration::from_secs(10))
+                            .unwrap()
+                            .map(|l| (i, l))
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .filter_map(|h| h.join().unwrap())
+                .collect()
+        });
+        assert_eq!(winners.len(), 1, "round {round}: {winners:?}");
+        let (i, leadership) = &winners[0];
+        assert!(leadership.epoch > last_epoch, "round {round}");
+        last_epoch = leadership.epoch;
+        assert_eq!(
+            coord.leader("data1").unwrap(),
+            Some((format!("c{i}"), leadership.epoch))
+        );
+        coord.update_sync_state(leadership, &initial()).unwrap();
+        coord.resign(leadership).unwrap();
+    }
 }
 
 #[test]

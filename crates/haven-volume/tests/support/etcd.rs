@@ -181,6 +181,30 @@ impl EtcdCluster {
             .position(|id| id.as_ref().is_some_and(|(own, _)| *own == leader))
     }
 
+    /// `SIGSTOP` member `i`: its port still accepts connections but nothing answers, as
+    /// for a member whose site is cut off mid-conversation. [`EtcdCluster::resume`] undoes it.
+    pub fn pause(&self, i: usize) {
+        self.signal(i, "-STOP");
+    }
+
+    pub fn resume(&self, i: usize) {
+        self.signal(i, "-CONT");
+    }
+
+    fn signal(&self, i: usize, signal: &str) {
+        let pid = self.members[i]
+            .child
+            .as_ref()
+            .expect("a running member")
+            .id();
+        let status = Command::new("kill")
+            .arg(signal)
+            .arg(pid.to_string())
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {signal} {pid}");
+    }
+
     /// `kill -9` member `i` and reap it.
     pub fn kill(&mut self, i: usize) {
         if let Some(mut child) = self.members[i].child.take() {

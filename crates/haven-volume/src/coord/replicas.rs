@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use haven_sources::etcd::Txn;
 
-use super::volumes::prefix_end;
 use super::{decode, encode, keys, lease_secs, Coord, CoordError, ReplicaRecord, Result};
 
 /// A registered replica server: its liveness key lives as long as `lease`.
@@ -99,25 +98,30 @@ impl Coord {
         Ok(())
     }
 
-    /// Every registered replica, by id, with `alive` set from its liveness key.
+    /// Every registered replica, by id, with `alive` set from its liveness key (both
+    /// read at one revision).
     pub fn replicas(&self) -> Result<Vec<ReplicaRecord>> {
-        let range = |prefix: &str| {
-            let end = prefix_end(prefix.as_bytes());
-            self.cluster
-                .run(|c| c.range(prefix.as_bytes(), &end, 0, 0, false))
+        let txn = Txn::new()
+            .then_range(keys::ALIVE.as_bytes(), true)
+            .then_range(keys::REPLICAS.as_bytes(), true);
+        let answer = self.cluster.run(|c| c.txn(&txn))?;
+        let mut ranges = answer.responses.into_iter().map(|r| r.response_range);
+        let (Some(Some(alive)), Some(Some(records))) = (ranges.next(), ranges.next()) else {
+            return Err(CoordError::Etcd(
+                "a transaction of two ranges answered with something else".into(),
+            ));
         };
-        let alive = range(keys::ALIVE)?;
         let alive: Vec<&[u8]> = alive
             .kvs
             .iter()
             .map(|kv| &kv.key[keys::ALIVE.len()..])
             .collect();
-        let mut records = vec![];
-        for kv in range(keys::REPLICAS)?.kvs {
+        let mut out = vec![];
+        for kv in records.kvs {
             let mut record: ReplicaRecord = decode(&String::from_utf8_lossy(&kv.key), &kv.value)?;
             record.alive = alive.contains(&record.id.as_bytes());
-            records.push(record);
+            out.push(record);
         }
-        Ok(records)
+        Ok(out)
     }
 }

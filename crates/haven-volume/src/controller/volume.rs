@@ -1,0 +1,588 @@
+//! The served volume: [`BlockDevice`] over the in-sync replicas of one epoch.
+//!
+//! ```text
+//! write ─▶ region locks ─▶ view (read) ─▶ seq/settled ─▶ fan_out to in-sync + resyncing
+//!       ◀─ decide(answers): Ack | RemoveThenAck (guarded txn first) | Refuse | Fenced
+//! read  ─▶ one in-sync replica (round robin); on failure: remove it, try the next
+//! flush ─▶ every in-sync replica (and the resyncing ones, best effort)
+//! ```
+//! Locks, in this order: region locks, then `view` (writes hold it shared for their
+//! fan-out; changes of the in-sync set hold it exclusive, so none straddles a write),
+//! then the small mutexes (`seqs`, `stopped`, `lease_until`).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
+
+use super::fanout::{decide, Answer, Decision, SettledTracker};
+use super::locks::RegionLocks;
+use super::member::{fan_out, Member, Op, Stamp};
+use crate::coord::{Coord, Leadership, OutOfSync, ReplicaId, SyncState};
+use crate::nbd::{BlockDevice, IoFailure};
+use crate::region::regions_of;
+use crate::replica::ReplicaError;
+
+/// Who the volume writes to, and the in-sync record as last written.
+#[derive(Debug)]
+pub(super) struct View {
+    pub state: SyncState,
+    pub in_sync: Vec<Arc<Member>>,
+    pub resyncing: Vec<Target>,
+}
+
+/// A replica being resynced: it gets every write, and a failure there only marks it.
+#[derive(Debug, Clone)]
+pub(super) struct Target {
+    pub member: Arc<Member>,
+    pub failed: Arc<AtomicBool>,
+}
+
+/// Progress of one replica's resync.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ResyncProgress {
+    pub replica: ReplicaId,
+    /// `dirty` (regions written since it left) or `full` (every region).
+    pub mode: String,
+    pub regions_done: u64,
+    pub regions_total: u64,
+}
+
+/// What a serving volume reports.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct VolumeStatus {
+    pub volume: String,
+    pub epoch: u64,
+    pub gen: u64,
+    pub settled: u64,
+    pub in_sync: Vec<ReplicaId>,
+    pub resyncing: Vec<ResyncProgress>,
+    pub out: Vec<OutOfSync>,
+    /// Why it stopped serving, once it did.
+    pub stopped: Option<String>,
+}
+
+/// Timeouts and sizes of the replica connections.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Links {
+    pub timeout: Duration,
+    pub conns: usize,
+}
+
+/// One epoch's service of a volume. Made by [`super::take_over`]; stops for good once
+/// fenced, superseded, or told to.
+pub struct Volume {
+    pub(super) name: String,
+    pub(super) size: u64,
+    pub(super) min_in_sync: u32,
+    pub(super) coord: Coord,
+    pub(super) leadership: Leadership,
+    pub(super) links: Links,
+    view: RwLock<View>,
+    seqs: Mutex<SettledTracker>,
+    pub(super) regions: RegionLocks,
+    stopping: AtomicBool,
+    stopped: Mutex<Option<String>>,
+    /// Writes are acknowledged only before this instant (the lease is certain until then).
+    lease_until: Mutex<Instant>,
+    /// The gen when the last flush that reached every in-sync replica began: writes
+    /// acknowledged before it are durable, later ones may not be.
+    flushed_gen: AtomicU64,
+    next_read: AtomicUsize,
+    pub(super) progress: Mutex<BTreeMap<ReplicaId, ResyncProgress>>,
+}
+
+impl std::fmt::Debug for Volume {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Volume")
+            .field("name", &self.name)
+            .field("epoch", &self.leadership.epoch)
+            .finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Volume {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        coord: Coord,
+        leadership: Leadership,
+        size: u64,
+        min_in_sync: u32,
+        state: SyncState,
+        in_sync: Vec<Arc<Member>>,
+        links: Links,
+        lease_until: Instant,
+    ) -> Volume {
+        Volume {
+            name: leadership.volume.clone(),
+            size,
+            min_in_sync,
+            coord,
+            links,
+            flushed_gen: AtomicU64::new(state.gen),
+            view: RwLock::new(View {
+                state,
+                in_sync,
+                resyncing: vec![],
+            }),
+            leadership,
+            seqs: Mutex::new(SettledTracker::new(0)),
+            regions: RegionLocks::default(),
+            stopping: AtomicBool::new(false),
+            stopped: Mutex::new(None),
+            lease_until: Mutex::new(lease_until),
+            next_read: AtomicUsize::new(0),
+            progress: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.leadership.epoch
+    }
+
+    pub fn leadership(&self) -> &Leadership {
+        &self.leadership
+    }
+
+    pub(super) fn view(&self) -> RwLockReadGuard<'_, View> {
+        self.view.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(super) fn view_mut(&self) -> RwLockWriteGuard<'_, View> {
+        self.view.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(super) fn settled(&self) -> u64 {
+        lock(&self.seqs).settled()
+    }
+
+    /// Stops serving: every request from now on answers Shutdown. The first reason stays.
+    pub fn stop(&self, reason: impl Into<String>) {
+        let mut stopped = lock(&self.stopped);
+        if stopped.is_none() {
+            *stopped = Some(reason.into());
+        }
+        self.stopping.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// Why it stopped, once it did.
+    pub fn stop_reason(&self) -> Option<String> {
+        lock(&self.stopped).clone()
+    }
+
+    /// The lease is certain until `until` (set by the keep-alive).
+    pub(super) fn extend_lease(&self, until: Instant) {
+        let mut current = lock(&self.lease_until);
+        *current = (*current).max(until);
+    }
+
+    pub fn status(&self) -> VolumeStatus {
+        let view = self.view();
+        let progress = lock(&self.progress);
+        VolumeStatus {
+            volume: self.name.clone(),
+            epoch: self.leadership.epoch,
+            gen: view.state.gen,
+            settled: self.settled(),
+            in_sync: view.state.in_sync.clone(),
+            resyncing: progress.values().cloned().collect(),
+            out: view.state.out.clone(),
+            stopped: self.stop_reason(),
+        }
+    }
+
+    fn shutdown(&self) -> IoFailure {
+        IoFailure::Shutdown(format!(
+            "volume {:?}, epoch {}: {}",
+            self.name,
+            self.leadership.epoch,
+            self.stop_reason()
+                .unwrap_or_else(|| "no longer served here".into())
+        ))
+    }
+
+    fn check_serving(&self) -> Result<(), IoFailure> {
+        if self.is_stopped() {
+            return Err(self.shutdown());
+        }
+        Ok(())
+    }
+
+    /// Last check before a write is acknowledged: still serving, and the lease certain.
+    fn check_acknowledge(&self) -> Result<(), IoFailure> {
+        if Instant::now() >= *lock(&self.lease_until) {
+            self.stop("the lease was not refreshed in time");
+        }
+        self.check_serving()
+    }
+
+    fn check_range(&self, offset: u64, len: u64) -> Result<(), IoFailure> {
+        match offset.checked_add(len) {
+            Some(end) if end <= self.size => Ok(()),
+            _ => Err(IoFailure::Invalid(format!(
+                "{offset}+{len} is beyond the volume's size {}",
+                self.size
+            ))),
+        }
+    }
+
+    /// WRITE, WRITE_ZEROES, TRIM: invariants 1 and 2.
+    fn mutate(&self, op: Op, offset: u64, len: u64) -> Result<(), IoFailure> {
+        self.check_serving()?;
+        self.check_range(offset, len)?;
+        let _held = self.regions.lock(regions_of(offset, len));
+        let view = self.view();
+        let (seq, settled) = lock(&self.seqs).begin();
+        let stamp = Stamp {
+            epoch: self.leadership.epoch,
+            gen: view.state.gen,
+            seq,
+            settled,
+        };
+        let members: Vec<&Member> = view
+            .in_sync
+            .iter()
+            .map(|m| &**m)
+            .chain(view.resyncing.iter().map(|t| &*t.member))
+            .collect();
+        let replies = fan_out(&members, op, stamp);
+        let n = view.in_sync.len();
+        let mut answers: Vec<(ReplicaId, Answer)> = view
+            .in_sync
+            .iter()
+            .zip(&replies)
+            .map(|(m, r)| (m.id.clone(), Answer::of(r)))
+            .collect();
+        for (target, reply) in view.resyncing.iter().zip(&replies[n..]) {
+            match reply {
+                Err(ReplicaError::Fenced { .. }) => {
+                    answers.push((target.member.id.clone(), Answer::Fenced))
+                }
+                Err(_) => target.failed.store(true, Ordering::SeqCst),
+                Ok(_) => {}
+            }
+        }
+        let targets: Vec<Arc<AtomicBool>> = view
+            .resyncing
+            .iter()
+            .map(|t| Arc::clone(&t.failed))
+            .collect();
+        drop(view);
+        if let Err(e) = self.conclude(&answers, &replies, stamp.gen) {
+            // The targets may hold a write the in-sync replicas do not: copy again.
+            for failed in targets {
+                failed.store(true, Ordering::SeqCst);
+            }
+            return Err(e);
+        }
+        self.check_acknowledge()?;
+        lock(&self.seqs).finish(seq);
+        Ok(())
+    }
+
+    /// Acts on a decision; Ok means the request may be acknowledged.
+    fn conclude(
+        &self,
+        answers: &[(ReplicaId, Answer)],
+        replies: &[super::member::Reply],
+        gen: u64,
+    ) -> Result<(), IoFailure> {
+        match decide(answers, self.min_in_sync) {
+            Decision::Ack => Ok(()),
+            Decision::RemoveThenAck(ids) => self.remove(&ids, gen),
+            Decision::Refuse { detail, no_space } => Err(if no_space {
+                IoFailure::NoSpace(detail)
+            } else {
+                IoFailure::Io(detail)
+            }),
+            Decision::Fenced => {
+                let why = replies
+                    .iter()
+                    .find_map(|r| match r {
+                        Err(e @ ReplicaError::Fenced { .. }) => Some(e.to_string()),
+                        _ => None,
+                    })
+                    .unwrap_or_else(|| "fenced by a replica".into());
+                self.stop(why);
+                Err(self.shutdown())
+            }
+        }
+    }
+
+    /// Invariant 2: takes `ids` out of the in-sync set (guarded) before the request that
+    /// found them failing is acknowledged. `gen`: the failing request's; the replica left
+    /// at the lower of it and the gen of the last complete flush (writes after that may
+    /// not be durable on it).
+    fn remove(&self, ids: &[ReplicaId], gen: u64) -> Result<(), IoFailure> {
+        let mut view = self.view_mut();
+        let gone: Vec<ReplicaId> = ids
+            .iter()
+            .filter(|id| view.in_sync.iter().any(|m| &m.id == *id))
+            .cloned()
+            .collect();
+        if gone.is_empty() {
+            return Ok(()); // another request took them out already
+        }
+        let left = view.in_sync.len() - gone.len();
+        if left < self.min_in_sync.max(1) as usize {
+            return Err(IoFailure::Io(format!(
+                "{} failed and only {left} in-sync replica(s) would be left (the volume needs {})",
+                gone.join(", "),
+                self.min_in_sync
+            )));
+        }
+        let left_gen = gen.min(self.flushed_gen.load(Ordering::SeqCst));
+        let mut next = view.state.clone();
+        next.in_sync.retain(|r| !gone.contains(r));
+        next.out.retain(|o| !gone.contains(&o.replica));
+        next.out.extend(gone.iter().map(|id| OutOfSync {
+            replica: id.clone(),
+            left_gen,
+        }));
+        next.gen += 1;
+        match self.coord.update_sync_state(&self.leadership, &next) {
+            Ok(()) => {
+                next.epoch = self.leadership.epoch;
+                view.state = next;
+                view.in_sync.retain(|m| !gone.contains(&m.id));
+                eprintln!(
+                    "haven: volume {}: {} left the in-sync set (gen {})",
+                    self.name,
+                    gone.join(", "),
+                    view.state.gen
+                );
+                Ok(())
+            }
+            Err(e) => {
+                drop(view);
+                self.stop(format!(
+                    "could not take {} out of the in-sync set: {e}",
+                    gone.join(", ")
+                ));
+                Err(self.shutdown())
+            }
+        }
+    }
+
+    /// Adds a resync target: every write from now on reaches it. Returns once no write
+    /// that started before is still in flight.
+    pub(super) fn add_target(&self, member: Arc<Member>) -> Arc<AtomicBool> {
+        let failed = Arc::new(AtomicBool::new(false));
+        let mut view = self.view_mut();
+        view.resyncing.retain(|t| t.member.id != member.id);
+        view.resyncing.push(Target {
+            member,
+            failed: Arc::clone(&failed),
+        });
+        failed
+    }
+
+    pub(super) fn drop_target(&self, id: &str) {
+        self.view_mut().resyncing.retain(|t| t.member.id != id);
+        lock(&self.progress).remove(id);
+    }
+
+    /// Invariant 5: a caught-up target joins the in-sync set (guarded, new gen).
+    pub(super) fn rejoin(&self, id: &str, instance: u128) -> Result<(), RejoinError> {
+        let mut view = self.view_mut();
+        let Some(pos) = view.resyncing.iter().position(|t| t.member.id == id) else {
+            return Err(RejoinError::Failed(
+                "it is no longer a resync target".into(),
+            ));
+        };
+        if view.resyncing[pos].failed.load(Ordering::SeqCst) {
+            return Err(RejoinError::Failed(
+                "a write to it failed while it was resynced".into(),
+            ));
+        }
+        let mut next = view.state.clone();
+        next.out.retain(|o| o.replica != id);
+        if !next.in_sync.iter().any(|r| r == id) {
+            next.in_sync.push(id.to_string());
+        }
+        next.instances
+            .insert(id.to_string(), format!("{instance:032x}"));
+        next.gen += 1;
+        match self.coord.update_sync_state(&self.leadership, &next) {
+            Ok(()) => {
+                next.epoch = self.leadership.epoch;
+                view.state = next;
+                let target = view.resyncing.remove(pos);
+                view.in_sync.push(target.member);
+                drop(view);
+                lock(&self.progress).remove(id);
+                Ok(())
+            }
+            Err(e) => {
+                drop(view);
+                self.stop(format!("could not add {id} to the in-sync set: {e}"));
+                Err(RejoinError::Superseded(e.to_string()))
+            }
+        }
+    }
+
+    /// Reads from one in-sync replica; a failing one is taken out (when enough are left)
+    /// and the next is tried.
+    fn read_from_one(&self, offset: u64, buf: &mut [u8]) -> Result<(), IoFailure> {
+        let mut tried: Vec<ReplicaId> = vec![];
+        loop {
+            self.check_serving()?;
+            let view = self.view();
+            let candidates: Vec<&Arc<Member>> = view
+                .in_sync
+                .iter()
+                .filter(|m| !m.is_dead() && !tried.contains(&m.id))
+                .collect();
+            if candidates.is_empty() {
+                return Err(IoFailure::Io(format!(
+                    "no in-sync replica could be read (tried {})",
+                    if tried.is_empty() {
+                        "none".into()
+                    } else {
+                        tried.join(", ")
+                    }
+                )));
+            }
+            let member = Arc::clone(
+                candidates[self.next_read.fetch_add(1, Ordering::Relaxed) % candidates.len()],
+            );
+            let gen = view.state.gen;
+            drop(view);
+            let stamp = Stamp {
+                epoch: self.leadership.epoch,
+                gen,
+                seq: 0,
+                settled: 0,
+            };
+            let op = Op::Read {
+                offset,
+                len: buf.len() as u32,
+            };
+            let reply = fan_out(&[&*member], op, stamp).pop().expect("one reply");
+            match reply {
+                Ok(Some(data)) if data.len() == buf.len() => {
+                    buf.copy_from_slice(&data);
+                    return Ok(());
+                }
+                Ok(_) => {
+                    let failure = Answer::Failed("a read answered the wrong length".into());
+                    self.read_failed(&member.id, failure, gen)?;
+                }
+                Err(ReplicaError::Fenced { .. }) => {
+                    self.stop(format!("fenced by {}", member.id));
+                    return Err(self.shutdown());
+                }
+                Err(e) => self.read_failed(&member.id, Answer::of::<()>(&Err(e)), gen)?,
+            }
+            tried.push(member.id.clone());
+        }
+    }
+
+    fn read_failed(&self, id: &str, answer: Answer, gen: u64) -> Result<(), IoFailure> {
+        let can_remove = {
+            let view = self.view();
+            view.in_sync.len() > self.min_in_sync.max(1) as usize
+        };
+        eprintln!(
+            "haven: volume {}: read from {id} failed: {answer:?}",
+            self.name
+        );
+        if can_remove {
+            match self.remove(&[id.to_string()], gen) {
+                Ok(()) | Err(IoFailure::Io(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why a target did not rejoin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum RejoinError {
+    /// Resync again later.
+    Failed(String),
+    /// The volume stopped serving.
+    Superseded(String),
+}
+
+impl BlockDevice for Volume {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), IoFailure> {
+        self.check_range(offset, buf.len() as u64)?;
+        if buf.is_empty() {
+            return self.check_serving();
+        }
+        self.read_from_one(offset, buf)
+    }
+
+    fn write(&self, offset: u64, data: &[u8], fua: bool) -> Result<(), IoFailure> {
+        let op = Op::Write {
+            offset,
+            data: Arc::new(data.to_vec()),
+            fua,
+        };
+        self.mutate(op, offset, data.len() as u64)
+    }
+
+    fn write_zeroes(&self, offset: u64, len: u64, fua: bool) -> Result<(), IoFailure> {
+        self.mutate(Op::Zeroes { offset, len, fua }, offset, len)
+    }
+
+    fn trim(&self, offset: u64, len: u64, fua: bool) -> Result<(), IoFailure> {
+        self.mutate(Op::Trim { offset, len, fua }, offset, len)
+    }
+
+    fn flush(&self) -> Result<(), IoFailure> {
+        self.check_serving()?;
+        let view = self.view();
+        let gen = view.state.gen;
+        let stamp = Stamp {
+            epoch: self.leadership.epoch,
+            gen,
+            seq: 0,
+            settled: 0,
+        };
+        let members: Vec<&Member> = view
+            .in_sync
+            .iter()
+            .map(|m| &**m)
+            .chain(view.resyncing.iter().map(|t| &*t.member))
+            .collect();
+        let replies = fan_out(&members, Op::Flush, stamp);
+        let n = view.in_sync.len();
+        let answers: Vec<(ReplicaId, Answer)> = view
+            .in_sync
+            .iter()
+            .zip(&replies)
+            .map(|(m, r)| (m.id.clone(), Answer::of(r)))
+            .collect();
+        for (target, reply) in view.resyncing.iter().zip(&replies[n..]) {
+            if reply.is_err() {
+                target.failed.store(true, Ordering::SeqCst);
+            }
+        }
+        drop(view);
+        let all_done = answers.iter().all(|(_, a)| *a == Answer::Done);
+        self.conclude(&answers, &replies, gen)?;
+        if all_done {
+            self.flushed_gen.fetch_max(gen, Ordering::SeqCst);
+        }
+        self.check_acknowledge()
+    }
+}

@@ -96,18 +96,56 @@ pub struct WriteStamp {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
     Info,
-    CreateVolume { name: String, size: u64 },
-    DeleteVolume { name: String },
+    CreateVolume {
+        name: String,
+        size: u64,
+    },
+    DeleteVolume {
+        name: String,
+    },
     /// Binds the connection to `volume` and raises its epoch to `epoch`.
-    Hello { volume: String, epoch: u64 },
-    Read { epoch: u64, offset: u64, len: u32 },
-    Write { stamp: WriteStamp, offset: u64, data: Vec<u8>, fua: bool },
-    WriteZeroes { stamp: WriteStamp, offset: u64, len: u64, fua: bool },
-    Trim { stamp: WriteStamp, offset: u64, len: u64, fua: bool },
-    Flush { epoch: u64 },
-    DirtySince { epoch: u64, gen: u64 },
-    RegionChecksums { epoch: u64, first: u64, count: u32 },
-    SettleAll { epoch: u64 },
+    Hello {
+        volume: String,
+        epoch: u64,
+    },
+    Read {
+        epoch: u64,
+        offset: u64,
+        len: u32,
+    },
+    Write {
+        stamp: WriteStamp,
+        offset: u64,
+        data: Vec<u8>,
+        fua: bool,
+    },
+    WriteZeroes {
+        stamp: WriteStamp,
+        offset: u64,
+        len: u64,
+        fua: bool,
+    },
+    Trim {
+        stamp: WriteStamp,
+        offset: u64,
+        len: u64,
+        fua: bool,
+    },
+    Flush {
+        epoch: u64,
+    },
+    DirtySince {
+        epoch: u64,
+        gen: u64,
+    },
+    RegionChecksums {
+        epoch: u64,
+        first: u64,
+        count: u32,
+    },
+    SettleAll {
+        epoch: u64,
+    },
 }
 
 /// Error codes of an ERROR response.
@@ -253,7 +291,8 @@ impl Put {
     }
     fn str(mut self, s: &str) -> Self {
         let bytes = &s.as_bytes()[..s.len().min(u16::MAX as usize)];
-        self.0.extend_from_slice(&(bytes.len() as u16).to_le_bytes());
+        self.0
+            .extend_from_slice(&(bytes.len() as u16).to_le_bytes());
         self.0.extend_from_slice(bytes);
         self
     }
@@ -700,8 +739,14 @@ mod tests {
 
     fn map() -> impl Strategy<Value = Option<RegionMap>> {
         proptest::option::of(
-            proptest::collection::vec(any::<u64>(), 0..8)
-                .prop_map(|words| RegionMap::from_bytes(&words.iter().flat_map(|w| w.to_le_bytes()).collect::<Vec<_>>())),
+            proptest::collection::vec(any::<u64>(), 0..8).prop_map(|words| {
+                RegionMap::from_bytes(
+                    &words
+                        .iter()
+                        .flat_map(|w| w.to_le_bytes())
+                        .collect::<Vec<_>>(),
+                )
+            }),
         )
     }
 
@@ -743,7 +788,8 @@ mod tests {
                 }
             ),
             any::<u64>().prop_map(|epoch| Request::Flush { epoch }),
-            (any::<u64>(), any::<u64>()).prop_map(|(epoch, gen)| Request::DirtySince { epoch, gen }),
+            (any::<u64>(), any::<u64>())
+                .prop_map(|(epoch, gen)| Request::DirtySince { epoch, gen }),
             (any::<u64>(), any::<u64>(), any::<u32>()).prop_map(|(epoch, first, count)| {
                 Request::RegionChecksums {
                     epoch,
@@ -766,14 +812,20 @@ mod tests {
             Just(ErrorCode::Io),
         ];
         prop_oneof![
-            (name, name, any::<u64>(), proptest::collection::vec(name, 0..4)).prop_map(
-                |(site, node, free_bytes, volumes)| Response::Info(ReplicaInfo {
-                    site,
-                    node,
-                    free_bytes,
-                    volumes
-                })
-            ),
+            (
+                name,
+                name,
+                any::<u64>(),
+                proptest::collection::vec(name, 0..4)
+            )
+                .prop_map(|(site, node, free_bytes, volumes)| Response::Info(
+                    ReplicaInfo {
+                        site,
+                        node,
+                        free_bytes,
+                        volumes
+                    }
+                )),
             (any::<u64>(), any::<u128>(), any::<u64>(), map()).prop_map(
                 |(size, instance, epoch, unsettled)| Response::Volume(VolumeState {
                     size,
@@ -851,7 +903,10 @@ mod tests {
         flipped[last] ^= 0x40;
         assert!(matches!(
             frame_of(&flipped),
-            Err(FrameError::Checksum { kind: kind::FLUSH, id: 1 })
+            Err(FrameError::Checksum {
+                kind: kind::FLUSH,
+                id: 1
+            })
         ));
         assert!(matches!(frame_of(&[]), Err(FrameError::Closed)));
         assert!(matches!(frame_of(&good[..10]), Err(FrameError::Io(_))));

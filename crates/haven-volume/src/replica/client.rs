@@ -10,7 +10,8 @@ use std::time::Duration;
 use super::{ReplicaError, ReplicaInfo, Result, VolumeState};
 use crate::region::RegionMap;
 use crate::wire::{
-    encode_write, read_frame, ErrorCode, Request, Response, WireError, WriteStamp, MAX_CHECKSUM_REGIONS,
+    encode_write, read_frame, ErrorCode, Request, Response, WireError, WriteStamp,
+    MAX_CHECKSUM_REGIONS,
 };
 
 /// One connection to one replica. Not shared between threads.
@@ -31,8 +32,12 @@ impl ReplicaClient {
         };
         let stream = TcpStream::connect_timeout(&addr, timeout).map_err(unreachable)?;
         stream.set_nodelay(true).map_err(unreachable)?;
-        stream.set_read_timeout(Some(timeout)).map_err(unreachable)?;
-        stream.set_write_timeout(Some(timeout)).map_err(unreachable)?;
+        stream
+            .set_read_timeout(Some(timeout))
+            .map_err(unreachable)?;
+        stream
+            .set_write_timeout(Some(timeout))
+            .map_err(unreachable)?;
         let reader = BufReader::with_capacity(256 << 10, stream.try_clone().map_err(unreachable)?);
         Ok(ReplicaClient {
             replica,
@@ -174,10 +179,9 @@ impl ReplicaClient {
     pub fn read(&mut self, epoch: u64, offset: u64, len: u32) -> Result<Vec<u8>> {
         match self.call(&Request::Read { epoch, offset, len })? {
             Response::Data(data) if data.len() == len as usize => Ok(data),
-            Response::Data(data) => Err(self.unreachable(format!(
-                "read of {len} bytes answered with {}",
-                data.len()
-            ))),
+            Response::Data(data) => {
+                Err(self.unreachable(format!("read of {len} bytes answered with {}", data.len())))
+            }
             other => Err(self.unexpected(other)),
         }
     }

@@ -115,7 +115,10 @@ impl Read for StopReader<'_> {
                     ) =>
                 {
                     if self.stop.load(Ordering::SeqCst) {
-                        return Err(io::Error::new(io::ErrorKind::ConnectionAborted, "server stopping"));
+                        return Err(io::Error::new(
+                            io::ErrorKind::ConnectionAborted,
+                            "server stopping",
+                        ));
                     }
                 }
                 other => return other,
@@ -234,7 +237,8 @@ impl Connection {
                 len,
                 fua,
             } => {
-                self.bound()?.write(&stamp, offset, WriteOp::Trim(len), fua)?;
+                self.bound()?
+                    .write(&stamp, offset, WriteOp::Trim(len), fua)?;
                 Response::Done
             }
             Request::Flush { epoch } => {

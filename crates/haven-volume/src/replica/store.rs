@@ -143,7 +143,8 @@ struct Meta {
     /// Maps of generations below this were dropped (or lost): DIRTY_SINCE of an older
     /// generation cannot be answered.
     dirty_floor: u64,
-    /// The highest generation seen at the last SETTLE_ALL: after a restart, the unsettled
+    /// One above the highest generation with a map at the last SETTLE_ALL; later writes
+    /// of older generations are recorded in this one. After a restart, the unsettled
     /// regions are within the maps of generations from here on.
     settle_gen: u64,
 }
@@ -188,7 +189,13 @@ struct GenMap {
 
 impl GenMap {
     fn to_map(&self) -> RegionMap {
-        RegionMap::from_bytes(&self.words.iter().flat_map(|w| w.to_le_bytes()).collect::<Vec<_>>())
+        RegionMap::from_bytes(
+            &self
+                .words
+                .iter()
+                .flat_map(|w| w.to_le_bytes())
+                .collect::<Vec<_>>(),
+        )
     }
 }
 
@@ -244,7 +251,10 @@ impl Volume {
         let mut meta = Meta::decode(&bytes).ok_or_else(|| {
             io::Error::new(io::ErrorKind::InvalidData, "meta: bad magic or checksum")
         })?;
-        let data = OpenOptions::new().read(true).write(true).open(dir.join("data"))?;
+        let data = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(dir.join("data"))?;
         if data.metadata()?.len() != meta.size {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -383,7 +393,9 @@ impl Volume {
 
     pub fn read(&self, epoch: u64, offset: u64, len: u32) -> Result<Vec<u8>> {
         if len > MAX_DATA {
-            return Err(StoreError::Invalid(format!("read of {len} bytes exceeds {MAX_DATA}")));
+            return Err(StoreError::Invalid(format!(
+                "read of {len} bytes exceeds {MAX_DATA}"
+            )));
         }
         self.check_range(offset, u64::from(len))?;
         let _fence = self.enter(epoch)?;
@@ -570,9 +582,11 @@ impl Volume {
     pub fn settle_all(&self, epoch: u64) -> Result<()> {
         let _fence = self.enter(epoch)?;
         let mut state = self.state();
-        let newest = state.maps.keys().next_back().copied().unwrap_or(0);
+        // Writes from now on are recorded in generation `settle_gen` or later (see
+        // `mark`), so after a restart the maps from there on cover every unsettled one.
+        let next = state.maps.keys().next_back().map_or(0, |g| g + 1);
         let mut meta = state.meta;
-        meta.settle_gen = meta.settle_gen.max(newest).max(meta.dirty_floor);
+        meta.settle_gen = meta.settle_gen.max(next).max(meta.dirty_floor);
         if meta != state.meta {
             write_atomic(&self.dir.join("meta"), &meta.encode())
                 .map_err(|e| StoreError::io("persisting the settle mark", e))?;
@@ -794,7 +808,9 @@ mod tests {
         let v = store.volume("v").unwrap();
         assert_eq!(v.dirty_since(1, 2).unwrap(), None);
         assert_eq!(v.dirty_since(1, 3).unwrap().unwrap().len(), 1);
-        let maps = fs::read_dir(dir.path().join("volumes/v/dirty")).unwrap().count();
+        let maps = fs::read_dir(dir.path().join("volumes/v/dirty"))
+            .unwrap()
+            .count();
         assert_eq!(maps as u64, KEPT_GENERATIONS);
         // Never settled since generation 0, whose map is gone: unsettled unknown.
         assert_eq!(v.hello(1).unwrap().unsettled, None);

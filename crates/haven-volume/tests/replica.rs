@@ -594,21 +594,28 @@ fn a_killed_replica_keeps_its_epoch_maps_and_unsettled_regions() {
     c.write(2, 1, 1, 0, 0, b"one", false).unwrap();
     c.settle_all(2).unwrap();
     c.write(2, 1, 2, 1, 7 * REGION_SIZE, b"two", false).unwrap();
-    c.write(3, 3, 1, 0, 40 * REGION_SIZE, b"three", false).unwrap();
+    c.write(3, 3, 1, 0, 40 * REGION_SIZE, b"three", false)
+        .unwrap();
     child.kill9();
     assert!(matches!(c.flush(3), Err(ReplicaError::Unreachable { .. })));
 
     let child = Child::start(dir.path());
     let mut c = ReplicaClient::connect(child.addr, TIMEOUT).unwrap();
     assert_eq!(c.info().unwrap().node, "node-9");
-    assert!(matches!(c.hello("v", 2), Err(ReplicaError::Fenced { seen: 3, .. })));
+    assert!(matches!(
+        c.hello("v", 2),
+        Err(ReplicaError::Fenced { seen: 3, .. })
+    ));
     let state = c.hello("v", 4).unwrap();
     assert_eq!(regions(&state.unsettled.unwrap()), vec![7, 40]);
     assert_eq!(regions(&c.dirty_since(4, 3).unwrap().unwrap()), vec![40]);
     // A write of generation 1 after SETTLE_ALL is recorded in generation 2: over-reported
     // for those asking since generation 2, never missing.
     assert_eq!(regions(&c.dirty_since(4, 2).unwrap().unwrap()), vec![7, 40]);
-    assert_eq!(regions(&c.dirty_since(4, 0).unwrap().unwrap()), vec![0, 7, 40]);
+    assert_eq!(
+        regions(&c.dirty_since(4, 0).unwrap().unwrap()),
+        vec![0, 7, 40]
+    );
     // Plain writes were in the page cache when acknowledged; a process kill keeps them.
     assert_eq!(c.read(4, 40 * REGION_SIZE, 5).unwrap(), b"three");
     child.kill9();

@@ -9,8 +9,8 @@ use haven_volume::replica::{ReplicaClient, ReplicaServer};
 #[test]
 #[ignore = "a measurement, not a check"]
 fn sequential_write_cost() {
-    let dir = tempfile::tempdir_in(std::env::var("HAVEN_COST_DIR").unwrap_or("/var/tmp".into()))
-        .unwrap();
+    let dir =
+        tempfile::tempdir_in(std::env::var("HAVEN_COST_DIR").unwrap_or("/var/tmp".into())).unwrap();
     let mut server = ReplicaServer::new(dir.path(), "a", "n").unwrap();
     server.bind("127.0.0.1:0").unwrap();
     let addr = server.local_addr().unwrap();
@@ -23,15 +23,23 @@ fn sequential_write_cost() {
         c.hello("v", 1).unwrap();
         let data = vec![0x5au8; 1 << 20];
         for (i, at) in (0..size).step_by(1 << 20).enumerate() {
-            c.write(1, 1, i as u64 + 1, i as u64, at, &data, false).unwrap();
+            c.write(1, 1, i as u64 + 1, i as u64, at, &data, false)
+                .unwrap();
         }
         c.flush(1).unwrap();
         let mut seq = size;
-        for bs in [1u64 << 20, 64 << 10, 4 << 10] {
+        for (round, bs) in [1u64 << 20, 64 << 10, 4 << 10]
+            .repeat(3)
+            .into_iter()
+            .enumerate()
+        {
             let data = vec![0xa5u8; bs as usize];
             // The data is allocated by a first pass. Pass 1, gen g: every write marks new regions (one sync_data of the map per
             // write). Pass 2, same gen: no new region, no map write.
-            for (pass, gen) in [("new regions", 1 + bs), ("marked regions", 1 + bs)] {
+            for (pass, gen) in [
+                ("new regions", 10 + round as u64),
+                ("marked regions", 10 + round as u64),
+            ] {
                 let t = Instant::now();
                 let mut at = 0;
                 while at < size {

@@ -54,8 +54,9 @@ pub struct VolumeState {
     pub instance: u128,
     /// Highest epoch seen (after this HELLO: the HELLO's epoch).
     pub epoch: u64,
-    /// None when the replica restarted without a clean shutdown while writes were
-    /// unsettled and cannot tell which regions: compare every region.
+    /// Regions written by writes not known settled (see docs/VOLUMES.md, "Unsettled
+    /// regions"); after a restart a superset of them. None when the replica cannot tell
+    /// (the dirty maps back to its last SETTLE_ALL were dropped): compare every region.
     pub unsettled: Option<RegionMap>,
 }
 

@@ -830,6 +830,57 @@ mod tests {
     }
 
     #[test]
+    fn sequential_writers_mark_ahead_and_random_ones_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.create("v", 1000 * REGION_SIZE).unwrap();
+        let v = store.volume("v").unwrap();
+        let dirty = |v: &Volume| v.dirty_since(1, 0).unwrap().unwrap();
+        v.write(
+            &stamp(1, 1, 1, 0),
+            500 * REGION_SIZE,
+            WriteOp::Data(&[1]),
+            false,
+        )
+        .unwrap();
+        v.write(
+            &stamp(1, 1, 2, 1),
+            502 * REGION_SIZE,
+            WriteOp::Data(&[1]),
+            false,
+        )
+        .unwrap();
+        assert_eq!(dirty(&v).iter().collect::<Vec<_>>(), vec![500, 502]);
+        // Region 502 marked: a write to 503 marks 503 ..= 503 + LOOKAHEAD.
+        v.write(
+            &stamp(1, 1, 3, 2),
+            503 * REGION_SIZE,
+            WriteOp::Data(&[1]),
+            false,
+        )
+        .unwrap();
+        let map = dirty(&v);
+        assert_eq!(map.len(), 2 + 1 + LOOKAHEAD);
+        assert!(map.contains(503 + LOOKAHEAD) && !map.contains(504 + LOOKAHEAD));
+        // Never past the last region.
+        v.write(
+            &stamp(1, 1, 4, 3),
+            998 * REGION_SIZE,
+            WriteOp::Data(&[1]),
+            false,
+        )
+        .unwrap();
+        v.write(
+            &stamp(1, 1, 5, 4),
+            999 * REGION_SIZE,
+            WriteOp::Data(&[1]),
+            false,
+        )
+        .unwrap();
+        assert_eq!(dirty(&v).len(), 2 + 1 + LOOKAHEAD + 2);
+    }
+
+    #[test]
     fn a_damaged_map_raises_the_floor() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();

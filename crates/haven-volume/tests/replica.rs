@@ -536,14 +536,19 @@ struct Child {
 
 impl Child {
     fn start(dir: &Path) -> Child {
-        let mut child = Command::new(std::env::current_exe().unwrap())
+        let child = Command::new(std::env::current_exe().unwrap())
             .args(["--exact", "crash_child", "--ignored", "--nocapture"])
             .env("HAVEN_REPLICA_CHILD_DIR", dir)
             .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
+        // Owned (killed and reaped on drop) before anything can fail.
+        let mut started = Child {
+            child,
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+        };
         // The child prints its address once it is bound: the readiness signal.
-        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut out = std::io::BufReader::new(started.child.stdout.take().unwrap());
         let mut line = String::new();
         loop {
             line.clear();
@@ -552,10 +557,8 @@ impl Child {
                 "child ended early"
             );
             if let Some(addr) = line.trim().strip_prefix("listening on ") {
-                break Child {
-                    child,
-                    addr: addr.parse().unwrap(),
-                };
+                started.addr = addr.parse().unwrap();
+                return started;
             }
         }
     }

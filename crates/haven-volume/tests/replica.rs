@@ -276,7 +276,9 @@ fn dirty_maps_span_generations_and_survive_a_restart() {
         .unwrap();
     let check = |c: &mut ReplicaClient| {
         let since = |c: &mut ReplicaClient, gen| regions(&c.dirty_since(1, gen).unwrap().unwrap());
-        assert_eq!(since(c, 0), map_of(&[0, 3, 5, 6, 10]));
+        // The first write was of generation 1: nothing can be said of generation 0.
+        assert_eq!(c.dirty_since(1, 0).unwrap(), None);
+        assert_eq!(since(c, 1), map_of(&[0, 3, 5, 6, 10]));
         assert_eq!(since(c, 2), map_of(&[3, 5, 6, 10]));
         assert_eq!(since(c, 3), map_of(&[5, 6, 10]));
         assert_eq!(since(c, 5), Vec::<u64>::new());
@@ -363,7 +365,7 @@ fn copied_regions_have_equal_checksums() {
         .filter(|r| sa_sums[*r as usize] != sb_sums[*r as usize])
         .collect();
     assert_eq!(differ, vec![0, 3, 8]);
-    let dirty = a.dirty_since(1, 0).unwrap().unwrap();
+    let dirty = a.dirty_since(1, 1).unwrap().unwrap();
     assert_eq!(regions(&dirty), differ);
     for region in dirty.iter() {
         let start = region * REGION_SIZE;
@@ -616,10 +618,49 @@ fn a_killed_replica_keeps_its_epoch_maps_and_unsettled_regions() {
     // for those asking since generation 2, never missing.
     assert_eq!(regions(&c.dirty_since(4, 2).unwrap().unwrap()), vec![7, 40]);
     assert_eq!(
-        regions(&c.dirty_since(4, 0).unwrap().unwrap()),
+        regions(&c.dirty_since(4, 1).unwrap().unwrap()),
         vec![0, 7, 40]
     );
     // Plain writes were in the page cache when acknowledged; a process kill keeps them.
     assert_eq!(c.read(4, 40 * REGION_SIZE, 5).unwrap(), b"three");
     child.kill9();
+}
+
+#[test]
+fn no_write_of_an_old_epoch_lands_after_a_newer_hello_was_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Running::start(dir.path());
+    let mut setup = server.client();
+    setup.create_volume("v", 16 * REGION_SIZE).unwrap();
+    for round in 0..10u64 {
+        let old_epoch = 2 * round + 1;
+        let mut old = server.client();
+        old.hello("v", old_epoch).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let writer = std::thread::spawn(move || {
+            let mut n = 0u64;
+            loop {
+                n += 1;
+                let data = [n.to_le_bytes(); 512].concat();
+                match old.write(old_epoch, 1, n, n - 1, 0, &data, false) {
+                    Ok(()) if n == 50 => tx.send(()).unwrap(),
+                    Ok(()) => {}
+                    Err(ReplicaError::Fenced { .. }) => return n,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        });
+        // Seal while the old controller is writing.
+        rx.recv().unwrap();
+        let mut new = server.client();
+        new.hello("v", old_epoch + 1).unwrap();
+        let sealed = new.read(old_epoch + 1, 0, 4096).unwrap();
+        let fenced_at = writer.join().unwrap();
+        assert!(fenced_at > 50);
+        assert_eq!(
+            new.read(old_epoch + 1, 0, 4096).unwrap(),
+            sealed,
+            "round {round}"
+        );
+    }
 }

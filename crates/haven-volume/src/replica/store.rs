@@ -511,6 +511,18 @@ impl Volume {
     /// Creates generation `gen`'s map file (zeroed, so later word writes need no new
     /// blocks) and drops the maps of generations `KEPT_GENERATIONS` or more below it.
     fn new_map(&self, state: &mut State, gen: u64) -> Result<()> {
+        if state.maps.is_empty() && state.meta.dirty_floor == 0 {
+            // The first write this copy ever took: it knows nothing of earlier
+            // generations, so it cannot vouch for them (and has nothing to settle there).
+            let mut meta = state.meta;
+            meta.dirty_floor = gen;
+            meta.settle_gen = meta.settle_gen.max(gen);
+            if meta != state.meta {
+                write_atomic(&self.dir.join("meta"), &meta.encode())
+                    .map_err(|e| StoreError::io("persisting the dirty floor", e))?;
+                state.meta = meta;
+            }
+        }
         let words = region_count(self.size).div_ceil(64) as usize;
         let path = map_path(&self.dir, gen);
         let mut bytes = vec![0u8; MAP_HEADER as usize + words * 8];
@@ -835,7 +847,7 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         store.create("v", 1000 * REGION_SIZE).unwrap();
         let v = store.volume("v").unwrap();
-        let dirty = |v: &Volume| v.dirty_since(1, 0).unwrap().unwrap();
+        let dirty = |v: &Volume| v.dirty_since(1, 1).unwrap().unwrap();
         v.write(
             &stamp(1, 1, 1, 0),
             500 * REGION_SIZE,

@@ -225,6 +225,9 @@ pub struct Volume {
     fence: RwLock<u64>,
     state: Mutex<State>,
     deleted: AtomicBool,
+    /// Tests only: a write that passed its epoch check waits here (entered, then resume).
+    #[cfg(test)]
+    pause: Mutex<Option<(std::sync::mpsc::Sender<()>, std::sync::mpsc::Receiver<()>)>>,
 }
 
 /// What a write-like request does to the data.
@@ -319,6 +322,8 @@ impl Volume {
                 recovered,
             }),
             deleted: AtomicBool::new(false),
+            #[cfg(test)]
+            pause: Mutex::new(None),
         })
     }
 
@@ -412,6 +417,11 @@ impl Volume {
         let len = op.len();
         self.check_range(offset, len)?;
         let _fence = self.enter(stamp.epoch)?;
+        #[cfg(test)]
+        if let Some((entered, resume)) = self.pause.lock().unwrap().take() {
+            entered.send(()).unwrap();
+            resume.recv().unwrap();
+        }
         if len > 0 {
             self.mark(stamp, offset, len)?;
         }
@@ -890,6 +900,42 @@ mod tests {
         )
         .unwrap();
         assert_eq!(dirty(&v).len(), 2 + 1 + LOOKAHEAD + 2);
+    }
+
+    #[test]
+    fn a_seal_waits_for_the_writes_that_passed_their_epoch_check() {
+        use std::sync::mpsc::channel;
+        use std::time::Duration;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.create("v", 1 << 20).unwrap();
+        let v = store.volume("v").unwrap();
+        v.hello(1).unwrap();
+        let (entered_tx, entered) = channel();
+        let (resume, resume_rx) = channel();
+        *v.pause.lock().unwrap() = Some((entered_tx, resume_rx));
+        std::thread::scope(|s| {
+            // Dropped when an assertion fails, so the paused write ends and the scope joins.
+            let resume = resume;
+            let old = s.spawn(|| v.write(&stamp(1, 1, 1, 0), 0, WriteOp::Data(b"old"), false));
+            entered.recv().unwrap();
+            let (sealed_tx, sealed) = channel();
+            let v = &v;
+            s.spawn(move || sealed_tx.send(v.hello(2)).unwrap());
+            // A HELLO answered while the old write is still on its way is the bug.
+            assert!(
+                sealed.recv_timeout(Duration::from_millis(300)).is_err(),
+                "HELLO of epoch 2 answered while a write of epoch 1 was in flight"
+            );
+            resume.send(()).unwrap();
+            old.join().unwrap().unwrap();
+            assert_eq!(sealed.recv().unwrap().unwrap().epoch, 2);
+        });
+        assert_eq!(v.read(2, 0, 3).unwrap(), b"old");
+        assert!(matches!(
+            v.write(&stamp(1, 1, 2, 1), 0, WriteOp::Data(b"new"), false),
+            Err(StoreError::Fenced { seen: 2, sent: 1 })
+        ));
     }
 
     #[test]

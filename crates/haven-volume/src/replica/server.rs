@@ -19,8 +19,11 @@ use super::store::{Store, StoreError, Volume, WriteOp};
 use crate::replica::ReplicaInfo;
 use crate::wire::{read_frame, ErrorCode, FrameError, Request, Response};
 
-/// How often blocked accepts and reads look at the stop flag.
+/// How often blocked reads look at the stop flag.
 const POLL: Duration = Duration::from_millis(100);
+/// How often the accept loop looks for a connection (and at the stop flag): a
+/// controller reconnecting after a failure waits at most this long.
+const ACCEPT_POLL: Duration = Duration::from_millis(5);
 /// A peer that does not take a reply within this long is dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -86,7 +89,7 @@ impl ReplicaServer {
                             let _ = conn.serve(stream, stop);
                         });
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => thread::sleep(POLL),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => thread::sleep(ACCEPT_POLL),
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     // ECONNABORTED, EMFILE: keep serving the others.
                     Err(_) => thread::sleep(POLL),

@@ -5,8 +5,10 @@
 //! qemu-io / nbdcopy / NbdClient ──TCP──▶ NbdServer::run (accept loop, one scoped thread
 //!                                        per connection)
 //!   handshake: options until NBD_OPT_GO / NBD_OPT_EXPORT_NAME ─▶ Exports::lookup(name)
-//!   transmission: Request ─▶ checks (bounds, flags, 32 MiB) ─▶ BlockDevice call
-//!                 ◀─ SimpleReply (IoFailure ─▶ NBD error; Shutdown closes the connection)
+//!   transmission: the connection thread reads Requests ─▶ its workers (max_in_flight):
+//!                 checks (bounds, flags, 32 MiB) ─▶ BlockDevice call
+//!                 ◀─ SimpleReply as each completes (IoFailure ─▶ NBD error; Shutdown
+//!                    closes the connection)
 //! ```
 //! Main types: [`BlockDevice`] (what an export serves; the controller implements it),
 //! [`Exports`] (name ─▶ device; [`ExportMap`] is the plain one), [`NbdServer`] with its

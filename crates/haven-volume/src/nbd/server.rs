@@ -1,8 +1,10 @@
-//! The NBD server: an accept loop that runs one scoped thread per connection, each doing
-//! the fixed newstyle handshake and then serving requests in order (one at a time, replies
-//! in request order). [`Stopper::stop`] wakes the accept loop and half-closes every open
-//! connection, so [`NbdServer::run`] returns once every connection thread has ended:
-//! a request being served finishes and gets its reply, later ones get ESHUTDOWN.
+//! The NBD server: an accept loop that runs one scoped thread per connection. Each does
+//! the fixed newstyle handshake, then reads requests and hands them to the connection's
+//! workers (`ServerConfig::max_in_flight` threads) that call the device and write the
+//! replies as requests complete (matched by cookie, as the protocol allows).
+//! [`Stopper::stop`] wakes the accept loop and half-closes every open connection, so
+//! [`NbdServer::run`] returns once every connection thread has ended: requests already
+//! being served finish and get their replies, later ones get ESHUTDOWN.
 
 use std::collections::HashMap;
 use std::io::{self, BufReader, Read, Write};
@@ -39,6 +41,9 @@ pub struct ServerConfig {
     /// Minimum block size advertised in NBD_INFO_BLOCK_SIZE: 1 (no alignment needed) or
     /// a power of two up to 64 KiB; requests not aligned to it get EINVAL.
     pub min_block: u32,
+    /// Requests of one connection served at once (each by its own worker thread); 1
+    /// serves them one by one. Replies go out as requests complete, matched by cookie.
+    pub max_in_flight: usize,
 }
 
 impl Default for ServerConfig {
@@ -48,6 +53,7 @@ impl Default for ServerConfig {
             io_timeout: Duration::from_secs(30),
             idle_timeout: None,
             min_block: 1,
+            max_in_flight: 8,
         }
     }
 }
@@ -134,6 +140,11 @@ impl NbdServer {
                 "min_block {} is not a power of two up to 65536",
                 config.min_block
             )));
+        }
+        if config.max_in_flight == 0 {
+            return Err(ServerError::Config(
+                "max_in_flight must be at least 1".to_owned(),
+            ));
         }
         if config.io_timeout.is_zero()
             || config.handshake_timeout.is_zero()
@@ -339,6 +350,31 @@ struct Conn<'a> {
     shared: &'a Shared,
 }
 
+/// A request read from the socket, waiting for a worker.
+struct Job {
+    req: Request,
+    /// A WRITE's data.
+    payload: Vec<u8>,
+    /// Refused while reading (an oversized WRITE whose payload was skipped).
+    refused: Option<IoFailure>,
+}
+
+/// The socket's writing half, shared by a connection's workers.
+struct ReplyWriter {
+    stream: TcpStream,
+    /// No more replies: the socket is shut down (a reply failed, or ESHUTDOWN was sent).
+    closed: bool,
+    /// ESHUTDOWN was sent.
+    shutdown: bool,
+}
+
+impl ReplyWriter {
+    fn close(&mut self) {
+        self.closed = true;
+        let _ = self.stream.shutdown(Shutdown::Both);
+    }
+}
+
 /// The export a handshake selected.
 struct Session {
     device: Arc<dyn BlockDevice>,
@@ -527,14 +563,45 @@ impl Conn<'_> {
         Ok((option == proto::OPT_GO).then_some(Session { device, size }))
     }
 
+    /// Reads requests on this thread and hands them to `max_in_flight` workers that call
+    /// the device and write the replies (in completion order, each reply whole under
+    /// the writer's lock). DISC, EOF or a stop: the requests already read are still
+    /// served and answered, then the connection closes.
     fn transmission(
         &self,
         r: &mut BufReader<TcpStream>,
         w: &mut TcpStream,
         session: &Session,
     ) -> Result<(), ConnEnd> {
-        // Write payloads are read here; read replies (header + data) are built here.
-        let mut buf: Vec<u8> = Vec::new();
+        let writer = Mutex::new(ReplyWriter {
+            stream: w.try_clone()?,
+            closed: false,
+            shutdown: false,
+        });
+        let (jobs, queue) = std::sync::mpsc::sync_channel::<Job>(0);
+        let queue = Mutex::new(queue);
+        std::thread::scope(|scope| {
+            for _ in 0..self.config.max_in_flight {
+                scope.spawn(|| self.work(&queue, &writer, session));
+            }
+            let read = self.read_requests(r, &jobs, &writer);
+            drop(jobs);
+            read
+        })?;
+        // Workers are done (the scope joined them).
+        if writer.lock().expect("nbd writer lock").shutdown {
+            return Err(ConnEnd::Shutdown);
+        }
+        Ok(())
+    }
+
+    /// The reading half: headers, WRITE payloads, into the queue.
+    fn read_requests(
+        &self,
+        r: &mut BufReader<TcpStream>,
+        jobs: &std::sync::mpsc::SyncSender<Job>,
+        writer: &Mutex<ReplyWriter>,
+    ) -> Result<(), ConnEnd> {
         // Only a WRITE's payload is read under io_timeout; headers wait idle_timeout.
         r.get_ref().set_read_timeout(self.config.idle_timeout)?;
         loop {
@@ -544,6 +611,8 @@ impl Conn<'_> {
                 // A client that drops the connection between requests (or a stop that
                 // half-closed it) ends the session quietly.
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+                // A worker closed the socket (ESHUTDOWN, a failed reply).
+                Err(_) if writer.lock().expect("nbd writer lock").closed => return Ok(()),
                 Err(e) => return Err(e.into()),
             }
             let req = Request::decode(&head).ok_or(ConnEnd::Protocol)?;
@@ -551,53 +620,50 @@ impl Conn<'_> {
                 return Ok(());
             }
             self.shared.counters.requests.fetch_add(1, Ordering::SeqCst);
-            let outcome = if req.command == proto::CMD_WRITE {
+            let mut payload = Vec::new();
+            let mut refused = None;
+            if req.command == proto::CMD_WRITE {
                 // The payload is on the wire whatever the verdict: consume it first so
                 // the next request header is found (oversized ones are skipped unread).
-                self.read_payload(r, req.len, &mut buf)?;
+                self.read_payload(r, req.len, &mut payload)?;
                 if req.len > proto::MAX_PAYLOAD {
-                    Err(IoFailure::Invalid(format!(
+                    refused = Some(IoFailure::Invalid(format!(
                         "write of {} bytes; at most {}",
                         req.len,
                         proto::MAX_PAYLOAD
-                    )))
-                } else {
-                    let fua = req.flags & proto::CMD_FLAG_FUA != 0;
-                    self.check(&req, session)
-                        .and_then(|()| self.not_stopping())
-                        .and_then(|()| session.device.write(req.offset, &buf, fua))
+                    )));
                 }
-            } else if let Err(f) = self.not_stopping() {
-                Err(f)
-            } else if req.command == proto::CMD_READ {
-                match self.check(&req, session) {
-                    Ok(()) => {
-                        buf.clear();
-                        buf.resize(SimpleReply::SIZE + req.len as usize, 0);
-                        match session
-                            .device
-                            .read(req.offset, &mut buf[SimpleReply::SIZE..])
-                        {
-                            Ok(()) => {
-                                buf[..SimpleReply::SIZE].copy_from_slice(
-                                    &SimpleReply {
-                                        error: 0,
-                                        cookie: req.cookie,
-                                    }
-                                    .encode(),
-                                );
-                                w.write_all(&buf)?;
-                                continue;
-                            }
-                            Err(f) => Err(f),
-                        }
-                    }
-                    Err(f) => Err(f),
-                }
-            } else {
-                self.check(&req, session)
-                    .and_then(|()| self.execute(&req, session))
+            }
+            if jobs
+                .send(Job {
+                    req,
+                    payload,
+                    refused,
+                })
+                .is_err()
+            {
+                return Ok(());
+            }
+        }
+    }
+
+    /// A worker: serves queued requests until the queue is closed and empty.
+    fn work(
+        &self,
+        queue: &Mutex<std::sync::mpsc::Receiver<Job>>,
+        writer: &Mutex<ReplyWriter>,
+        session: &Session,
+    ) {
+        loop {
+            let job = match queue.lock().expect("nbd queue lock").recv() {
+                Ok(job) => job,
+                Err(_) => return,
             };
+            if writer.lock().expect("nbd writer lock").closed {
+                // The connection is going away: nothing more is served.
+                continue;
+            }
+            let (outcome, data) = self.serve_request(&job, session);
             let error = match &outcome {
                 Ok(()) => 0,
                 Err(f) => {
@@ -608,19 +674,60 @@ impl Conn<'_> {
                     f.nbd_error()
                 }
             };
-            w.write_all(
+            let mut reply = data.unwrap_or_default();
+            if reply.is_empty() {
+                reply.resize(SimpleReply::SIZE, 0);
+            }
+            reply[..SimpleReply::SIZE].copy_from_slice(
                 &SimpleReply {
                     error,
-                    cookie: req.cookie,
+                    cookie: job.req.cookie,
                 }
                 .encode(),
-            )?;
-            if let Err(IoFailure::Shutdown(_)) = outcome {
-                // This server no longer serves the export: the client reconnects, maybe
-                // elsewhere.
-                let _ = w.shutdown(Shutdown::Both);
-                return Err(ConnEnd::Shutdown);
+            );
+            let mut w = writer.lock().expect("nbd writer lock");
+            if w.closed {
+                continue;
             }
+            if w.stream.write_all(&reply).is_err() {
+                w.close();
+            } else if let Err(IoFailure::Shutdown(_)) = outcome {
+                // This server no longer serves the export: the client reconnects, maybe
+                // elsewhere. Nothing is sent after this reply.
+                w.shutdown = true;
+                w.close();
+            }
+        }
+    }
+
+    /// Runs one request; a successful READ also returns its reply frame (a header's
+    /// room, then the data).
+    fn serve_request(
+        &self,
+        job: &Job,
+        session: &Session,
+    ) -> (Result<(), IoFailure>, Option<Vec<u8>>) {
+        let req = &job.req;
+        if let Some(f) = &job.refused {
+            return (Err(f.clone()), None);
+        }
+        if let Err(f) = self.check(req, session).and_then(|()| self.not_stopping()) {
+            return (Err(f), None);
+        }
+        let fua = req.flags & proto::CMD_FLAG_FUA != 0;
+        match req.command {
+            proto::CMD_WRITE => (session.device.write(req.offset, &job.payload, fua), None),
+            proto::CMD_READ => {
+                let mut frame = vec![0u8; SimpleReply::SIZE + req.len as usize];
+                match session
+                    .device
+                    .read(req.offset, &mut frame[SimpleReply::SIZE..])
+                {
+                    Ok(()) => (Ok(()), Some(frame)),
+                    Err(f) => (Err(f), None),
+                }
+            }
+            _ => (self.execute(req, session), None),
         }
     }
 

@@ -50,7 +50,8 @@ pub enum IoFailure {
     Shutdown(String),
 }
 
-/// A device an NBD export serves. Called from one thread per connection, so `&self`.
+/// A device an NBD export serves. Calls run concurrently, from several connections and from
+/// several requests of one connection (`ServerConfig::max_in_flight`), so `&self`.
 pub trait BlockDevice: Send + Sync {
     /// Size in bytes (a multiple of 512).
     fn size(&self) -> u64;

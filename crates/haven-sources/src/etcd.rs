@@ -57,7 +57,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-pub use gateway::{EtcdClient, Header, KeyValue, RangePage};
+pub use gateway::{EtcdClient, Header, KeyValue, RangePage, Txn, TxnOpResponse, TxnResponse};
 
 use crate::process::{free_port, Limits, Span, Tool};
 use crate::servers::etcd::{self as member, Member};

@@ -38,6 +38,8 @@ pub struct EtcdClient {
     url: String,
     /// `host:port` to connect to.
     authority: String,
+    /// Overrides both the connect and the read timeouts ([`EtcdClient::with_timeout`]).
+    timeout: Option<Duration>,
 }
 
 /// One key-value pair of a range, as etcd stores it.
@@ -107,7 +109,16 @@ impl EtcdClient {
         Ok(EtcdClient {
             url: format!("http://{authority}"),
             authority,
+            timeout: None,
         })
+    }
+
+    /// The same client with every call bounded by `timeout` (connecting, and waiting for
+    /// each part of the answer) instead of the defaults (3 s to connect, 120 s to read),
+    /// for callers that hold a lease of a few seconds.
+    pub fn with_timeout(mut self, timeout: Duration) -> EtcdClient {
+        self.timeout = Some(timeout);
+        self
     }
 
     /// The client URL, normalised (`http://host:port`).
@@ -262,6 +273,69 @@ impl EtcdClient {
         Ok(SnapshotStream::new(body, self.url.clone()))
     }
 
+    /// POST any JSON request of the v3 gateway (`path` like `/v3/kv/range`) and decode the
+    /// JSON answer: for the calls without a method of their own.
+    pub fn call_json<T: DeserializeOwned>(&self, path: &str, request: Value) -> Result<T> {
+        self.call(path, request)
+    }
+
+    /// Grant a lease of `ttl_secs` seconds; returns its id.
+    pub fn lease_grant(&self, ttl_secs: i64) -> Result<i64> {
+        #[derive(Deserialize, Default)]
+        #[serde(default)]
+        struct Granted {
+            #[serde(rename = "ID", deserialize_with = "int")]
+            id: i64,
+            error: String,
+        }
+        let granted: Granted =
+            self.call("/v3/lease/grant", json!({"TTL": ttl_secs.to_string()}))?;
+        if granted.id == 0 {
+            return Err(SourceError::failed(
+                format!("granting a lease on {}", self.url),
+                format!("no lease id in the answer {}", granted.error),
+            ));
+        }
+        Ok(granted.id)
+    }
+
+    /// Refresh lease `id` once; returns its new TTL in seconds, or None when the lease is
+    /// gone (expired or revoked: the gateway then answers without a TTL).
+    pub fn lease_keep_alive(&self, id: i64) -> Result<Option<i64>> {
+        #[derive(Deserialize, Default)]
+        #[serde(default)]
+        struct Answer {
+            result: KeptAlive,
+        }
+        #[derive(Deserialize, Default)]
+        #[serde(default)]
+        struct KeptAlive {
+            #[serde(rename = "TTL", deserialize_with = "int")]
+            ttl: i64,
+        }
+        let answer: Answer = self.call("/v3/lease/keepalive", json!({"ID": id.to_string()}))?;
+        Ok((answer.result.ttl > 0).then_some(answer.result.ttl))
+    }
+
+    /// Revoke lease `id`, deleting every key bound to it; false when it was already gone.
+    pub fn lease_revoke(&self, id: i64) -> Result<bool> {
+        match self.call::<Value>("/v3/lease/revoke", json!({"ID": id.to_string()})) {
+            Ok(_) => Ok(true),
+            Err(SourceError::Failed { detail, .. }) if detail.contains("lease not found") => {
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Run a transaction (`POST /v3/kv/txn`).
+    pub fn txn(&self, txn: &Txn) -> Result<TxnResponse> {
+        self.call(
+            "/v3/kv/txn",
+            json!({"compare": txn.compare, "success": txn.success, "failure": txn.failure}),
+        )
+    }
+
     /// POST a JSON request and decode the JSON answer.
     fn call<T: DeserializeOwned>(&self, path: &str, request: Value) -> Result<T> {
         let what = format!("{path} on {}", self.url);
@@ -298,7 +372,7 @@ impl EtcdClient {
             .map_err(|e| unreachable(format!("cannot resolve {}: {e}", self.authority)))?;
         let mut last = format!("{} resolves to no address", self.authority);
         for addr in addrs {
-            match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
+            match TcpStream::connect_timeout(&addr, self.timeout.unwrap_or(CONNECT_TIMEOUT)) {
                 Ok(stream) => return Ok(stream),
                 Err(e) => last = e.to_string(),
             }
@@ -313,10 +387,10 @@ impl EtcdClient {
             SourceError::failed(format!("{method} {}{path}", self.url), e.to_string())
         };
         stream
-            .set_read_timeout(Some(READ_TIMEOUT))
+            .set_read_timeout(Some(self.timeout.unwrap_or(READ_TIMEOUT)))
             .map_err(failed)?;
         stream
-            .set_write_timeout(Some(READ_TIMEOUT))
+            .set_write_timeout(Some(self.timeout.unwrap_or(READ_TIMEOUT)))
             .map_err(failed)?;
         let head = format!(
             "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
@@ -366,6 +440,108 @@ impl EtcdClient {
             };
         }
         SourceError::failed(what, format!("{message} (HTTP {status})"))
+    }
+}
+
+/// A transaction for [`EtcdClient::txn`]: comparisons (all must hold), then the operations
+/// run when they hold (`then_*`) or when one does not (`else_*`).
+#[derive(Debug, Clone, Default)]
+pub struct Txn {
+    compare: Vec<Value>,
+    success: Vec<Value>,
+    failure: Vec<Value>,
+}
+
+/// The answer to a transaction: `responses` has one entry per operation of the branch
+/// that ran, in order.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct TxnResponse {
+    pub header: Header,
+    pub succeeded: bool,
+    pub responses: Vec<TxnOpResponse>,
+}
+
+/// One operation's answer: the field of its kind is set.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct TxnOpResponse {
+    pub response_range: Option<RangePage>,
+    pub response_put: Option<Value>,
+    pub response_delete_range: Option<Value>,
+}
+
+impl Txn {
+    pub fn new() -> Txn {
+        Txn::default()
+    }
+
+    fn when(mut self, key: &[u8], target: &str, result: &str, field: &str, n: i64) -> Txn {
+        self.compare.push(json!({
+            "key": base64_encode(key), "target": target, "result": result,
+            field: n.to_string(),
+        }));
+        self
+    }
+
+    /// The key's version (0: absent) equals `version`.
+    pub fn when_version(self, key: &[u8], version: i64) -> Txn {
+        self.when(key, "VERSION", "EQUAL", "version", version)
+    }
+
+    /// The key's version is above `version` (`when_version_above(k, 0)`: k exists).
+    pub fn when_version_above(self, key: &[u8], version: i64) -> Txn {
+        self.when(key, "VERSION", "GREATER", "version", version)
+    }
+
+    /// The key's create revision (0: absent) equals `revision`.
+    pub fn when_create_revision(self, key: &[u8], revision: i64) -> Txn {
+        self.when(key, "CREATE", "EQUAL", "create_revision", revision)
+    }
+
+    /// The key is bound to lease `lease` (0: to none).
+    pub fn when_lease(self, key: &[u8], lease: i64) -> Txn {
+        self.when(key, "LEASE", "EQUAL", "lease", lease)
+    }
+
+    fn put(key: &[u8], value: &[u8], lease: i64) -> Value {
+        json!({"request_put": {"key": base64_encode(key), "value": base64_encode(value),
+            "lease": lease.to_string()}})
+    }
+
+    fn range(key: &[u8], prefix: bool) -> Value {
+        let end = if prefix { prefix_end(key) } else { vec![] };
+        json!({"request_range": {"key": base64_encode(key), "range_end": base64_encode(&end)}})
+    }
+
+    fn delete(key: &[u8], prefix: bool) -> Value {
+        let end = if prefix { prefix_end(key) } else { vec![] };
+        json!({"request_delete_range": {"key": base64_encode(key),
+            "range_end": base64_encode(&end)}})
+    }
+
+    /// Put `key` (bound to `lease`, 0: none) when the comparisons hold.
+    pub fn then_put(mut self, key: &[u8], value: &[u8], lease: i64) -> Txn {
+        self.success.push(Txn::put(key, value, lease));
+        self
+    }
+
+    /// Read `key` (every key starting with it when `prefix`) when the comparisons hold.
+    pub fn then_range(mut self, key: &[u8], prefix: bool) -> Txn {
+        self.success.push(Txn::range(key, prefix));
+        self
+    }
+
+    /// Delete `key` (every key starting with it when `prefix`) when the comparisons hold.
+    pub fn then_delete(mut self, key: &[u8], prefix: bool) -> Txn {
+        self.success.push(Txn::delete(key, prefix));
+        self
+    }
+
+    /// Read `key` (every key starting with it when `prefix`) when a comparison fails.
+    pub fn else_range(mut self, key: &[u8], prefix: bool) -> Txn {
+        self.failure.push(Txn::range(key, prefix));
+        self
     }
 }
 
@@ -614,6 +790,35 @@ mod tests {
         let mut out = String::new();
         body.read_to_string(&mut out).unwrap();
         assert_eq!((status, out.as_str()), (503, "abc"));
+    }
+
+    #[test]
+    fn transactions_are_the_gateways_json() {
+        let txn = Txn::new()
+            .when_create_revision(b"/k", 7)
+            .when_lease(b"/k", 42)
+            .then_put(b"/k", b"v1", 0)
+            .then_range(b"/a", true)
+            .else_range(b"/k", false);
+        assert_eq!(
+            serde_json::to_value(&txn.compare).unwrap(),
+            json!([
+                {"key": "L2s=", "target": "CREATE", "result": "EQUAL", "create_revision": "7"},
+                {"key": "L2s=", "target": "LEASE", "result": "EQUAL", "lease": "42"},
+            ])
+        );
+        assert_eq!(
+            txn.success[0],
+            json!({"request_put": {"key": "L2s=", "value": "djE=", "lease": "0"}})
+        );
+        assert_eq!(
+            txn.success[1],
+            json!({"request_range": {"key": "L2E=", "range_end": "L2I="}})
+        );
+        assert_eq!(
+            txn.failure[0],
+            json!({"request_range": {"key": "L2s=", "range_end": ""}})
+        );
     }
 
     #[test]

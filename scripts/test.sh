@@ -28,6 +28,9 @@ need_apt pkg-config pkg-config
 need_apt chromium chromium
 need_apt openssl openssl
 need_apt tc iproute2
+# Replicated volumes: real NBD clients (qemu-io and qemu-img from qemu-utils; nbdcopy, nbdinfo).
+need_apt qemu-io qemu-utils
+need_apt nbdcopy libnbd-bin
 # The API's schema test (crates/haven-api/tests/regression_api.rs) runs schemathesis.
 ensure_schemathesis
 cargo fmt --all -- --check

@@ -98,6 +98,131 @@ pub enum Command {
     Serve(ServeArgs),
     /// Show what Haven is for: back up a throwaway tenant (PostgreSQL, Redis, files), destroy it, re-create it elsewhere, validate.
     Demo(DemoArgs),
+    /// Replica servers of replicated volumes (one per node holding replicas).
+    #[command(subcommand)]
+    Replica(ReplicaCommand),
+    /// Replicated block volumes served over NBD: create, serve, status, list, delete.
+    #[command(subcommand)]
+    Volume(VolumeCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct EtcdArg {
+    /// etcd client URLs, comma-separated or repeated (e.g. http://10.0.1.5:2379). Also HAVEN_ETCD.
+    #[arg(long, env = "HAVEN_ETCD", value_delimiter = ',', required = true)]
+    pub etcd: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReplicaCommand {
+    /// Serve the replicas kept in a data folder and register this server in etcd (its
+    /// liveness key is kept alive while it runs). Stops on SIGINT or SIGTERM.
+    Serve(ReplicaServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReplicaServeArgs {
+    /// The folder holding this server's copies of volumes (created if missing).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// The site (failure domain) this server is in, e.g. a.
+    #[arg(long)]
+    pub site: String,
+    /// This server's node name, unique within its site, e.g. n1.
+    #[arg(long)]
+    pub node: String,
+    /// Listen on this address, e.g. 10.0.1.5:7410.
+    #[arg(long)]
+    pub listen: std::net::SocketAddr,
+    /// The address controllers connect to (default: --listen, which must then not be 0.0.0.0).
+    #[arg(long)]
+    pub advertise: Option<String>,
+    #[command(flatten)]
+    pub etcd: EtcdArg,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VolumeCommand {
+    /// Create a volume: place its replicas (distinct nodes; distinct sites when there
+    /// are several), create the copies, record it in etcd.
+    Create(VolumeCreateArgs),
+    /// Be a controller candidate for a volume: serve it over NBD while holding its lease,
+    /// stand by otherwise. Run one per site. Stops (resigning the lease) on SIGINT or SIGTERM.
+    Serve(VolumeServeArgs),
+    /// The serving controller and its epoch, replicas in sync / out (and how far behind), placement.
+    Status {
+        /// Only this volume.
+        name: Option<String>,
+        #[command(flatten)]
+        etcd: EtcdArg,
+    },
+    /// List the volumes.
+    List {
+        #[command(flatten)]
+        etcd: EtcdArg,
+    },
+    /// Delete a volume: its records in etcd and its copies on the replicas.
+    Delete {
+        name: String,
+        #[command(flatten)]
+        etcd: EtcdArg,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct VolumeCreateArgs {
+    /// The volume's name (1 to 64 of A-Z a-z 0-9 . _ -).
+    pub name: String,
+    /// Its size, e.g. 20GiB, 512MiB, 20G (binary units; a multiple of 512 bytes).
+    #[arg(long, value_parser = parse_size)]
+    pub size: u64,
+    /// How many copies (each on its own node).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
+    pub replicas: u32,
+    /// Fewest in-sync copies that still take writes: 1 keeps serving on one copy when the
+    /// others fail (availability); 2 refuses writes rather than hold them on one copy.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub min_in_sync: u32,
+    /// Refuse to place two copies on one site.
+    #[arg(long)]
+    pub distinct_sites: bool,
+    #[command(flatten)]
+    pub etcd: EtcdArg,
+}
+
+#[derive(Debug, Args)]
+pub struct VolumeServeArgs {
+    /// The volume.
+    pub name: String,
+    /// Serve NBD on this address, e.g. 10.0.9.9:10809.
+    #[arg(long)]
+    pub listen: std::net::SocketAddr,
+    /// This candidate's name, shown by `volume status` (default: HOSTNAME/LISTEN).
+    #[arg(long = "name")]
+    pub candidate: Option<String>,
+    /// The lease's TTL: a dead controller is replaced after about this long (whole seconds).
+    #[arg(long, value_parser = parse_wait, default_value = "3s")]
+    pub lease: std::time::Duration,
+    #[command(flatten)]
+    pub etcd: EtcdArg,
+}
+
+/// `20GiB`, `512MiB`, `20G`, `1T`, `4096`: bytes, with binary units.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let bad = || format!("invalid size {s:?}: use e.g. 20GiB, 512MiB, 20G or a number of bytes");
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kib" | "kb" => 10,
+        "m" | "mib" | "mb" => 20,
+        "g" | "gib" | "gb" => 30,
+        "t" | "tib" | "tb" => 40,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(1u64 << shift).ok_or_else(bad)
 }
 
 #[derive(Debug, Args)]

@@ -19,7 +19,15 @@ fn main() {
         Ok(a) => a,
         Err(e) => std::process::exit(output::usage_error(e)),
     };
-    if !matches!(args.command, cli::Command::Serve(_)) {
+    // Servers stop gracefully on their own signal handlers (a volume controller resigns
+    // its lease so that another candidate takes over at once).
+    let own_signals = matches!(
+        args.command,
+        cli::Command::Serve(_)
+            | cli::Command::Replica(cli::ReplicaCommand::Serve(_))
+            | cli::Command::Volume(cli::VolumeCommand::Serve(_))
+    );
+    if !own_signals {
         stop_children_on_signals();
     }
     let code = match commands::run(args) {

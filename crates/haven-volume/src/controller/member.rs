@@ -6,6 +6,7 @@
 //! drops it; dropping the last handle closes the queue and its threads end.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -63,13 +64,16 @@ pub(crate) struct Member {
     /// None: the replica could not be reached when the member was made.
     queue: Option<Sender<Job>>,
     dead: String,
+    /// Set when a connection failed (it stays failed: the volume connects anew only
+    /// through a new member).
+    broken: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Member {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Member")
             .field("id", &self.id)
-            .field("alive", &self.queue.is_some())
+            .field("dead", &self.is_dead())
             .finish()
     }
 }
@@ -93,11 +97,12 @@ impl Member {
         }
         let (tx, rx) = channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
+        let broken = Arc::new(AtomicBool::new(false));
         for (n, client) in clients.into_iter().enumerate() {
-            let rx = Arc::clone(&rx);
+            let (rx, broken) = (Arc::clone(&rx), Arc::clone(&broken));
             thread::Builder::new()
                 .name(format!("replica {id} #{n}"))
-                .spawn(move || work(client, &rx))
+                .spawn(move || work(client, &rx, &broken))
                 .map_err(|e| ReplicaError::Failed {
                     replica: id.to_string(),
                     detail: format!("cannot start a worker thread: {e}"),
@@ -107,6 +112,7 @@ impl Member {
             id: id.to_string(),
             queue: Some(tx),
             dead: String::new(),
+            broken,
         };
         Ok((member, state.expect("at least one connection")))
     }
@@ -118,11 +124,13 @@ impl Member {
             id: id.to_string(),
             queue: None,
             dead: detail,
+            broken: Arc::new(AtomicBool::new(true)),
         }
     }
 
+    /// Unreachable: never connected, or a connection failed since.
     pub fn is_dead(&self) -> bool {
-        self.queue.is_none()
+        self.broken.load(Ordering::SeqCst)
     }
 
     /// Queues `op`; its reply arrives on `reply` tagged with `index`.
@@ -179,7 +187,7 @@ pub(crate) fn fan_out(members: &[&Member], op: Op, stamp: Stamp) -> Vec<Reply> {
         .collect()
 }
 
-fn work(mut client: ReplicaClient, jobs: &Mutex<Receiver<Job>>) {
+fn work(mut client: ReplicaClient, jobs: &Mutex<Receiver<Job>>, broken: &AtomicBool) {
     loop {
         let job = {
             let Ok(rx) = jobs.lock() else { return };
@@ -189,6 +197,9 @@ fn work(mut client: ReplicaClient, jobs: &Mutex<Receiver<Job>>) {
             }
         };
         let reply = run(&mut client, &job.op, job.stamp);
+        if matches!(reply, Err(ReplicaError::Unreachable { .. })) {
+            broken.store(true, Ordering::SeqCst);
+        }
         let _ = job.reply.send((job.index, reply));
     }
 }
@@ -203,8 +214,11 @@ fn run(client: &mut ReplicaClient, op: &Op, s: Stamp) -> Reply {
         } => client
             .write(s.epoch, s.gen, s.seq, s.settled, offset, data, fua)
             .map(|()| None),
-        Op::Zeroes { offset, len, fua } | Op::Trim { offset, len, fua } => client
+        Op::Zeroes { offset, len, fua } => client
             .write_zeroes(s.epoch, s.gen, s.seq, s.settled, offset, len, fua)
+            .map(|()| None),
+        Op::Trim { offset, len, fua } => client
+            .trim(s.epoch, s.gen, s.seq, s.settled, offset, len, fua)
             .map(|()| None),
         Op::Flush => client.flush(s.epoch).map(|()| None),
     }

@@ -18,15 +18,18 @@
 //! [`crate::nbd::BlockDevice`] of one epoch), [`take_over`], [`ResyncWorker`];
 //! [`fanout`] holds the pure rules of the write path.
 
+pub mod admin;
 pub mod fanout;
 
 mod copy;
+mod exports;
 mod locks;
 mod member;
 mod resync;
 mod takeover;
 mod volume;
 
+pub use exports::ControllerExports;
 pub use resync::{ResyncWorker, Step};
 pub use takeover::{take_over, TakeoverError, TakeoverOptions};
 pub use volume::{ResyncProgress, Volume, VolumeStatus};
@@ -101,6 +104,7 @@ pub enum ControllerError {
     Thread(std::io::Error),
 }
 
+#[derive(Debug)]
 struct Inner {
     coord: Coord,
     config: ControllerConfig,

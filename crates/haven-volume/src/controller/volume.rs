@@ -57,6 +57,8 @@ pub struct VolumeStatus {
     pub settled: u64,
     pub in_sync: Vec<ReplicaId>,
     pub resyncing: Vec<ResyncProgress>,
+    /// Resyncs finished in this epoch (the replica rejoined), oldest first.
+    pub resynced: Vec<ResyncProgress>,
     pub out: Vec<OutOfSync>,
     /// Why it stopped serving, once it did.
     pub stopped: Option<String>,
@@ -90,6 +92,7 @@ pub struct Volume {
     flushed_gen: AtomicU64,
     next_read: AtomicUsize,
     pub(super) progress: Mutex<BTreeMap<ReplicaId, ResyncProgress>>,
+    resynced: Mutex<Vec<ResyncProgress>>,
 }
 
 impl std::fmt::Debug for Volume {
@@ -137,6 +140,7 @@ impl Volume {
             lease_until: Mutex::new(lease_until),
             next_read: AtomicUsize::new(0),
             progress: Mutex::new(BTreeMap::new()),
+            resynced: Mutex::new(vec![]),
         }
     }
 
@@ -198,6 +202,7 @@ impl Volume {
             settled: self.settled(),
             in_sync: view.state.in_sync.clone(),
             resyncing: progress.values().cloned().collect(),
+            resynced: lock(&self.resynced).clone(),
             out: view.state.out.clone(),
             stopped: self.stop_reason(),
         }
@@ -422,7 +427,9 @@ impl Volume {
                 let target = view.resyncing.remove(pos);
                 view.in_sync.push(target.member);
                 drop(view);
-                lock(&self.progress).remove(id);
+                if let Some(done) = lock(&self.progress).remove(id) {
+                    lock(&self.resynced).push(done);
+                }
                 Ok(())
             }
             Err(e) => {

@@ -12,12 +12,14 @@ mod forget;
 mod init;
 mod key;
 mod ls;
+mod replica;
 mod restore;
 mod serve;
 mod snapshots;
 mod stats;
 mod tenant;
 mod unlock;
+mod volume;
 
 use std::sync::Arc;
 
@@ -59,6 +61,8 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Dr(d) => dr::run(g, d),
         Command::Demo(a) => demo::run(g, a),
         Command::Serve(a) => serve::run(g, a),
+        Command::Replica(r) => replica::run(r),
+        Command::Volume(v) => volume::run(g, v),
     }
 }
 

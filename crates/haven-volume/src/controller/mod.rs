@@ -275,11 +275,43 @@ fn run(inner: &Inner) {
     *lock(&inner.role) = Role::Stopped;
 }
 
-/// One epoch: takeover, then serve until the volume stops. Ok when it served.
+/// The lease as the keep-alive thread sees it, shared with the session.
+struct LeaseWatch {
+    /// The lease is certain until then.
+    until: Mutex<Instant>,
+    /// Why it was lost, once it was.
+    lost: Mutex<Option<String>>,
+    /// The volume, once taken over (the keep-alive tells it about the lease).
+    volume: Mutex<Option<Arc<Volume>>>,
+    done: AtomicBool,
+}
+
+/// One epoch: takeover, then serve until the volume stops. Ok when it served. The
+/// lease is kept alive from the start, so a long reconcile does not lose it.
 fn session(
     inner: &Inner,
     leadership: &Leadership,
     lease_until: Instant,
+) -> Result<(), TakeoverError> {
+    let watch = LeaseWatch {
+        until: Mutex::new(lease_until),
+        lost: Mutex::new(None),
+        volume: Mutex::new(None),
+        done: AtomicBool::new(false),
+    };
+    let period = (leadership.ttl / 3).max(Duration::from_millis(100));
+    thread::scope(|s| {
+        s.spawn(|| keep_alive(inner, leadership, &watch, period));
+        let served = serve_epoch(inner, leadership, &watch);
+        watch.done.store(true, Ordering::SeqCst);
+        served
+    })
+}
+
+fn serve_epoch(
+    inner: &Inner,
+    leadership: &Leadership,
+    watch: &LeaseWatch,
 ) -> Result<(), TakeoverError> {
     let cfg = &inner.config;
     *lock(&inner.role) = Role::TakingOver {
@@ -289,15 +321,19 @@ fn session(
         "haven: volume {}: {} won the lease, epoch {}; taking over",
         cfg.volume, cfg.candidate, leadership.epoch
     );
+    let until = *lock(&watch.until);
     let volume = Arc::new(take_over(
         &inner.coord,
         leadership.clone(),
         &cfg.takeover,
-        lease_until,
+        until,
     )?);
-    let period = (leadership.ttl / 3).max(Duration::from_millis(100));
+    *lock(&watch.volume) = Some(Arc::clone(&volume));
+    volume.extend_lease(*lock(&watch.until));
+    if let Some(why) = lock(&watch.lost).clone() {
+        volume.stop(why);
+    }
     thread::scope(|s| {
-        s.spawn(|| keep_alive(inner, &volume, period));
         s.spawn(|| {
             let mut worker = ResyncWorker::new(Arc::clone(&volume));
             while !volume.is_stopped() {
@@ -340,20 +376,41 @@ fn pause_while(volume: &Volume, d: Duration) {
     }
 }
 
-/// Refreshes the lease every `period`; the first failure stops serving.
-fn keep_alive(inner: &Inner, volume: &Volume, period: Duration) {
-    while !volume.is_stopped() {
-        pause_while(volume, period);
-        if volume.is_stopped() {
+/// Refreshes the lease every `period` until the session ends; the first failure stops
+/// serving (or the takeover's guarded transactions fail).
+fn keep_alive(inner: &Inner, leadership: &Leadership, watch: &LeaseWatch, period: Duration) {
+    let ended = || {
+        watch.done.load(Ordering::SeqCst)
+            || lock(&watch.volume).as_ref().is_some_and(|v| v.is_stopped())
+    };
+    loop {
+        let next = Instant::now() + period;
+        while !ended() && Instant::now() < next {
+            thread::sleep(Duration::from_millis(20));
+        }
+        if ended() {
             return;
         }
         if !inner.resign.load(Ordering::SeqCst) && inner.stop.load(Ordering::SeqCst) {
             return; // abandoned: let the lease expire
         }
         let asked = Instant::now();
-        match inner.coord.keep_alive_ttl(volume.leadership()) {
-            Ok(ttl) => volume.extend_lease(asked + ttl),
-            Err(e) => volume.stop(format!("the lease could not be refreshed: {e}")),
+        match inner.coord.keep_alive_ttl(leadership) {
+            Ok(ttl) => {
+                let mut until = lock(&watch.until);
+                *until = (*until).max(asked + ttl);
+                if let Some(v) = lock(&watch.volume).as_ref() {
+                    v.extend_lease(*until);
+                }
+            }
+            Err(e) => {
+                let why = format!("the lease could not be refreshed: {e}");
+                *lock(&watch.lost) = Some(why.clone());
+                if let Some(v) = lock(&watch.volume).as_ref() {
+                    v.stop(why);
+                }
+                return;
+            }
         }
     }
 }

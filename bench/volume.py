@@ -274,11 +274,26 @@ class Haven:
         wait_for("replica in site %s" % site.name, lambda: listening(site.ip, 7410))
 
     def cli(self, *args):
-        return subprocess.run([self.bin] + list(args) + ["--etcd", self.etcd], capture_output=True,
-                              text=True, check=True).stdout
+        r = subprocess.run([self.bin] + list(args) + ["--etcd", self.etcd], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError("haven %s: %s" % (" ".join(args), r.stderr.strip()))
+        return r.stdout
 
     def create(self, name, size, replicas):
-        self.cli("volume", "create", name, "--size", str(size), "--replicas", str(replicas))
+        # The replicas register in etcd just after they listen: retried until placed.
+        last = []
+
+        def created():
+            try:
+                self.cli("volume", "create", name, "--size", str(size), "--replicas", str(replicas))
+                return True
+            except RuntimeError as e:
+                last[:] = [str(e)]
+                raise
+        try:
+            wait_for("volume %s created" % name, created, limit=30)
+        except SystemExit:
+            die(last[0] if last else "volume create failed")
 
     def serve(self, name, candidate):
         port = free_port()

@@ -480,7 +480,7 @@ def report(rows, extra, work):
         "haven RF1 / qemu-nbd throughput: %.2f (target >= 0.90)" % (h1["seq_mib_s"] / q1["seq_mib_s"]),
         "haven RF2 / 2x qemu-nbd throughput: %.2f (target >= 0.80)" % (h2["seq_mib_s"] / q2["seq_mib_s"]),
         "haven RF2 / 2x qemu-nbd p99 latency: %.2f (target <= 1.5)" % (h2["p99_ms"] / q2["p99_ms"]),
-        "failover (last ack before kill -9 of the serving controller -> first ack after, lease %s): %.2f s (target < 5 s)"
+        "failover (last ack before kill -9 of the serving controller -> first ack after, lease %s): %.3f s (target < 5 s)"
         % (extra["failover_lease"], extra["failover_s"]),
         "resync of a replica away while 1 %% of %d GiB was written (%d x 1 MiB extents): %.2f s; full rebuild %.2f s; ratio %.3f (target < 0.1)"
         % (extra["resync_gib"], extra["extents"], extra["resync_s"], extra["rebuild_s"], extra["resync_s"] / extra["rebuild_s"]),

@@ -272,6 +272,45 @@ fn writes_reach_every_replica_a_dead_one_leaves_before_the_ack_and_resyncs_its_d
 }
 
 #[test]
+fn a_bulk_load_that_was_flushed_is_not_copied_again_by_a_resync() {
+    let mut rig = Rig::new(2);
+    rig.create("bulk", 2, 1);
+    let served = Served::start(&rig.coord, "bulk", "ctl-a");
+    let volume = served.wait_serving();
+    let mut client = served.client("bulk");
+    // The whole volume written, then one FLUSH, well within the generation's period.
+    let mib = pattern(7, MIB as usize);
+    for i in 0..SIZE / MIB {
+        client.write(i * MIB, &mib, false).unwrap();
+    }
+    client.flush().unwrap();
+    rig.replicas[1].kill();
+    client.write(3 * MIB, &pattern(8, 4096), true).unwrap();
+    client.write(11 * MIB, &pattern(9, 4096), true).unwrap();
+    rig.replicas[1].restart();
+    wait_until("the replica rejoins", Duration::from_secs(30), || {
+        rig.in_sync("bulk").len() == 2
+    });
+    let resync = volume
+        .status()
+        .resynced
+        .last()
+        .cloned()
+        .expect("a finished resync");
+    assert_eq!(resync.mode, "dirty", "{resync:?}");
+    let all = SIZE / haven_volume::region::REGION_SIZE;
+    assert!(
+        resync.regions_total >= 2 && resync.regions_total <= 2 + all / 32,
+        "the flushed bulk load was resynced again: {resync:?} of {all} regions"
+    );
+    client.flush().unwrap();
+    assert!(
+        rig.replicas[0].data("bulk") == rig.replicas[1].data("bulk"),
+        "the replicas differ after the resync"
+    );
+}
+
+#[test]
 fn a_replica_that_lost_its_disk_is_rebuilt_in_full() {
     let mut rig = Rig::new(2);
     rig.create("vol2", 2, 1);
@@ -334,6 +373,11 @@ fn another_candidate_takes_over_with_a_higher_epoch_and_serves_the_same_data() {
     let vb = b.wait_serving();
     assert!(vb.epoch() > epoch_a, "{} > {epoch_a}", vb.epoch());
     let mut client_b = b.client("vol3");
+    assert_eq!(
+        client_b.info().description,
+        Some(format!("haven volume vol3 epoch {}", vb.epoch())),
+        "NBD_INFO_DESCRIPTION names the serving epoch"
+    );
     assert_eq!(client_b.read(2 * MIB, data.len() as u32).unwrap(), data);
     client_b.write(4 * MIB, &pattern(10, 4096), true).unwrap();
 

@@ -25,6 +25,13 @@ use crate::coord::{Coord, CoordError, Leadership, OutOfSync, ReplicaId, SyncStat
 /// flush, not since the last change of the in-sync set (which may be days ago). With the
 /// replicas' 64 kept generations this keeps at least ~10 minutes of history.
 const GEN_PERIOD: Duration = Duration::from_secs(10);
+
+/// ... or sooner, once the writes of the current generation touched this fraction of the
+/// volume's regions (1 / GEN_SHARE): a replica that leaves then resyncs at most about that
+/// much beyond what was written since it left (a bulk load followed by a FLUSH is not
+/// copied again), and 64 kept generations still cover a whole volume's worth of writes.
+/// At most one guarded etcd update per that many region writes.
+const GEN_SHARE: u64 = 64;
 use crate::nbd::{BlockDevice, IoFailure};
 use crate::region::regions_of;
 use crate::replica::ReplicaError;
@@ -98,6 +105,9 @@ pub struct Volume {
     flushed_gen: AtomicU64,
     /// When the current generation began (see [`GEN_PERIOD`]).
     gen_started: Mutex<Instant>,
+    /// Regions the writes of the current generation touched (with repeats; see
+    /// [`GEN_SHARE`]).
+    gen_touched: AtomicU64,
     next_read: AtomicUsize,
     pub(super) progress: Mutex<BTreeMap<ReplicaId, ResyncProgress>>,
     resynced: Mutex<Vec<ResyncProgress>>,
@@ -150,6 +160,7 @@ impl Volume {
             progress: Mutex::new(BTreeMap::new()),
             resynced: Mutex::new(vec![]),
             gen_started: Mutex::new(Instant::now()),
+            gen_touched: AtomicU64::new(0),
         }
     }
 
@@ -256,7 +267,10 @@ impl Volume {
     fn mutate(&self, op: Op, offset: u64, len: u64) -> Result<(), IoFailure> {
         self.check_serving()?;
         self.check_range(offset, len)?;
-        let _held = self.regions.lock(regions_of(offset, len));
+        let regions = regions_of(offset, len);
+        self.gen_touched
+            .fetch_add(regions.end - regions.start, Ordering::Relaxed);
+        let _held = self.regions.lock(regions);
         let view = self.view();
         let (seq, settled) = lock(&self.seqs).begin();
         let stamp = Stamp {
@@ -391,16 +405,19 @@ impl Volume {
     }
 
     /// Starts a new generation (guarded, like every change of the in-sync record) when the
-    /// current one is older than [`GEN_PERIOD`]. Taking the view for writing waits for the
+    /// current one is older than [`GEN_PERIOD`] or touched a [`GEN_SHARE`]th of the
+    /// regions. Taking the view for writing waits for the
     /// writes in flight, so every write acknowledged before the FLUSH that follows carries
     /// an older gen. An etcd hiccup only skips the bump; a newer controller stops this one.
     fn advance_gen_if_due(&self) -> Result<(), IoFailure> {
         {
             let mut started = lock(&self.gen_started);
-            if started.elapsed() < GEN_PERIOD {
+            let share = (self.size.div_ceil(crate::region::REGION_SIZE) / GEN_SHARE).max(1);
+            if started.elapsed() < GEN_PERIOD && self.gen_touched.load(Ordering::Relaxed) < share {
                 return Ok(());
             }
             *started = Instant::now();
+            self.gen_touched.store(0, Ordering::Relaxed);
         }
         let mut view = self.view_mut();
         let mut next = view.state.clone();
@@ -598,6 +615,16 @@ impl BlockDevice for Volume {
 
     fn trim(&self, offset: u64, len: u64, fua: bool) -> Result<(), IoFailure> {
         self.mutate(Op::Trim { offset, len, fua }, offset, len)
+    }
+
+    /// `haven volume NAME epoch N`: a client that asks (NBD_INFO_DESCRIPTION) learns
+    /// which epoch acknowledges its writes (the fault tests check that no two controllers
+    /// acknowledged in one epoch).
+    fn description(&self) -> Option<String> {
+        Some(format!(
+            "haven volume {} epoch {}",
+            self.name, self.leadership.epoch
+        ))
     }
 
     fn flush(&self) -> Result<(), IoFailure> {

@@ -69,12 +69,14 @@ impl ClientError {
 pub type Result<T, E = ClientError> = std::result::Result<T, E>;
 
 /// What NBD_OPT_GO (or EXPORT_NAME) told about the export.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExportInfo {
     pub size: u64,
     pub flags: u16,
     /// (minimum, preferred, maximum payload) when the server sent NBD_INFO_BLOCK_SIZE.
     pub block_sizes: Option<(u32, u32, u32)>,
+    /// NBD_INFO_DESCRIPTION's text, when the server sent one.
+    pub description: Option<String>,
 }
 
 /// One connection in the transmission phase. Not shared between threads (open one per
@@ -220,11 +222,12 @@ impl Handshake {
     fn go(&mut self, export: &str) -> Result<Option<ExportInfo>> {
         let req = InfoRequest {
             name: export.to_owned(),
-            requests: vec![proto::INFO_BLOCK_SIZE],
+            requests: vec![proto::INFO_BLOCK_SIZE, proto::INFO_DESCRIPTION],
         };
         self.send_option(proto::OPT_GO, &req.encode())?;
         let mut export_info: Option<(u64, u16)> = None;
         let mut block_sizes = None;
+        let mut description = None;
         loop {
             let (reply, data) = self.reply(proto::OPT_GO)?;
             match reply {
@@ -242,6 +245,9 @@ impl Handshake {
                             };
                             block_sizes = Some((word(2), word(6), word(10)));
                         }
+                        (Some(proto::INFO_DESCRIPTION), _) => {
+                            description = Some(String::from_utf8_lossy(&data[2..]).into_owned());
+                        }
                         (Some(proto::INFO_EXPORT | proto::INFO_BLOCK_SIZE), n) => {
                             return Err(self.protocol(format!("an NBD_REP_INFO of {n} bytes")));
                         }
@@ -257,6 +263,7 @@ impl Handshake {
                         size,
                         flags,
                         block_sizes,
+                        description,
                     }));
                 }
                 proto::REP_ERR_UNSUP => return Ok(None),
@@ -281,6 +288,7 @@ impl Handshake {
             size: u64::from_be_bytes(b[0..8].try_into().expect("8 bytes")),
             flags: u16::from_be_bytes([b[8], b[9]]),
             block_sizes: None,
+            description: None,
         })
     }
 }
@@ -346,8 +354,8 @@ impl NbdClient {
         self.info.size
     }
 
-    pub fn info(&self) -> ExportInfo {
-        self.info
+    pub fn info(&self) -> &ExportInfo {
+        &self.info
     }
 
     pub fn read(&mut self, offset: u64, len: u32) -> Result<Vec<u8>> {

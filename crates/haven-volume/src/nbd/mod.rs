@@ -62,6 +62,11 @@ pub trait BlockDevice: Send + Sync {
     fn trim(&self, offset: u64, len: u64, fua: bool) -> Result<(), IoFailure>;
     /// Every write acknowledged before this call durable before it returns.
     fn flush(&self) -> Result<(), IoFailure>;
+    /// Text for NBD_INFO_DESCRIPTION (sent when a client asks for it), e.g. who serves
+    /// the export in which epoch; none by default.
+    fn description(&self) -> Option<String> {
+        None
+    }
 }
 
 impl IoFailure {

@@ -342,6 +342,14 @@ pub fn info_name(name: &str) -> Vec<u8> {
     b
 }
 
+/// NBD_INFO_DESCRIPTION's payload (type included).
+pub fn info_description(text: &str) -> Vec<u8> {
+    let mut b = Vec::with_capacity(2 + text.len());
+    b.extend_from_slice(&INFO_DESCRIPTION.to_be_bytes());
+    b.extend_from_slice(text.as_bytes());
+    b
+}
+
 /// NBD_REP_SERVER's payload: one export name (no description).
 pub fn rep_server(name: &str) -> Vec<u8> {
     let mut b = Vec::with_capacity(4 + name.len());

@@ -559,6 +559,12 @@ impl Conn<'_> {
         if req.requests.contains(&proto::INFO_NAME) {
             proto::write_option_reply(w, option, proto::REP_INFO, &proto::info_name(&req.name))?;
         }
+        if req.requests.contains(&proto::INFO_DESCRIPTION) {
+            if let Some(text) = device.description() {
+                let info = proto::info_description(&text);
+                proto::write_option_reply(w, option, proto::REP_INFO, &info)?;
+            }
+        }
         proto::write_option_reply(w, option, proto::REP_ACK, &[])?;
         Ok((option == proto::OPT_GO).then_some(Session { device, size }))
     }

@@ -72,7 +72,7 @@ fn commands_reach_the_device() {
     let (srv, dev) = start(4 * MIB);
     let mut c = NbdClient::connect(srv.addr, "disk").unwrap();
     assert_eq!(c.size(), 4 * MIB as u64);
-    let info = c.info();
+    let info = c.info().clone();
     assert_eq!(info.block_sizes, Some((1, 4096, 32 << 20)));
     for f in [
         proto::FLAG_HAS_FLAGS,

@@ -406,9 +406,9 @@ fn corrupted_and_foreign_frames_are_refused_and_the_server_stays_up() {
         Some(Response::Error(e)) => assert!(e.message.contains("magic"), "{}", e.message),
         other => panic!("{other:?}"),
     }
-    let mut v2 = Request::Info.encode(1);
-    v2[3] = b'2';
-    match exchange(&v2) {
+    let mut v1 = Request::Info.encode(1);
+    v1[3] = b'1'; // an older peer
+    match exchange(&v1) {
         Some(Response::Error(e)) => assert!(e.message.contains("version"), "{}", e.message),
         other => panic!("{other:?}"),
     }

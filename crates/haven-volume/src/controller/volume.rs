@@ -601,12 +601,12 @@ impl BlockDevice for Volume {
     }
 
     fn write(&self, offset: u64, data: &[u8], fua: bool) -> Result<(), IoFailure> {
-        let op = Op::Write {
-            offset,
-            data: Arc::new(data.to_vec()),
-            fua,
-        };
-        self.mutate(op, offset, data.len() as u64)
+        self.write_shared(offset, Arc::new(data.to_vec()), fua)
+    }
+
+    fn write_shared(&self, offset: u64, data: Arc<Vec<u8>>, fua: bool) -> Result<(), IoFailure> {
+        let len = data.len() as u64;
+        self.mutate(Op::Write { offset, data, fua }, offset, len)
     }
 
     fn write_zeroes(&self, offset: u64, len: u64, fua: bool) -> Result<(), IoFailure> {

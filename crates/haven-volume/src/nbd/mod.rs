@@ -58,6 +58,11 @@ pub trait BlockDevice: Send + Sync {
     fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), IoFailure>;
     /// `fua`: durable before returning.
     fn write(&self, offset: u64, data: &[u8], fua: bool) -> Result<(), IoFailure>;
+    /// [`BlockDevice::write`] of data the caller already holds in an `Arc` (the NBD
+    /// server): a device that keeps or fans out the buffer takes it without a copy.
+    fn write_shared(&self, offset: u64, data: Arc<Vec<u8>>, fua: bool) -> Result<(), IoFailure> {
+        self.write(offset, &data, fua)
+    }
     fn write_zeroes(&self, offset: u64, len: u64, fua: bool) -> Result<(), IoFailure>;
     fn trim(&self, offset: u64, len: u64, fua: bool) -> Result<(), IoFailure>;
     /// Every write acknowledged before this call durable before it returns.

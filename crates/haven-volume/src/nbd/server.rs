@@ -353,8 +353,8 @@ struct Conn<'a> {
 /// A request read from the socket, waiting for a worker.
 struct Job {
     req: Request,
-    /// A WRITE's data.
-    payload: Vec<u8>,
+    /// A WRITE's data (shared with the device: [`BlockDevice::write_shared`]).
+    payload: Arc<Vec<u8>>,
     /// Refused while reading (an oversized WRITE whose payload was skipped).
     refused: Option<IoFailure>,
 }
@@ -643,7 +643,7 @@ impl Conn<'_> {
             if jobs
                 .send(Job {
                     req,
-                    payload,
+                    payload: Arc::new(payload),
                     refused,
                 })
                 .is_err()
@@ -722,7 +722,10 @@ impl Conn<'_> {
         }
         let fua = req.flags & proto::CMD_FLAG_FUA != 0;
         match req.command {
-            proto::CMD_WRITE => (session.device.write(req.offset, &job.payload, fua), None),
+            proto::CMD_WRITE => {
+                let data = Arc::clone(&job.payload);
+                (session.device.write_shared(req.offset, data, fua), None)
+            }
             proto::CMD_READ => {
                 let mut frame = vec![0u8; SimpleReply::SIZE + req.len as usize];
                 match session
@@ -749,8 +752,13 @@ impl Conn<'_> {
         if len > proto::MAX_PAYLOAD {
             proto::skip(r, u64::from(len))?;
         } else {
-            buf.resize(len as usize, 0);
-            r.read_exact(buf)?;
+            // Into spare capacity: no zero-filling of what the socket overwrites.
+            buf.clear();
+            buf.reserve_exact(len as usize);
+            r.by_ref().take(u64::from(len)).read_to_end(buf)?;
+            if buf.len() != len as usize {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
         }
         r.get_ref().set_read_timeout(self.config.idle_timeout)
     }

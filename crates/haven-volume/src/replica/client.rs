@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::{ReplicaError, ReplicaInfo, Result, VolumeState};
 use crate::region::RegionMap;
 use crate::wire::{
-    encode_write, read_frame, ErrorCode, Request, Response, WireError, WriteStamp,
+    read_frame, write_write, ErrorCode, Request, Response, WireError, WriteStamp,
     MAX_CHECKSUM_REGIONS,
 };
 
@@ -62,14 +62,13 @@ impl ReplicaClient {
     /// Sends `request` and reads its response; an ERROR response becomes the matching
     /// [`ReplicaError`].
     fn call(&mut self, request: &Request) -> Result<Response> {
-        self.call_with(|id| request.encode(id), request)
+        self.call_with(|id, w| w.write_all(&request.encode(id)), request)
     }
 
-    /// Like `call`, with the frame's bytes made by `encode` (`about` names the request in
-    /// errors).
+    /// Like `call`, with the frame sent by `send` (`about` names the request in errors).
     fn call_with(
         &mut self,
-        encode: impl FnOnce(u64) -> Vec<u8>,
+        send: impl FnOnce(u64, &mut TcpStream) -> std::io::Result<()>,
         about: &Request,
     ) -> Result<Response> {
         let request = about;
@@ -78,7 +77,7 @@ impl ReplicaClient {
         let Some((stream, reader)) = self.stream.as_mut() else {
             return Err(self.unreachable("connection closed after an earlier failure".into()));
         };
-        let sent = stream.write_all(&encode(id));
+        let sent = send(id, stream);
         let frame = match sent.map_err(Into::into).and_then(|()| read_frame(reader)) {
             Ok(frame) => frame,
             Err(e) => return Err(self.unreachable(e.to_string())),
@@ -207,7 +206,10 @@ impl ReplicaClient {
         };
         // Errors name the request by its epoch only: no copy of the data for that.
         let about = Request::Flush { epoch };
-        match self.call_with(|id| encode_write(id, &stamp, offset, data, fua), &about)? {
+        match self.call_with(
+            |id, w| write_write(w, id, &stamp, offset, data, fua),
+            &about,
+        )? {
             Response::Done => Ok(()),
             other => Err(self.unexpected(other)),
         }

@@ -1,5 +1,5 @@
 //! Replicas: the server (`haven replica serve`), its store and the client the controller
-//! uses. Spec: docs/VOLUMES.md, "Replica protocol, version 1".
+//! uses. Spec: docs/VOLUMES.md, "Replica protocol, version 2".
 //!
 //! ```text
 //! controller ── ReplicaClient (client.rs) ── wire frames over TCP ──▶ ReplicaServer (server.rs)

@@ -245,20 +245,31 @@ pub fn write_frame(
     let len: usize = parts.iter().map(|p| p.len()).sum();
     let head = header(kind, flags, id, len);
     let sum = checksum(&head, parts);
-    let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(parts.len() + 2);
-    slices.push(IoSlice::new(&head));
-    slices.extend(
-        parts
-            .iter()
-            .filter(|p| !p.is_empty())
-            .map(|p| IoSlice::new(p)),
-    );
-    slices.push(IoSlice::new(&sum));
-    let mut slices = &mut slices[..];
-    while !slices.is_empty() {
-        match w.write_vectored(slices) {
+    let mut pieces: Vec<&[u8]> = Vec::with_capacity(parts.len() + 2);
+    pieces.push(&head);
+    pieces.extend(parts.iter().copied().filter(|p| !p.is_empty()));
+    pieces.push(&sum);
+    // (first piece not fully sent, bytes of it already sent)
+    let (mut first, mut sent) = (0, 0);
+    while first < pieces.len() {
+        let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(pieces.len() - first);
+        slices.push(IoSlice::new(&pieces[first][sent..]));
+        slices.extend(pieces[first + 1..].iter().map(|p| IoSlice::new(p)));
+        match w.write_vectored(&slices) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => IoSlice::advance_slices(&mut slices, n),
+            Ok(mut n) => {
+                while n > 0 {
+                    let left = pieces[first].len() - sent;
+                    if n < left {
+                        sent += n;
+                        n = 0;
+                    } else {
+                        n -= left;
+                        first += 1;
+                        sent = 0;
+                    }
+                }
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }

@@ -11,6 +11,9 @@ namespaces (veth pairs; every replica shares this machine's one disk):
   haven RF 1         `haven volume serve` (host) -> one `haven replica serve` in site a
   haven RF 2         the same with replicas in sites a and b
 
+Every configuration runs at once; ROUNDS (3) rounds measure the four in turn on fresh
+storage, reported as medians (throughput, CPU) and pooled percentiles (latency).
+
 Measures: sequential write throughput (SEQ_MIB of 1 MiB writes, 8 in flight, one FLUSH at
 the end) and 4 KiB synchronous write latency (SYNC_WRITES writes with FUA at random
 4 KiB-aligned offsets, one at a time; p50, p99). Then, for Haven only: failover time (a
@@ -43,6 +46,7 @@ ROOT = os.path.dirname(HERE)
 SEQ_MIB = int(os.environ.get("SEQ_MIB", "1024"))
 SYNC_WRITES = int(os.environ.get("SYNC_WRITES", "10000"))
 RESYNC_GIB = int(os.environ.get("RESYNC_GIB", "4"))
+ROUNDS = int(os.environ.get("ROUNDS", "3"))
 LEASE = os.environ.get("LEASE", "3s")
 TAG = "hvb%d" % (os.getpid() % 10000)
 STARTED = []  # Popen objects to stop at the end
@@ -225,9 +229,27 @@ def measure(label, uris, size):
         "seq_cpu_s_per_gib": cpu_seq / (seq_bytes / (1 << 30)),
         "p50_ms": lat[len(lat) // 2] * 1000,
         "p99_ms": lat[int(len(lat) * 0.99)] * 1000,
+        "lat": lat,
     }
     log("%-12s seq %.0f MiB/s, 4K FUA p50 %.2f ms p99 %.2f ms" % (label, row["seq_mib_s"], row["p50_ms"], row["p99_ms"]))
     return row
+
+
+def combine(label, rounds):
+    """One configuration over every round: median throughput and CPU, latency
+    percentiles of all rounds' samples pooled."""
+    def median(xs):
+        xs = sorted(xs)
+        return xs[len(xs) // 2]
+    lat = sorted(x for r in rounds for x in r["lat"])
+    return {
+        "label": label,
+        "seq_mib_s": median([r["seq_mib_s"] for r in rounds]),
+        "seq_range": (min(r["seq_mib_s"] for r in rounds), max(r["seq_mib_s"] for r in rounds)),
+        "seq_cpu_s_per_gib": median([r["seq_cpu_s_per_gib"] for r in rounds]),
+        "p50_ms": lat[len(lat) // 2] * 1000,
+        "p99_ms": lat[int(len(lat) * 0.99)] * 1000,
+    }
 
 
 # ---- the servers ---------------------------------------------------------------------
@@ -379,27 +401,34 @@ def main():
     try:
         a, b = Site(1, "a"), Site(2, "b")
         size = max(SEQ_MIB << 20, 1 << 30)
-        # Baselines.
-        u1 = qemu_nbd(a, os.path.join(work, "q1.img"), size, logs)
-        rows.append(measure("qemu-nbd RF1", [u1], size))
-        u2 = qemu_nbd(b, os.path.join(work, "q2.img"), size, logs)
-        os.truncate(os.path.join(work, "q1.img"), 0)
-        os.truncate(os.path.join(work, "q1.img"), size)
-        rows.append(measure("2x qemu-nbd", [u1, u2], size))
-        for p in list(STARTED):
-            stop(p)
-        STARTED.clear()
-        for f in ("q1.img", "q2.img"):
-            os.unlink(os.path.join(work, f))
-        # Haven.
+        # Every configuration up at once; ROUNDS rounds, each measuring the four in turn
+        # on fresh storage (an emptied image, a new volume), so that the machine's drift
+        # (a shared VM) falls on all of them alike.
+        images = [os.path.join(work, f) for f in ("q1.img", "q2.img")]
+        u1 = qemu_nbd(a, images[0], size, logs)
+        u2 = qemu_nbd(b, images[1], size, logs)
         haven = Haven(haven_bin, work, [a, b], logs)
-        for rf in (1, 2):
-            name = "rf%d" % rf
-            haven.create(name, size, rf)
-            p, port = haven.serve(name, "bench")
-            haven.wait_serving(name, port)
-            rows.append(measure("haven RF%d" % rf, ["nbd://127.0.0.1:%d/%s" % (port, name)], size))
-            stop(p)
+        samples = {k: [] for k in ("qemu-nbd RF1", "2x qemu-nbd", "haven RF1", "haven RF2")}
+        for rnd in range(ROUNDS):
+            log("round %d of %d" % (rnd + 1, ROUNDS))
+            for img in images:
+                os.truncate(img, 0)
+                os.truncate(img, size)
+            samples["qemu-nbd RF1"].append(measure("qemu-nbd RF1", [u1], size))
+            for img in images:
+                os.truncate(img, 0)
+                os.truncate(img, size)
+            samples["2x qemu-nbd"].append(measure("2x qemu-nbd", [u1, u2], size))
+            for rf in (1, 2):
+                name = "rf%d-%d" % (rf, rnd)
+                haven.create(name, size, rf)
+                p, port = haven.serve(name, "bench")
+                haven.wait_serving(name, port)
+                uri = "nbd://127.0.0.1:%d/%s" % (port, name)
+                samples["haven RF%d" % rf].append(measure("haven RF%d" % rf, [uri], size))
+                stop(p)
+                haven.cli("volume", "delete", name)
+        rows = [combine(k, v) for k, v in samples.items()]
         # Failover: two candidates, kill -9 the serving one.
         haven.create("fo", 1 << 30, 2)
         c1 = haven.serve("fo", "c1")
@@ -476,11 +505,13 @@ def report(rows, extra, work):
         % (os.cpu_count(), os.uname().release),
         "sequential: %d MiB of 1 MiB writes, 8 in flight, FLUSH at the end; sync: %d x 4 KiB FUA writes, one at a time"
         % (SEQ_MIB, SYNC_WRITES),
+        "%d rounds, each measuring the four configurations in turn on fresh storage; seq and CPU: median of the rounds"
+        " (range in brackets); p50/p99: all rounds' sync writes pooled; CPU s/GiB: busy CPU of the whole machine" % ROUNDS,
         "",
-        "%-14s %10s %12s %10s %10s" % ("", "seq MiB/s", "CPU s/GiB", "p50 ms", "p99 ms"),
+        "%-14s %10s %13s %12s %10s %10s" % ("", "seq MiB/s", "(range)", "CPU s/GiB", "p50 ms", "p99 ms"),
     ]
     for r in rows:
-        lines.append("%-14s %10.0f %12.2f %10.3f %10.3f" % (r["label"], r["seq_mib_s"], r["seq_cpu_s_per_gib"], r["p50_ms"], r["p99_ms"]))
+        lines.append("%-14s %10.0f %13s %12.2f %10.3f %10.3f" % (r["label"], r["seq_mib_s"], "(%.0f-%.0f)" % r["seq_range"], r["seq_cpu_s_per_gib"], r["p50_ms"], r["p99_ms"]))
     lines += [
         "",
         "haven RF1 / qemu-nbd throughput: %.2f (target >= 0.90)" % (h1["seq_mib_s"] / q1["seq_mib_s"]),

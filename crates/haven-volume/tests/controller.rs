@@ -351,6 +351,52 @@ fn a_replica_that_lost_its_disk_is_rebuilt_in_full() {
 }
 
 #[test]
+fn volume_status_shows_a_resync_in_progress_from_the_serving_controller() {
+    let mut rig = Rig::new(2);
+    // Big enough that a full rebuild outlasts the once-a-second publication.
+    let size = 8 << 30;
+    rig.create_sized("big", size, 2, 1);
+    let served = Served::start(&rig.coord, "big", "ctl-a");
+    served.wait_serving();
+    let mut client = served.client("big");
+    client.write(MIB, &pattern(3, 4096), true).unwrap();
+    rig.replicas[1].kill();
+    std::fs::remove_dir_all(rig.replicas[1].dir.join("volumes")).unwrap();
+    client.write(2 * MIB, &pattern(4, 4096), true).unwrap();
+    rig.replicas[1].restart();
+    let all = size / haven_volume::region::REGION_SIZE;
+    let mut seen = None;
+    wait_until(
+        "the report shows the resync",
+        Duration::from_secs(60),
+        || {
+            let report = volume_report(&rig.coord, "big").unwrap();
+            seen = report.resyncing.first().cloned();
+            seen.is_some() || report.in_sync.len() == 2
+        },
+    );
+    let seen = seen.expect("the rebuild ended before the report showed it");
+    assert_eq!(seen.replica, rig.replicas[1].id);
+    assert_eq!((seen.mode.as_str(), seen.regions_total), ("full", all));
+    assert!(seen.regions_done <= all);
+    wait_until(
+        "the rebuilt replica rejoins",
+        Duration::from_secs(120),
+        || rig.in_sync("big").len() == 2,
+    );
+    wait_until(
+        "the report shows no resync",
+        Duration::from_secs(10),
+        || {
+            volume_report(&rig.coord, "big")
+                .unwrap()
+                .resyncing
+                .is_empty()
+        },
+    );
+}
+
+#[test]
 fn another_candidate_takes_over_with_a_higher_epoch_and_serves_the_same_data() {
     let rig = Rig::new(2);
     rig.create("vol3", 2, 1);

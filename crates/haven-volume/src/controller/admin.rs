@@ -199,6 +199,8 @@ pub struct VolumeReport {
     pub in_sync: Vec<ReplicaId>,
     pub out: Vec<OutReport>,
     pub holders: Vec<HolderReport>,
+    /// Resyncs in progress, as the serving controller last published them.
+    pub resyncing: Vec<crate::coord::ResyncProgress>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -236,6 +238,10 @@ fn report(
     let controller = coord
         .leader(&spec.name)?
         .map(|(name, epoch)| ControllerReport { name, epoch });
+    let resyncing = match (&controller, coord.progress(&spec.name)?) {
+        (Some(c), Some(p)) if p.epoch == c.epoch => p.resyncing,
+        _ => vec![],
+    };
     let alive = |id: &str| addrs.get(id).is_some_and(|(_, alive)| *alive);
     let out = state
         .out
@@ -276,5 +282,6 @@ fn report(
         in_sync: state.in_sync,
         out,
         holders,
+        resyncing,
     })
 }

@@ -342,6 +342,7 @@ fn serve_epoch(
                 }
             }
         });
+        s.spawn(|| publish_progress(inner, leadership, &volume));
         *lock(&inner.serving) = Some(Arc::clone(&volume));
         *lock(&inner.role) = Role::Serving {
             epoch: leadership.epoch,
@@ -367,6 +368,23 @@ fn serve_epoch(
         *lock(&inner.last_error) = Some(reason);
     }
     Ok(())
+}
+
+/// Publishes the resyncs in progress for `volume status` when they change (at most once
+/// a second), and once more when the last one ended. Best effort: an etcd hiccup only
+/// delays it.
+fn publish_progress(inner: &Inner, leadership: &Leadership, volume: &Volume) {
+    let mut published: Option<Vec<ResyncProgress>> = None;
+    while !volume.is_stopped() {
+        let now = volume.status().resyncing;
+        if published.as_ref() != Some(&now) {
+            match inner.coord.publish_progress(leadership, &now) {
+                Ok(()) => published = Some(now),
+                Err(e) => note_error(inner, format!("publishing resync progress: {e}")),
+            }
+        }
+        pause_while(volume, Duration::from_secs(1));
+    }
 }
 
 fn pause_while(volume: &Volume, d: Duration) {

@@ -51,15 +51,7 @@ pub(super) struct Target {
     pub failed: Arc<AtomicBool>,
 }
 
-/// Progress of one replica's resync.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct ResyncProgress {
-    pub replica: ReplicaId,
-    /// `dirty` (regions written since it left) or `full` (every region).
-    pub mode: String,
-    pub regions_done: u64,
-    pub regions_total: u64,
-}
+pub use crate::coord::ResyncProgress;
 
 /// What a serving volume reports.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

@@ -24,6 +24,7 @@ mod volumes;
 pub use etcd::CALL_TIMEOUT;
 pub use placement::{format_bytes, place};
 pub use replicas::Registration;
+pub use volumes::{ProgressRecord, ResyncProgress};
 
 /// Errors of coordination calls.
 #[derive(Debug, thiserror::Error)]
@@ -150,6 +151,9 @@ pub(crate) mod keys {
     }
     pub fn controller(name: &str) -> String {
         format!("{VOLUMES}{name}/controller")
+    }
+    pub fn progress(name: &str) -> String {
+        format!("{VOLUMES}{name}/progress")
     }
     pub fn replica(id: &str) -> String {
         format!("{REPLICAS}{id}")

@@ -2,7 +2,25 @@
 
 use haven_sources::etcd::Txn;
 
-use super::{decode, encode, keys, Coord, CoordError, Result, SyncState, VolumeSpec};
+use super::{decode, encode, keys, Coord, CoordError, Leadership, Result, SyncState, VolumeSpec};
+
+/// Progress of one replica's resync.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ResyncProgress {
+    pub replica: super::ReplicaId,
+    /// `dirty` (regions written since it left) or `full` (every region).
+    pub mode: String,
+    pub regions_done: u64,
+    pub regions_total: u64,
+}
+
+/// What the serving controller publishes about its resyncs (`volume status` shows it).
+/// Informational: bound to the controller's lease, so it goes when the controller goes.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ProgressRecord {
+    pub epoch: u64,
+    pub resyncing: Vec<ResyncProgress>,
+}
 
 /// A volume name is a path segment of its keys: no `/`, nothing that reads as `.`/`..`.
 pub(crate) fn check_name(name: &str) -> Result<()> {
@@ -65,6 +83,46 @@ impl Coord {
             return Err(CoordError::NoVolume(name.to_string()));
         }
         Ok(())
+    }
+
+    /// Publishes the resyncs in progress, bound to the controller's lease and only while
+    /// `leadership` holds the controller key (Err(Superseded) otherwise).
+    pub fn publish_progress(
+        &self,
+        leadership: &Leadership,
+        resyncing: &[ResyncProgress],
+    ) -> Result<()> {
+        let volume = &leadership.volume;
+        let (controller, key) = (keys::controller(volume), keys::progress(volume));
+        let record = ProgressRecord {
+            epoch: leadership.epoch,
+            resyncing: resyncing.to_vec(),
+        };
+        let txn = Txn::new()
+            .when_create_revision(controller.as_bytes(), leadership.epoch as i64)
+            .then_put(key.as_bytes(), &encode(&record), leadership.lease);
+        if self.cluster.run(|c| c.txn(&txn))?.succeeded {
+            Ok(())
+        } else {
+            Err(CoordError::Superseded {
+                volume: volume.clone(),
+                epoch: leadership.epoch,
+            })
+        }
+    }
+
+    /// The serving controller's last published progress, if any.
+    pub fn progress(&self, volume: &str) -> Result<Option<ProgressRecord>> {
+        check_name(volume)?;
+        let key = keys::progress(volume);
+        let page = self
+            .cluster
+            .run(|c| c.range(key.as_bytes(), &[], 0, 1, false))?;
+        page.kvs
+            .into_iter()
+            .next()
+            .map(|kv| decode(&key, &kv.value))
+            .transpose()
     }
 
     /// The in-sync record; `NoVolume` when the volume does not exist.

@@ -154,12 +154,17 @@ fn print_report(r: &VolumeReport) {
         }
     );
     for o in &r.out {
+        let doing = match r.resyncing.iter().find(|p| p.replica == o.replica) {
+            Some(p) => format!(
+                "resyncing ({}): {} of {} regions",
+                p.mode, p.regions_done, p.regions_total
+            ),
+            None if o.alive => "alive: resync due".to_string(),
+            None => "down".to_string(),
+        };
         println!(
-            "  out:        {} since gen {} ({} gen(s) behind; {})",
-            o.replica,
-            o.left_gen,
-            o.lag_gens,
-            if o.alive { "alive: resyncing" } else { "down" }
+            "  out:        {} since gen {} ({} gen(s) behind; {doing})",
+            o.replica, o.left_gen, o.lag_gens
         );
     }
     for h in &r.holders {

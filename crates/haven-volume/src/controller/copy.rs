@@ -3,6 +3,7 @@
 
 use crate::region::{region_count, RegionMap, REGION_SIZE};
 use crate::replica::{ReplicaClient, ReplicaError};
+use crate::wire::WriteStamp;
 
 /// Regions copied per read/write (4 MiB).
 pub(super) const BATCH: u64 = 64;
@@ -103,16 +104,14 @@ pub(super) fn copy_run(
     let data = source
         .read(stamp.epoch, offset, len as u32)
         .map_err(CopyError::Source)?;
+    let copy = WriteStamp {
+        epoch: stamp.epoch,
+        gen: stamp.gen,
+        seq: 0,
+        settled: stamp.settled,
+    };
     target
-        .write(
-            stamp.epoch,
-            stamp.gen,
-            0,
-            stamp.settled,
-            offset,
-            &data,
-            false,
-        )
+        .write(&copy, offset, &data, false)
         .map_err(CopyError::Target)?;
     let left = differing(source, target, stamp.epoch, run)?;
     let first = left.iter().next();

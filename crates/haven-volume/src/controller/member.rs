@@ -40,14 +40,9 @@ pub(crate) enum Op {
     Flush,
 }
 
-/// What a write carries besides its data (docs/VOLUMES.md, "Words").
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Stamp {
-    pub epoch: u64,
-    pub gen: u64,
-    pub seq: u64,
-    pub settled: u64,
-}
+/// What a write carries besides its data (docs/VOLUMES.md, "Words"); reads and flushes
+/// use its epoch only.
+pub(crate) use crate::wire::WriteStamp as Stamp;
 
 /// A reply: the bytes of a read, nothing for the others.
 pub(crate) type Reply = Result<Option<Vec<u8>>, ReplicaError>;
@@ -211,15 +206,9 @@ fn run(client: &mut ReplicaClient, op: &Op, s: Stamp) -> Reply {
             offset,
             ref data,
             fua,
-        } => client
-            .write(s.epoch, s.gen, s.seq, s.settled, offset, data, fua)
-            .map(|()| None),
-        Op::Zeroes { offset, len, fua } => client
-            .write_zeroes(s.epoch, s.gen, s.seq, s.settled, offset, len, fua)
-            .map(|()| None),
-        Op::Trim { offset, len, fua } => client
-            .trim(s.epoch, s.gen, s.seq, s.settled, offset, len, fua)
-            .map(|()| None),
+        } => client.write(&s, offset, data, fua).map(|()| None),
+        Op::Zeroes { offset, len, fua } => client.write_zeroes(&s, offset, len, fua).map(|()| None),
+        Op::Trim { offset, len, fua } => client.trim(&s, offset, len, fua).map(|()| None),
         Op::Flush => client.flush(s.epoch).map(|()| None),
     }
 }

@@ -187,51 +187,23 @@ impl ReplicaClient {
 
     /// `gen` marks the dirty map; `seq`/`settled` track unsettled regions. At most
     /// [`crate::wire::MAX_DATA`] bytes.
-    #[allow(clippy::too_many_arguments)]
-    pub fn write(
-        &mut self,
-        epoch: u64,
-        gen: u64,
-        seq: u64,
-        settled: u64,
-        offset: u64,
-        data: &[u8],
-        fua: bool,
-    ) -> Result<()> {
-        let stamp = WriteStamp {
-            epoch,
-            gen,
-            seq,
-            settled,
-        };
+    pub fn write(&mut self, stamp: &WriteStamp, offset: u64, data: &[u8], fua: bool) -> Result<()> {
         // Errors name the request by its epoch only: no copy of the data for that.
-        let about = Request::Flush { epoch };
-        match self.call_with(
-            |id, w| write_write(w, id, &stamp, offset, data, fua),
-            &about,
-        )? {
+        let about = Request::Flush { epoch: stamp.epoch };
+        match self.call_with(|id, w| write_write(w, id, stamp, offset, data, fua), &about)? {
             Response::Done => Ok(()),
             other => Err(self.unexpected(other)),
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     pub fn write_zeroes(
         &mut self,
-        epoch: u64,
-        gen: u64,
-        seq: u64,
-        settled: u64,
+        stamp: &WriteStamp,
         offset: u64,
         len: u64,
         fua: bool,
     ) -> Result<()> {
-        let stamp = WriteStamp {
-            epoch,
-            gen,
-            seq,
-            settled,
-        };
+        let stamp = *stamp;
         self.done(&Request::WriteZeroes {
             stamp,
             offset,
@@ -242,23 +214,8 @@ impl ReplicaClient {
 
     /// Like [`Self::write_zeroes`] (a trimmed range reads back as zeroes on every replica,
     /// so replicas stay identical).
-    #[allow(clippy::too_many_arguments)]
-    pub fn trim(
-        &mut self,
-        epoch: u64,
-        gen: u64,
-        seq: u64,
-        settled: u64,
-        offset: u64,
-        len: u64,
-        fua: bool,
-    ) -> Result<()> {
-        let stamp = WriteStamp {
-            epoch,
-            gen,
-            seq,
-            settled,
-        };
+    pub fn trim(&mut self, stamp: &WriteStamp, offset: u64, len: u64, fua: bool) -> Result<()> {
+        let stamp = *stamp;
         self.done(&Request::Trim {
             stamp,
             offset,

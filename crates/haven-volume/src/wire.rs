@@ -95,6 +95,17 @@ pub struct WriteStamp {
     pub settled: u64,
 }
 
+impl WriteStamp {
+    pub fn new(epoch: u64, gen: u64, seq: u64, settled: u64) -> WriteStamp {
+        WriteStamp {
+            epoch,
+            gen,
+            seq,
+            settled,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
     Info,

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use haven_volume::region::{RegionMap, REGION_SIZE};
 use haven_volume::replica::{ReplicaClient, ReplicaError, ReplicaServer};
-use haven_volume::wire::{self, Request, Response};
+use haven_volume::wire::{self, Request, Response, WriteStamp};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -77,16 +77,6 @@ fn regions(map: &RegionMap) -> Vec<u64> {
     map.iter().collect()
 }
 
-/// A write's stamp: epoch, gen, seq, settled.
-fn st(epoch: u64, gen: u64, seq: u64, settled: u64) -> wire::WriteStamp {
-    wire::WriteStamp {
-        epoch,
-        gen,
-        seq,
-        settled,
-    }
-}
-
 #[test]
 fn every_call_round_trips_against_a_server() {
     let dir = tempfile::tempdir().unwrap();
@@ -110,17 +100,21 @@ fn every_call_round_trips_against_a_server() {
     assert_eq!(state.unsettled.map(|m| m.len()), Some(0));
 
     let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7) as u8).collect();
-    c.write(&st(3, 1, 1, 0), 1000, &data, false).unwrap();
+    c.write(&WriteStamp::new(3, 1, 1, 0), 1000, &data, false)
+        .unwrap();
     assert_eq!(c.read(3, 1000, 100_000).unwrap(), data);
-    c.write_zeroes(&st(3, 1, 2, 1), 2000, 5000, true).unwrap();
-    c.trim(&st(3, 1, 3, 2), 60_000, 10_000, false).unwrap();
+    c.write_zeroes(&WriteStamp::new(3, 1, 2, 1), 2000, 5000, true)
+        .unwrap();
+    c.trim(&WriteStamp::new(3, 1, 3, 2), 60_000, 10_000, false)
+        .unwrap();
     let mut expect = data.clone();
     expect[1000..6000].fill(0);
     expect[59_000..69_000].fill(0);
     assert_eq!(c.read(3, 1000, 100_000).unwrap(), expect);
     c.flush(3).unwrap();
     // The tail of an odd-sized volume reads and writes.
-    c.write(&st(3, 1, 4, 3), size - 10, &[9; 10], true).unwrap();
+    c.write(&WriteStamp::new(3, 1, 4, 3), size - 10, &[9; 10], true)
+        .unwrap();
     assert_eq!(c.read(3, size - 10, 10).unwrap(), vec![9; 10]);
 
     let dirty = c.dirty_since(3, 1).unwrap().unwrap();
@@ -166,7 +160,7 @@ fn bad_requests_are_refused_and_the_connection_stays() {
         "{e}"
     );
     let e = c
-        .write(&st(1, 1, 1, 0), u64::MAX - 2, &[1; 10], false)
+        .write(&WriteStamp::new(1, 1, 1, 0), u64::MAX - 2, &[1; 10], false)
         .unwrap_err();
     assert!(matches!(e, ReplicaError::Failed { .. }), "{e}");
     assert!(matches!(
@@ -182,7 +176,8 @@ fn bad_requests_are_refused_and_the_connection_stays() {
         Err(ReplicaError::NoVolume { .. })
     ));
     // The connection still serves (still bound to "v").
-    c.write(&st(1, 1, 1, 0), 0, b"ok", false).unwrap();
+    c.write(&WriteStamp::new(1, 1, 1, 0), 0, b"ok", false)
+        .unwrap();
     assert_eq!(c.read(1, 0, 2).unwrap(), b"ok");
 }
 
@@ -217,10 +212,13 @@ fn a_lower_epoch_is_fenced_even_after_a_restart() {
     let mut old = server.client();
     old.create_volume("v", 4 * REGION_SIZE).unwrap();
     old.hello("v", 4).unwrap();
-    old.write(&st(4, 1, 1, 0), 0, b"old", false).unwrap();
+    old.write(&WriteStamp::new(4, 1, 1, 0), 0, b"old", false)
+        .unwrap();
     let mut new = server.client();
     assert_eq!(new.hello("v", 5).unwrap().epoch, 5);
-    let e = old.write(&st(4, 1, 2, 1), 0, b"late", false).unwrap_err();
+    let e = old
+        .write(&WriteStamp::new(4, 1, 2, 1), 0, b"late", false)
+        .unwrap_err();
     assert!(
         matches!(
             e,
@@ -243,7 +241,8 @@ fn a_lower_epoch_is_fenced_even_after_a_restart() {
     ));
     assert_eq!(new.read(5, 0, 4).unwrap(), b"old\0");
     // A higher epoch on a data request raises it too.
-    new.write(&st(7, 2, 1, 0), 0, b"new", false).unwrap();
+    new.write(&WriteStamp::new(7, 2, 1, 0), 0, b"new", false)
+        .unwrap();
     assert!(matches!(
         new.hello("v", 6),
         Err(ReplicaError::Fenced { seen: 7, .. })
@@ -275,15 +274,26 @@ fn dirty_maps_span_generations_and_survive_a_restart() {
     let mut c = server.client();
     c.create_volume("v", 64 * REGION_SIZE).unwrap();
     c.hello("v", 1).unwrap();
-    c.write(&st(1, 1, 1, 0), 0, b"a", false).unwrap();
-    c.write(&st(1, 2, 2, 1), 3 * REGION_SIZE, b"b", false)
+    c.write(&WriteStamp::new(1, 1, 1, 0), 0, b"a", false)
         .unwrap();
-    c.write(&st(1, 2, 3, 2), 3 * REGION_SIZE + 5, b"b", false)
+    c.write(&WriteStamp::new(1, 2, 2, 1), 3 * REGION_SIZE, b"b", false)
         .unwrap();
+    c.write(
+        &WriteStamp::new(1, 2, 3, 2),
+        3 * REGION_SIZE + 5,
+        b"b",
+        false,
+    )
+    .unwrap();
     // Spans regions 5 and 6.
-    c.write(&st(1, 3, 4, 3), 6 * REGION_SIZE - 1, b"cc", false)
-        .unwrap();
-    c.write_zeroes(&st(1, 4, 5, 4), 10 * REGION_SIZE, 1, false)
+    c.write(
+        &WriteStamp::new(1, 3, 4, 3),
+        6 * REGION_SIZE - 1,
+        b"cc",
+        false,
+    )
+    .unwrap();
+    c.write_zeroes(&WriteStamp::new(1, 4, 5, 4), 10 * REGION_SIZE, 1, false)
         .unwrap();
     let check = |c: &mut ReplicaClient| {
         let since = |c: &mut ReplicaClient, gen| regions(&c.dirty_since(1, gen).unwrap().unwrap());
@@ -309,19 +319,20 @@ fn unsettled_regions_settle_and_are_covered_after_a_restart() {
     let mut c = server.client();
     c.create_volume("v", 64 * REGION_SIZE).unwrap();
     c.hello("v", 1).unwrap();
-    c.write(&st(1, 1, 1, 0), 0, b"a", false).unwrap();
-    c.write(&st(1, 1, 2, 0), 2 * REGION_SIZE, b"b", false)
+    c.write(&WriteStamp::new(1, 1, 1, 0), 0, b"a", false)
+        .unwrap();
+    c.write(&WriteStamp::new(1, 1, 2, 0), 2 * REGION_SIZE, b"b", false)
         .unwrap();
     let unsettled = |c: &mut ReplicaClient, epoch| c.hello("v", epoch).unwrap().unsettled;
     assert_eq!(regions(&unsettled(&mut c, 1).unwrap()), vec![0, 2]);
     // Settled up to seq 1: region 0 is settled, 2 and the new 4 are not.
-    c.write(&st(1, 1, 3, 1), 4 * REGION_SIZE, b"c", false)
+    c.write(&WriteStamp::new(1, 1, 3, 1), 4 * REGION_SIZE, b"c", false)
         .unwrap();
     assert_eq!(regions(&unsettled(&mut c, 1).unwrap()), vec![2, 4]);
     // A new epoch keeps the old epoch's unsettled regions until SETTLE_ALL.
-    c.write(&st(2, 2, 1, 0), 6 * REGION_SIZE, b"d", false)
+    c.write(&WriteStamp::new(2, 2, 1, 0), 6 * REGION_SIZE, b"d", false)
         .unwrap();
-    c.write(&st(2, 2, 2, 1), 8 * REGION_SIZE, b"e", false)
+    c.write(&WriteStamp::new(2, 2, 2, 1), 8 * REGION_SIZE, b"e", false)
         .unwrap();
     assert_eq!(regions(&unsettled(&mut c, 2).unwrap()), vec![2, 4, 8]);
     c.settle_all(2).unwrap();
@@ -329,9 +340,9 @@ fn unsettled_regions_settle_and_are_covered_after_a_restart() {
 
     // After SETTLE_ALL, writes whose settle mark did not come yet, then a crash: the
     // restarted replica reports a superset of them (every write since SETTLE_ALL).
-    c.write(&st(2, 2, 3, 2), 10 * REGION_SIZE, b"f", false)
+    c.write(&WriteStamp::new(2, 2, 3, 2), 10 * REGION_SIZE, b"f", false)
         .unwrap();
-    c.write(&st(2, 3, 4, 3), 12 * REGION_SIZE, b"g", false)
+    c.write(&WriteStamp::new(2, 3, 4, 3), 12 * REGION_SIZE, b"g", false)
         .unwrap();
     assert_eq!(regions(&unsettled(&mut c, 2).unwrap()), vec![12]);
     drop(c);
@@ -364,7 +375,7 @@ fn copied_regions_have_equal_checksums() {
     );
     for (i, offset) in [0, 3 * REGION_SIZE + 7, size - 100].into_iter().enumerate() {
         a.write(
-            &st(1, 1, i as u64 + 1, i as u64),
+            &WriteStamp::new(1, 1, i as u64 + 1, i as u64),
             offset,
             &[i as u8 + 1; 100],
             false,
@@ -385,8 +396,13 @@ fn copied_regions_have_equal_checksums() {
         let start = region * REGION_SIZE;
         let len = REGION_SIZE.min(size - start) as u32;
         let data = a.read(1, start, len).unwrap();
-        b.write(&st(1, 1, region + 10, region + 9), start, &data, false)
-            .unwrap();
+        b.write(
+            &WriteStamp::new(1, 1, region + 10, region + 9),
+            start,
+            &data,
+            false,
+        )
+        .unwrap();
     }
     assert_eq!(
         a.region_checksums(1, 0, 9).unwrap(),
@@ -516,7 +532,8 @@ fn a_full_disk_fails_writes_cleanly_and_keeps_what_was_acknowledged() {
     c.create_volume("v", 1 << 20).unwrap();
     c.hello("v", 1).unwrap();
     let acked: Vec<u8> = (0..256 << 10).map(|i: u32| (i % 251) as u8).collect();
-    c.write(&st(1, 1, 1, 0), 0, &acked, false).unwrap();
+    c.write(&WriteStamp::new(1, 1, 1, 0), 0, &acked, false)
+        .unwrap();
     // Fill the filesystem.
     let filler = fs.0.path().join("filler");
     let mut f = std::fs::File::create(&filler).unwrap();
@@ -526,7 +543,7 @@ fn a_full_disk_fails_writes_cleanly_and_keeps_what_was_acknowledged() {
     drop(f);
     let more = vec![5u8; 512 << 10];
     let e = c
-        .write(&st(1, 1, 2, 1), 512 << 10, &more, false)
+        .write(&WriteStamp::new(1, 1, 2, 1), 512 << 10, &more, false)
         .unwrap_err();
     assert!(
         matches!(&e, ReplicaError::NoSpace { detail, .. } if detail.contains("no space")),
@@ -538,7 +555,8 @@ fn a_full_disk_fails_writes_cleanly_and_keeps_what_was_acknowledged() {
     assert_eq!(c.info().unwrap().volumes, vec!["v".to_string()]);
     // Space again: the same write goes through.
     std::fs::remove_file(&filler).unwrap();
-    c.write(&st(1, 1, 3, 2), 512 << 10, &more, true).unwrap();
+    c.write(&WriteStamp::new(1, 1, 3, 2), 512 << 10, &more, true)
+        .unwrap();
     assert_eq!(c.read(1, 512 << 10, more.len() as u32).unwrap(), more);
     assert_eq!(c.read(1, 0, acked.len() as u32).unwrap(), acked);
     drop(c);
@@ -612,12 +630,18 @@ fn a_killed_replica_keeps_its_epoch_maps_and_unsettled_regions() {
     let mut c = ReplicaClient::connect(child.addr, TIMEOUT).unwrap();
     c.create_volume("v", 128 * REGION_SIZE).unwrap();
     c.hello("v", 2).unwrap();
-    c.write(&st(2, 1, 1, 0), 0, b"one", false).unwrap();
+    c.write(&WriteStamp::new(2, 1, 1, 0), 0, b"one", false)
+        .unwrap();
     c.settle_all(2).unwrap();
-    c.write(&st(2, 1, 2, 1), 7 * REGION_SIZE, b"two", false)
+    c.write(&WriteStamp::new(2, 1, 2, 1), 7 * REGION_SIZE, b"two", false)
         .unwrap();
-    c.write(&st(3, 3, 1, 0), 40 * REGION_SIZE, b"three", false)
-        .unwrap();
+    c.write(
+        &WriteStamp::new(3, 3, 1, 0),
+        40 * REGION_SIZE,
+        b"three",
+        false,
+    )
+    .unwrap();
     child.kill9();
     assert!(matches!(c.flush(3), Err(ReplicaError::Unreachable { .. })));
 
@@ -660,7 +684,7 @@ fn no_write_of_an_old_epoch_lands_after_a_newer_hello_was_answered() {
                 n += 1;
                 // Large writes: a seal racing one would show as a torn or changed range.
                 let data = vec![n as u8; 8 << 20];
-                match old.write(&st(old_epoch, 1, n, n - 1), 0, &data, false) {
+                match old.write(&WriteStamp::new(old_epoch, 1, n, n - 1), 0, &data, false) {
                     Ok(()) if n == 3 => tx.send(()).unwrap(),
                     Ok(()) => {}
                     Err(ReplicaError::Fenced { .. }) => return n,

@@ -5,17 +5,7 @@
 use std::time::{Duration, Instant};
 
 use haven_volume::replica::{ReplicaClient, ReplicaServer};
-use haven_volume::wire;
-
-/// A write's stamp: epoch, gen, seq, settled.
-fn st(epoch: u64, gen: u64, seq: u64, settled: u64) -> wire::WriteStamp {
-    wire::WriteStamp {
-        epoch,
-        gen,
-        seq,
-        settled,
-    }
-}
+use haven_volume::wire::WriteStamp;
 
 #[test]
 #[ignore = "a measurement, not a check"]
@@ -34,8 +24,13 @@ fn sequential_write_cost() {
         c.hello("v", 1).unwrap();
         let data = vec![0x5au8; 1 << 20];
         for (i, at) in (0..size).step_by(1 << 20).enumerate() {
-            c.write(&st(1, 1, i as u64 + 1, i as u64), at, &data, false)
-                .unwrap();
+            c.write(
+                &WriteStamp::new(1, 1, i as u64 + 1, i as u64),
+                at,
+                &data,
+                false,
+            )
+            .unwrap();
         }
         c.flush(1).unwrap();
         let mut seq = size;
@@ -55,7 +50,7 @@ fn sequential_write_cost() {
                 let mut at = 0;
                 while at < size {
                     seq += 1;
-                    c.write(&st(1, gen, seq, seq - 1), at, &data, false)
+                    c.write(&WriteStamp::new(1, gen, seq, seq - 1), at, &data, false)
                         .unwrap();
                     at += bs;
                 }

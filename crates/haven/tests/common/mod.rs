@@ -20,6 +20,10 @@ pub use serde_json::Value;
 mod trees;
 pub use trees::*;
 
+mod daemon;
+#[allow(unused_imports)]
+pub use daemon::*;
+
 /// The password every test repository is created with.
 pub const PASSWORD: &str = "correct horse battery staple";
 

@@ -31,6 +31,8 @@ need_apt tc iproute2
 # Replicated volumes: real NBD clients (qemu-io and qemu-img from qemu-utils; nbdcopy, nbdinfo).
 need_apt qemu-io qemu-utils
 need_apt nbdcopy libnbd-bin
+# The volume fault test's client (crates/haven/tests/volume_faults.py): libnbd from Python.
+/usr/bin/python3 -c 'import nbd' 2>/dev/null || need_apt python3-libnbd-missing python3-libnbd
 # The API's schema test (crates/haven-api/tests/regression_api.rs) runs schemathesis.
 ensure_schemathesis
 cargo fmt --all -- --check

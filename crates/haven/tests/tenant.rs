@@ -3,6 +3,8 @@
 //! malformed config. (The database kinds run against real servers in tenant_servers.rs.)
 
 mod common;
+#[path = "../../haven-s3/tests/moto/mod.rs"]
+mod moto;
 
 use std::fs;
 use std::path::PathBuf;
@@ -228,7 +230,7 @@ bin-dir = "ROOT/empty"
 kind = "command"
 backup = "echo fine"
 "#,
-        closed_port()
+        moto::closed_port()
     ));
     fs::create_dir_all(s.path("uploads")).unwrap();
     fs::create_dir_all(s.path("empty")).unwrap();
@@ -306,13 +308,4 @@ uri = "postgresql://postgres@127.0.0.1:5432/app"
     );
     let out = s.run(&["backup", "nosuch"]);
     out.assert_one_line_error(1, &["nosuch", "declared: acme"]);
-}
-
-/// A loopback port nothing listens on.
-fn closed_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }

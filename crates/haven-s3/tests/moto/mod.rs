@@ -56,8 +56,20 @@ fn free_port() -> u16 {
 }
 
 /// A port nothing listens on (for the wrong-endpoint cases).
+///
+/// Taken from the privileged range, below the kernel's ephemeral ports: a port
+/// from `free_port` is closed only until another test that runs alongside binds
+/// it (a `haven serve` once answered 404 there). The candidate is checked to
+/// refuse connections now.
 pub fn closed_port() -> u16 {
-    free_port()
+    const CANDIDATES: [u16; 6] = [1, 9, 11, 15, 17, 19];
+    CANDIDATES
+        .into_iter()
+        .find(|port| {
+            std::net::TcpStream::connect(("127.0.0.1", *port))
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused)
+        })
+        .expect("one of the ports 1, 9, 11, 15, 17, 19 on 127.0.0.1 refuses connections")
 }
 
 impl Moto {

@@ -506,6 +506,7 @@ fn restore(ctx: &Ctx, components: Vec<String>, deadline: Instant) -> Result<Done
                 lock_wait,
                 // All components side by side (up to the default cap): the RTO counts.
                 parallelism: None,
+                recovery: Default::default(),
             },
             &observer,
         )

@@ -25,6 +25,7 @@ pub mod failover;
 pub mod files;
 pub mod label;
 pub mod location;
+pub mod pitr;
 pub mod plan;
 pub mod point;
 pub mod readiness;
@@ -36,6 +37,7 @@ pub mod runbook;
 pub mod schedule;
 pub mod side_by_side;
 pub mod verify;
+pub mod wal;
 
 use haven_repo::keys::Secret;
 use haven_repo::{RepoError, Repository};

@@ -21,6 +21,7 @@ use chrono::Utc;
 use haven_repo::read::ReadView;
 use haven_repo::restore::restore_to_writer;
 use haven_repo::IndexedRepository;
+use haven_sources::postgres::physical::{BaseFacts, RecoveryTarget};
 use haven_sources::{Fingerprint, RestoreOptions, SourceError, StreamComponent};
 
 use crate::backup::{describe, open_tenant_view, Observer};
@@ -46,6 +47,10 @@ pub struct RestoreRequest {
     /// Components restored at once (default: all of them, up to
     /// [`crate::side_by_side::DEFAULT_PARALLELISM`]).
     pub parallelism: Option<usize>,
+    /// How far physical PostgreSQL components replay WAL after their base backup
+    /// (default: `Immediate`, the point as it was backed up). Other kinds restore the
+    /// point as it is.
+    pub recovery: RecoveryTarget,
 }
 
 /// Load the tenant's points and pick the one requested; checks the component filter.
@@ -100,7 +105,8 @@ pub fn restore_tenant(
         req.lock_wait,
         crate::location::SiteAccess::Reading,
     )?;
-    let point = resolve_point(&view, &req.tenant, &req.point, &req.components)?;
+    let point = resolve_point(&view, &req.tenant, &req.point, &req.components)
+        .map_err(|e| with_windows(e, &view, req))?;
     let repo = &view.repo;
     let env = RunEnv::new(config, observer);
     let mut skipped_ones = vec![];
@@ -110,10 +116,16 @@ pub fn restore_tenant(
             continue;
         }
         match target.components.get(name) {
-            Some(target_cfg) => jobs.push((name.as_str(), record, target_cfg)),
+            Some(target_cfg) => jobs.push((
+                name.as_str(),
+                record.clone(),
+                target_cfg,
+                req.recovery.clone(),
+            )),
             None => skipped_ones.push(skipped(name, record, &into_name)),
         }
     }
+    choose_bases(&view, req, &mut jobs)?;
     let parallelism = effective_parallelism(req.parallelism, jobs.len());
     let restored = side_by_side::run(
         &jobs,
@@ -121,13 +133,15 @@ pub fn restore_tenant(
         parallelism,
         clock,
         observer,
-        |&(name, record, target_cfg)| {
+        |(name, record, target_cfg, recovery)| {
             observer.line(&format!(
                 "{name} ({}): restoring into {}",
                 record.kind,
                 describe(target_cfg)
             ));
-            let report = restore_component(repo, &env, &point, name, record, target_cfg, req.force);
+            let report = restore_component(
+                repo, &env, &point, name, record, target_cfg, req.force, recovery,
+            );
             observer.line(&format!(
                 "{name}: {:?} in {:.2} s (validation {:.2} s)",
                 report.outcome, report.restore_seconds, report.validate_seconds
@@ -151,6 +165,77 @@ pub fn restore_tenant(
     })
 }
 
+/// A point that cannot be chosen for a time target: the physical components' restorable
+/// windows say which moments can.
+fn with_windows(e: OpsError, view: &ReadView, req: &RestoreRequest) -> OpsError {
+    if !matches!(req.recovery, RecoveryTarget::Time(_)) {
+        return e;
+    }
+    let Ok((points, _)) = list_points(view, &req.tenant) else {
+        return e;
+    };
+    let mut names: Vec<&String> = points
+        .iter()
+        .flat_map(|p| p.point.components.iter())
+        .filter(|(n, r)| {
+            crate::pitr::is_base_backup(r)
+                && (req.components.is_empty() || req.components.contains(n))
+        })
+        .map(|(n, _)| n)
+        .collect();
+    names.sort();
+    names.dedup();
+    if names.is_empty() {
+        return e;
+    }
+    let windows: Vec<String> = names
+        .iter()
+        .map(|n| {
+            let archived = crate::wal::list_wal(&view.snapshots, &req.tenant, n);
+            format!(
+                "{n}: {}",
+                crate::pitr::window(&points, &archived, n).describe()
+            )
+        })
+        .collect();
+    OpsError::Invalid(format!("{e}; restorable window of {}", windows.join("; ")))
+}
+
+/// Physical PostgreSQL components restored to another moment than the point's own take
+/// the base backup that suits the target (perhaps of another point) and the target
+/// adjusted to the archive ([`crate::pitr::choose_base`]).
+fn choose_bases(
+    view: &ReadView,
+    req: &RestoreRequest,
+    jobs: &mut [(&str, ComponentRecord, &ComponentConfig, RecoveryTarget)],
+) -> Result<(), OpsError> {
+    if req.recovery == RecoveryTarget::Immediate
+        || !jobs.iter().any(|j| crate::pitr::is_base_backup(&j.1))
+    {
+        return Ok(());
+    }
+    let (points, _) = list_points(view, &req.tenant)?;
+    let at = match req.point {
+        PointChoice::At(t) => Some(t),
+        _ => None,
+    };
+    for (name, record, _, recovery) in jobs.iter_mut() {
+        if !crate::pitr::is_base_backup(record) {
+            continue;
+        }
+        let archived = crate::wal::list_wal(&view.snapshots, &req.tenant, name);
+        let (base, target) =
+            crate::pitr::choose_base(&points, &archived, &req.tenant, name, &req.recovery, at)?;
+        let facts = base.fingerprint.as_ref().map(BaseFacts::from_fingerprint);
+        if let Some(Ok(facts)) = facts {
+            crate::pitr::check_reachable(&archived, &facts, &target, &req.tenant, name)?;
+        }
+        *record = base;
+        *recovery = target;
+    }
+    Ok(())
+}
+
 fn skipped(name: &str, record: &ComponentRecord, into: &str) -> ComponentReport {
     let mut report = ComponentReport::new(name, &record.kind, String::new(), Outcome::Skipped);
     report.error = Some(format!("tenant {into} declares no component {name}"));
@@ -158,6 +243,7 @@ fn skipped(name: &str, record: &ComponentRecord, into: &str) -> ComponentReport 
 }
 
 /// Restore one component into `target_cfg` and validate it.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn restore_component(
     repo: &IndexedRepository,
     env: &RunEnv,
@@ -166,6 +252,7 @@ pub(crate) fn restore_component(
     record: &ComponentRecord,
     target_cfg: &ComponentConfig,
     force: bool,
+    recovery: &RecoveryTarget,
 ) -> ComponentReport {
     let mut report =
         ComponentReport::new(name, &record.kind, describe(target_cfg), Outcome::Failed);
@@ -175,6 +262,23 @@ pub(crate) fn restore_component(
             record.kind,
             target_cfg.kind()
         ));
+        return report;
+    }
+    if crate::pitr::is_base_backup(record) {
+        let ComponentConfig::Postgres(pg) = target_cfg else {
+            unreachable!("kinds compared above")
+        };
+        restore_physical_component(
+            &mut report,
+            repo,
+            env,
+            &point.tenant,
+            name,
+            record,
+            pg,
+            recovery,
+            force,
+        );
         return report;
     }
     let restore = || match target_cfg {
@@ -196,6 +300,68 @@ pub(crate) fn restore_component(
     };
     timed(&mut report, restore, validate);
     report
+}
+
+/// A physical base backup replayed to `recovery`: the checks are what the restore proved
+/// (manifest, WAL, target reached and promoted) and a probe of the promoted server.
+#[allow(clippy::too_many_arguments)]
+fn restore_physical_component(
+    report: &mut ComponentReport,
+    repo: &IndexedRepository,
+    env: &RunEnv,
+    tenant: &str,
+    name: &str,
+    record: &ComponentRecord,
+    target: &haven_sources::postgres::PostgresConfig,
+    recovery: &RecoveryTarget,
+    force: bool,
+) {
+    let done = std::cell::RefCell::new(None);
+    timed(
+        report,
+        || {
+            let r = crate::pitr::restore_physical(
+                repo, env, tenant, name, record, target, recovery, force,
+            )?;
+            let bytes = r.base_bytes + r.wal_bytes;
+            *done.borrow_mut() = Some(r);
+            Ok(bytes)
+        },
+        || {
+            let r = done.borrow_mut().take().expect("restored before validated");
+            let mut checks: Vec<Check> = r
+                .recovered
+                .checked
+                .iter()
+                .map(|c| Check {
+                    name: "recovery".into(),
+                    passed: true,
+                    detail: c.clone(),
+                })
+                .collect();
+            checks.push(Check {
+                name: "position".into(),
+                passed: true,
+                detail: format!(
+                    "promoted at {} on timeline {}; {}; {} WAL files ({} bytes) staged in {:.2} s",
+                    r.recovered.lsn,
+                    r.recovered.timeline,
+                    r.recovered
+                        .stopped
+                        .as_deref()
+                        .unwrap_or("the server logged no stop position"),
+                    r.wal_files,
+                    r.wal_bytes,
+                    r.stage_seconds
+                ),
+            });
+            let target = env
+                .component(&ComponentConfig::Postgres(target.clone()))
+                .expect("a stream kind");
+            checks.push(probe_check(target.as_ref()));
+            checks
+        },
+    );
 }
 
 /// Restore, then (when that worked) validate, timing each into `report`; the outcome
@@ -327,17 +493,22 @@ pub(crate) fn validate_stream(
 ) -> Vec<Check> {
     vec![
         fingerprint_check(record, target.fingerprint()),
-        match target.probe() {
-            Ok(detail) => Check {
-                name: "probe".into(),
-                passed: true,
-                detail,
-            },
-            Err(e) => Check {
-                name: "probe".into(),
-                passed: false,
-                detail: e.to_string(),
-            },
-        },
+        probe_check(target),
     ]
+}
+
+/// The target's health probe as a check.
+fn probe_check(target: &dyn StreamComponent) -> Check {
+    match target.probe() {
+        Ok(detail) => Check {
+            name: "probe".into(),
+            passed: true,
+            detail,
+        },
+        Err(e) => Check {
+            name: "probe".into(),
+            passed: false,
+            detail: e.to_string(),
+        },
+    }
 }

@@ -21,7 +21,7 @@ pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(3600);
 #[derive(Debug, Clone)]
 pub(crate) struct RunEnv {
     work_base: PathBuf,
-    deadline: Option<Instant>,
+    pub(crate) deadline: Option<Instant>,
 }
 
 impl RunEnv {

@@ -138,6 +138,7 @@ fn verify_component(
             record,
             &target_cfg,
             false,
+            &haven_sources::postgres::physical::RecoveryTarget::Immediate,
         );
     }
     let source = env.component(source_cfg).expect("a stream kind");

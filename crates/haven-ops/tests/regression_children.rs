@@ -106,6 +106,7 @@ fn work_folders_are_fresh_private_and_under_the_configured_work_dir() {
             force: true,
             lock_wait: Duration::from_secs(30),
             parallelism: None,
+            recovery: Default::default(),
         },
         &Observer::quiet(),
     )

@@ -18,6 +18,9 @@ fn component(server: &PostgresServer, db: &str, jobs: Option<usize>) -> Postgres
         bin_dir: Some(server.bin_dir().to_path_buf()),
         keep_owners: false,
         timeout: None,
+        mode: Default::default(),
+        wal: Default::default(),
+        data_dir: None,
     })
 }
 
@@ -347,6 +350,9 @@ fn an_unreachable_server_is_named_with_its_host_and_port() {
         bin_dir: None,
         keep_owners: false,
         timeout: None,
+        mode: Default::default(),
+        wal: Default::default(),
+        data_dir: None,
     });
     assert_eq!(
         c.describe(),
@@ -378,6 +384,9 @@ fn wrong_credentials_are_access_denied() {
             bin_dir: Some(server.bin_dir().to_path_buf()),
             keep_owners: false,
             timeout: None,
+            mode: Default::default(),
+            wal: Default::default(),
+            data_dir: None,
         })
     };
     let probe = with("postgres", "right-horse").probe().unwrap();
@@ -414,6 +423,9 @@ fn pg_dump_missing_from_bin_dir_is_named() {
             bin_dir: Some(dir.clone()),
             keep_owners: false,
             timeout: None,
+            mode: Default::default(),
+            wal: Default::default(),
+            data_dir: None,
         });
         let err = c
             .backup(&mut |_| panic!("nothing to store"), tmp.path())

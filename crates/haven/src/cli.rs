@@ -98,6 +98,9 @@ pub enum Command {
     Serve(ServeArgs),
     /// Show what Haven is for: back up a throwaway tenant (PostgreSQL, Redis, files), destroy it, re-create it elsewhere, validate.
     Demo(DemoArgs),
+    /// The WAL archive of physical PostgreSQL components: archive_command and restore_command.
+    #[command(subcommand)]
+    Wal(WalCommand),
     /// Replica servers of replicated volumes (one per node holding replicas).
     #[command(subcommand)]
     Replica(ReplicaCommand),
@@ -111,6 +114,30 @@ pub struct EtcdArg {
     /// etcd client URLs, comma-separated or repeated (e.g. http://10.0.1.5:2379). Also HAVEN_ETCD.
     #[arg(long, env = "HAVEN_ETCD", value_delimiter = ',', required = true)]
     pub etcd: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WalCommand {
+    /// Archive one WAL file (archive_command = 'haven wal push --config F TENANT COMPONENT %p').
+    Push {
+        tenant: String,
+        component: String,
+        /// The file PostgreSQL passes as %p.
+        path: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Restore one archived WAL file (restore_command = 'haven wal fetch --config F TENANT COMPONENT %f %p'); exit 1 when it is not archived.
+    Fetch {
+        tenant: String,
+        component: String,
+        /// The WAL file name PostgreSQL asks for (%f).
+        name: String,
+        /// Where to write it (%p).
+        path: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -408,6 +435,15 @@ pub struct TenantRestoreArgs {
     /// Overwrite targets that already hold data.
     #[arg(long)]
     pub force: bool,
+    /// Physical PostgreSQL components: replay all archived WAL (the newest restorable state).
+    #[arg(long, conflicts_with_all = ["lsn", "name", "at", "point"])]
+    pub latest: bool,
+    /// Physical PostgreSQL components: replay WAL up to this LSN (e.g. 3/5A0012C8).
+    #[arg(long, conflicts_with_all = ["name", "at", "point"])]
+    pub lsn: Option<String>,
+    /// Physical PostgreSQL components: replay WAL up to this restore point (pg_create_restore_point).
+    #[arg(long, conflicts_with_all = ["at", "point"])]
+    pub name: Option<String>,
     #[command(flatten)]
     pub parallel: ParallelArg,
     #[command(flatten)]

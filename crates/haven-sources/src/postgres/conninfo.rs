@@ -139,6 +139,26 @@ impl ConnInfo {
         }
     }
 
+    /// The port named in the connection string (URL `host:port`, or `port=`); `None`
+    /// when it names none (libpq's default 5432 then applies) or several hosts.
+    pub(super) fn port(&self) -> Option<u16> {
+        match &self.form {
+            Form::Url { hosts, params, .. } => {
+                let from_params = params.iter().find(|(k, _)| k == "port").map(|(_, v)| v);
+                match from_params {
+                    Some(p) => p.parse().ok(),
+                    None if hosts.contains(',') => None,
+                    // `[::1]` has colons but no port: its tail `1]` is no number.
+                    None => hosts.rsplit_once(':').and_then(|(_, p)| p.parse().ok()),
+                }
+            }
+            Form::Pairs(pairs) => pairs
+                .iter()
+                .find(|(k, _)| k == "port")
+                .and_then(|(_, v)| v.parse().ok()),
+        }
+    }
+
     pub(super) fn with_dbname(&self, db: &str) -> ConnInfo {
         let mut out = self.clone();
         match &mut out.form {

@@ -53,6 +53,7 @@
 
 mod archive;
 mod conninfo;
+pub mod physical;
 mod session;
 
 use std::fs;
@@ -120,6 +121,37 @@ pub struct PostgresConfig {
     /// stopped (default [`DEFAULT_TIMEOUT`]).
     #[serde(default)]
     pub timeout: Option<Span>,
+    /// `logical` (the default): `pg_dump` of the database in `url`. `physical`: base
+    /// backups of the whole cluster plus its archived WAL, restorable to any moment
+    /// (`physical::RecoveryTarget`).
+    #[serde(default)]
+    pub mode: PostgresMode,
+    /// How WAL reaches the repository in physical mode: `archive` (the server's
+    /// `archive_command` runs `haven wal push`).
+    #[serde(default)]
+    pub wal: WalMode,
+    /// As a physical restore target: the data directory the restore creates and starts
+    /// a server on (listening on the port of `url`).
+    #[serde(default)]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// How a PostgreSQL component is backed up.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum PostgresMode {
+    #[default]
+    Logical,
+    Physical,
+}
+
+/// How WAL reaches the repository in physical mode.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum WalMode {
+    /// `archive_command = 'haven wal push ... %p'` on the server.
+    #[default]
+    Archive,
 }
 
 #[derive(Debug, Clone)]
@@ -163,7 +195,10 @@ impl PostgresComponent {
                     })
                 }
             }
+            // The PATH, then the server's own directory (Debian puts pg_ctl, pg_waldump
+            // and pg_verifybackup only there).
             None => std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+                .chain(crate::servers::postgres::find_bin_dir())
                 .map(|dir| dir.join(name))
                 .find(|path| path.is_file())
                 .ok_or_else(|| SourceError::MissingTool {
@@ -308,10 +343,16 @@ impl StreamComponent for PostgresComponent {
     }
 
     fn stream_name(&self) -> &'static str {
-        "dump.pgcustom"
+        match self.config.mode {
+            PostgresMode::Logical => "dump.pgcustom",
+            PostgresMode::Physical => physical::BASE_STREAM,
+        }
     }
 
     fn backup(&self, sink: &mut Sink<'_>, _work: &Path) -> Result<Fingerprint> {
+        if self.config.mode == PostgresMode::Physical {
+            return self.base_backup(sink);
+        }
         let conn = self.conn()?;
         let pg_dump = self.tool("pg_dump")?;
         // A wrong address or password is named (classified) before anything streams.
@@ -341,6 +382,12 @@ impl StreamComponent for PostgresComponent {
     }
 
     fn restore(&self, feed: &mut Feed<'_>, work: &Path, opts: &RestoreOptions) -> Result<()> {
+        if self.config.mode == PostgresMode::Physical {
+            return Err(SourceError::Unsupported(
+                "a physical base backup is restored with its WAL: use `haven tenant restore`"
+                    .into(),
+            ));
+        }
         let conn = self.conn()?;
         let pg_restore = self.tool("pg_restore")?;
         self.tool("psql")?;

@@ -152,6 +152,11 @@ impl Limits {
         Limits { deadline, ..self }
     }
 
+    /// How long something started now may run (unbounded: `None`).
+    pub fn remaining(&self) -> Option<Duration> {
+        self.budget().map(|(left, _)| left)
+    }
+
     /// How long a tool started now may run, and which limit that is.
     fn budget(&self) -> Option<(Duration, Cut)> {
         let left = self
@@ -385,6 +390,22 @@ impl Tool {
     /// Run to completion with stdin `/dev/null`, capturing stdout; a non-zero exit is
     /// [`SourceError::Failed`] with the end of its stderr.
     pub fn run(&mut self) -> Result<Output> {
+        let (output, exit) = self.run_to_end()?;
+        exit.into_result()?;
+        Ok(output)
+    }
+
+    /// Like [`run`](Self::run), but a non-zero exit is returned, not an error (a
+    /// timeout still is one): for tools whose exit status says less than their output.
+    pub fn run_any_status(&mut self) -> Result<Output> {
+        let (output, exit) = self.run_to_end()?;
+        match exit.timeout_error() {
+            Some(e) => Err(e),
+            None => Ok(output),
+        }
+    }
+
+    fn run_to_end(&mut self) -> Result<(Output, Exit)> {
         if self.stdout.is_none() {
             self.stdout = Some(Stdio::piped());
         }
@@ -396,14 +417,12 @@ impl Tool {
         };
         let exit = running.wait()?;
         read.map_err(|e| SourceError::io(format!("reading the output of {}", self.what), e))?;
-        let status = exit.status;
-        let stderr = exit.stderr.clone();
-        exit.into_result()?;
-        Ok(Output {
-            status,
+        let output = Output {
+            status: exit.status,
             stdout,
-            stderr,
-        })
+            stderr: exit.stderr.clone(),
+        };
+        Ok((output, exit))
     }
 
     /// Start it with stdout piped, to be read as a stream.

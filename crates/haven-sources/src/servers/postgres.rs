@@ -218,6 +218,31 @@ impl PostgresServer {
         Err(last.expect("at least one attempt"))
     }
 
+    /// Append `conf` to the server's postgresql.conf and restart it (same port): for
+    /// settings that need a restart (`archive_mode`, `shared_preload_libraries`).
+    pub fn reconfigure(&self, conf: &str) -> Result<()> {
+        fs::OpenOptions::new()
+            .append(true)
+            .open(self.data.join("postgresql.conf"))
+            .and_then(|mut f| f.write_all(format!("\n{conf}\n").as_bytes()))
+            .map_err(|e| SourceError::io("configuring the throwaway PostgreSQL server", e))?;
+        let log = self.dir.join("server.log");
+        let mut cmd = self.server_command("pg_ctl", "restarting a throwaway PostgreSQL server");
+        cmd.args(["restart", "-w", "-s", "-t", "60", "-m", "fast", "-D"])
+            .arg(&self.data)
+            .arg("-l")
+            .arg(&log)
+            .arg("-o")
+            .arg(format!("-p {}", self.port))
+            .current_dir(&self.dir);
+        cmd.run().map(|_| ())
+    }
+
+    /// The server's data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data
+    }
+
     /// The loopback port the server listens on.
     pub fn port(&self) -> u16 {
         self.port
@@ -331,14 +356,14 @@ fn quote_conf(value: &str) -> String {
 }
 
 /// Whether this process runs as root (`/proc/self` belongs to the effective user).
-fn running_as_root() -> bool {
+pub(crate) fn running_as_root() -> bool {
     fs::metadata("/proc/self")
         .map(|m| m.uid() == 0)
         .unwrap_or(false)
 }
 
 /// The uid and gid of a system user, from /etc/passwd.
-fn system_user(name: &str) -> Result<(u32, u32)> {
+pub(crate) fn system_user(name: &str) -> Result<(u32, u32)> {
     let passwd =
         fs::read_to_string("/etc/passwd").map_err(|e| SourceError::io("reading /etc/passwd", e))?;
     passwd
@@ -357,7 +382,7 @@ fn system_user(name: &str) -> Result<(u32, u32)> {
 
 /// Give every ancestor of `dir` the traverse bit for others, so the postgres user can
 /// reach its directory (temporary directories are often 0700).
-fn open_ancestors(dir: &Path) -> Result<()> {
+pub(crate) fn open_ancestors(dir: &Path) -> Result<()> {
     for ancestor in dir.ancestors().skip(1) {
         let meta = fs::metadata(ancestor)
             .map_err(|e| SourceError::io(format!("reading {}", ancestor.display()), e))?;

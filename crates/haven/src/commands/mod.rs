@@ -20,6 +20,7 @@ mod stats;
 mod tenant;
 mod unlock;
 mod volume;
+mod wal;
 
 use std::sync::Arc;
 
@@ -61,6 +62,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Dr(d) => dr::run(g, d),
         Command::Demo(a) => demo::run(g, a),
         Command::Serve(a) => serve::run(g, a),
+        Command::Wal(w) => wal::run(g, w),
         Command::Replica(r) => replica::run(r),
         Command::Volume(v) => volume::run(g, v),
     }

@@ -11,8 +11,9 @@ use haven_ops::label::{Label, NewLabel};
 use haven_ops::point::{list_points, PointChoice, PointStatus};
 use haven_ops::report::human_bytes;
 use haven_ops::{Config, RestoreRequest};
+use haven_sources::postgres::physical::RecoveryTarget;
 
-use crate::cli::{ConfigArg, Global, PointArgs, TenantCommand};
+use crate::cli::{ConfigArg, Global, PointArgs, TenantCommand, TenantRestoreArgs};
 
 pub fn run(g: &Global, cmd: TenantCommand) -> Result<i32> {
     match cmd {
@@ -76,14 +77,17 @@ pub fn run(g: &Global, cmd: TenantCommand) -> Result<i32> {
         TenantCommand::Points { tenant, config } => points(g, &load(&config)?, &tenant),
         TenantCommand::Restore(a) => {
             let config = load(&a.config)?;
+            let point = point_choice(&a.point)?;
+            let recovery = recovery_target(&a, &point)?;
             let req = RestoreRequest {
                 tenant: a.tenant,
-                point: point_choice(&a.point)?,
+                point,
                 components: a.components,
                 into: a.into,
                 force: a.force,
                 lock_wait: g.lock_wait,
                 parallelism: a.parallel.parallel.map(usize::from),
+                recovery,
             };
             let report = haven_ops::restore_tenant(&config, &req, &observer(g))
                 .with_context(|| format!("tenant {}", req.tenant))?;
@@ -135,6 +139,26 @@ fn observer(g: &Global) -> Observer {
     } else {
         Observer::new(|line| eprintln!("haven: {line}"))
     }
+}
+
+/// How far physical PostgreSQL components replay WAL: `--at` (a time), `--lsn`, `--name`,
+/// `--latest`; else the point as backed up.
+fn recovery_target(a: &TenantRestoreArgs, point: &PointChoice) -> Result<RecoveryTarget> {
+    if a.latest {
+        return Ok(RecoveryTarget::Latest);
+    }
+    if let Some(l) = &a.lsn {
+        return Ok(RecoveryTarget::Lsn(l.parse().map_err(anyhow::Error::msg)?));
+    }
+    if let Some(n) = &a.name {
+        return Ok(RecoveryTarget::Name(n.clone()));
+    }
+    Ok(match point {
+        PointChoice::At(t) => {
+            RecoveryTarget::Time(t.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string())
+        }
+        _ => RecoveryTarget::Immediate,
+    })
 }
 
 pub(crate) fn point_choice(a: &PointArgs) -> Result<PointChoice> {
@@ -250,6 +274,7 @@ fn points(g: &Global, config: &Config, tenant: &str) -> Result<i32> {
             &name[..8.min(name.len())]
         );
     }
+    let windows = physical_windows(&view, &points, tenant);
     if g.json {
         #[derive(serde::Serialize)]
         struct Listed<'a> {
@@ -264,7 +289,11 @@ fn points(g: &Global, config: &Config, tenant: &str) -> Result<i32> {
                 labels: &p.labels,
             })
             .collect();
-        crate::output::json(&list);
+        if windows.is_empty() {
+            crate::output::json(&list);
+        } else {
+            crate::output::json(&serde_json::json!({ "points": list, "windows": windows }));
+        }
         return Ok(0);
     }
     let now = Utc::now();
@@ -319,7 +348,31 @@ fn points(g: &Global, config: &Config, tenant: &str) -> Result<i32> {
         }
     }
     println!("{} recovery point(s)", points.len());
+    for (name, w) in &windows {
+        println!("{name}: restorable from {}", w.describe());
+    }
     Ok(0)
+}
+
+/// The restorable window of each physical PostgreSQL component with base backups.
+fn physical_windows(
+    view: &haven_repo::read::ReadView,
+    points: &[haven_ops::point::ListedPoint],
+    tenant: &str,
+) -> std::collections::BTreeMap<String, haven_ops::pitr::Window> {
+    let names: std::collections::BTreeSet<&String> = points
+        .iter()
+        .flat_map(|p| p.point.components.iter())
+        .filter(|(_, r)| haven_ops::pitr::is_base_backup(r))
+        .map(|(n, _)| n)
+        .collect();
+    names
+        .into_iter()
+        .map(|n| {
+            let archived = haven_ops::wal::list_wal(&view.snapshots, tenant, n);
+            (n.clone(), haven_ops::pitr::window(points, &archived, n))
+        })
+        .collect()
 }
 
 fn print_report(g: &Global, report: &haven_ops::report::TenantReport) -> Result<i32> {

@@ -1,0 +1,416 @@
+//! The WAL archive of physical PostgreSQL components, kept in the tenant's repository.
+//!
+//! ```text
+//! archive_command ──haven wal push──> one-file snapshot per WAL file
+//!     tags: haven-wal, haven-wal-tenant=T, haven-component=C, haven-wal-file=NAME,
+//!           haven-wal-system=SYSID (segments)
+//! restore ──stage──> every archived file the base backup's replay can need, restored in
+//!     parallel into a folder; the server's restore_command copies from there
+//! haven wal fetch NAME PATH ──> one file (a restore_command of the user's own)
+//! ```
+//! WAL snapshots carry their own tenant tag (`haven-wal-tenant`), not the points'
+//! `haven-tenant`, so the retention of points never takes them for orphans; [`keep_from`]
+//! is their own retention: a file is kept while a kept base backup may need it.
+//!
+//! A push of a name that is already archived with the same content succeeds without
+//! storing anything (PostgreSQL retries a push whose success it did not record); with
+//! other content it fails, as PostgreSQL's documentation asks of an archive command. A
+//! segment of another cluster (its header's system identifier differs from the
+//! component's archive) is refused.
+//!
+//! Limits: every push and fetch lists the repository's snapshots (a process per file,
+//! as `archive_command` runs it); a repository holding many thousands of WAL files makes
+//! each push slower.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use haven_repo::backup::backup_stream;
+use haven_repo::progress::Progress;
+use haven_repo::restore::restore_to_writer;
+use haven_repo::snapshot::SnapshotEntry;
+use haven_repo::IndexedRepository;
+use haven_sources::postgres::physical::lsn::{segment_header, segment_of};
+use haven_sources::postgres::physical::{BaseFacts, WalFile};
+use haven_sources::postgres::{PostgresComponent, PostgresConfig, PostgresMode};
+
+use crate::backup::{open_tenant_repository, open_tenant_view, Observer};
+use crate::config::{ComponentConfig, Config, Tenant};
+use crate::location::SiteAccess;
+use crate::point::component_tag;
+use crate::OpsError;
+
+/// Tag on every archived WAL file.
+pub const WAL_TAG: &str = "haven-wal";
+/// The default segment size, used to read names when nothing says otherwise.
+pub const DEFAULT_SEGMENT_SIZE: u64 = 16 << 20;
+
+pub fn wal_tenant_tag(tenant: &str) -> String {
+    format!("haven-wal-tenant={tenant}")
+}
+
+fn file_tag(name: &str) -> String {
+    format!("haven-wal-file={name}")
+}
+
+fn system_tag(sysid: u64) -> String {
+    format!("haven-wal-system={sysid}")
+}
+
+/// One archived WAL file.
+#[derive(Debug, Clone)]
+pub struct ArchivedWal {
+    pub name: String,
+    pub file: WalFile,
+    pub entry: SnapshotEntry,
+}
+
+impl ArchivedWal {
+    /// When it was archived.
+    pub fn time(&self) -> DateTime<Utc> {
+        self.entry.snapshot.time
+    }
+
+    /// The time of its last transaction (commit or abort), when it holds one.
+    pub fn last_commit(&self) -> Option<DateTime<Utc>> {
+        let text = self.tag("haven-wal-last-commit=")?;
+        chrono::NaiveDateTime::parse_from_str(text.trim_end_matches(" UTC"), "%Y-%m-%d %H:%M:%S%.f")
+            .ok()
+            .map(|t| t.and_utc())
+    }
+
+    /// The restore points made in it.
+    pub fn restore_points(&self) -> impl Iterator<Item = &str> {
+        self.entry
+            .snapshot
+            .tags
+            .iter()
+            .filter_map(|t| t.strip_prefix("haven-wal-restore-point="))
+    }
+
+    fn tag(&self, prefix: &str) -> Option<&str> {
+        self.entry
+            .snapshot
+            .tags
+            .iter()
+            .find_map(|t| t.strip_prefix(prefix))
+    }
+
+    fn system(&self) -> Option<&str> {
+        self.entry
+            .snapshot
+            .tags
+            .iter()
+            .find_map(|t| t.strip_prefix("haven-wal-system="))
+    }
+}
+
+/// The physical PostgreSQL component `component` of `tenant`, or why it is not one.
+pub fn physical_component<'a>(
+    tenant: &'a Tenant,
+    component: &str,
+) -> Result<&'a PostgresConfig, OpsError> {
+    match tenant.components.get(component) {
+        Some(ComponentConfig::Postgres(pg)) if pg.mode == PostgresMode::Physical => Ok(pg),
+        Some(_) => Err(OpsError::Invalid(format!(
+            "component {component} of tenant {} is not a PostgreSQL component with mode = \"physical\"; \
+             WAL is archived only for those",
+            tenant.name
+        ))),
+        None => Err(OpsError::Invalid(format!(
+            "tenant {} has no component {component} (declared: {})",
+            tenant.name,
+            tenant.components.keys().cloned().collect::<Vec<_>>().join(", ")
+        ))),
+    }
+}
+
+/// Every archived WAL file of a component, in WAL order (history files first); of
+/// several snapshots of one name, the oldest.
+pub fn list_wal(snapshots: &[SnapshotEntry], tenant: &str, component: &str) -> Vec<ArchivedWal> {
+    let (want_tenant, want_component) = (wal_tenant_tag(tenant), component_tag(component));
+    let mut out: Vec<ArchivedWal> = snapshots
+        .iter()
+        .filter(|e| {
+            let tags = &e.snapshot.tags;
+            tags.iter().any(|t| t == WAL_TAG)
+                && tags.contains(&want_tenant)
+                && tags.contains(&want_component)
+        })
+        .filter_map(|e| {
+            let name = e
+                .snapshot
+                .tags
+                .iter()
+                .find_map(|t| t.strip_prefix("haven-wal-file="))?
+                .to_string();
+            let file = WalFile::parse(&name, DEFAULT_SEGMENT_SIZE)?;
+            Some(ArchivedWal {
+                name,
+                file,
+                entry: e.clone(),
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        (order_key(&a.file), a.entry.snapshot.time)
+            .cmp(&(order_key(&b.file), b.entry.snapshot.time))
+    });
+    out.dedup_by(|later, first| later.name == first.name);
+    out
+}
+
+/// History files first, then segments by position, timeline, partial after complete.
+fn order_key(f: &WalFile) -> (u8, u64, u32, u8) {
+    match *f {
+        WalFile::History { timeline } => (0, 0, timeline, 0),
+        WalFile::Segment { timeline, segno } => (1, segno, timeline, 0),
+        WalFile::Partial { timeline, segno } => (1, segno, timeline, 1),
+        WalFile::Backup {
+            timeline, segno, ..
+        } => (1, segno, timeline, 2),
+    }
+}
+
+/// What a push did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pushed {
+    Stored,
+    /// The same name with the same content was archived already.
+    AlreadyArchived,
+}
+
+/// Archive the WAL file at `path` for `component` of `tenant` (`archive_command`).
+pub fn push_wal(
+    config: &Config,
+    tenant: &str,
+    component: &str,
+    path: &Path,
+    lock_wait: Duration,
+) -> Result<Pushed, OpsError> {
+    let t = config.tenant(tenant)?;
+    physical_component(t, component)?;
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| OpsError::Invalid(format!("{} names no WAL file", path.display())))?
+        .to_string();
+    let file = WalFile::parse(&name, DEFAULT_SEGMENT_SIZE).ok_or_else(|| {
+        OpsError::Invalid(format!(
+            "{name} is not a WAL file name (a segment, a .partial segment, a .history or a \
+             .backup file); \
+             archive_command passes %p"
+        ))
+    })?;
+    let bytes = fs::read(path)
+        .map_err(|e| OpsError::Invalid(format!("reading WAL file {}: {e}", path.display())))?;
+    let header = match file {
+        WalFile::History { .. } | WalFile::Backup { .. } => None,
+        _ => Some(segment_header(&bytes).ok_or_else(|| {
+            OpsError::Invalid(format!(
+                "{} does not start with a WAL segment header; it is not a segment of a \
+                 PostgreSQL cluster",
+                path.display()
+            ))
+        })?),
+    };
+    let (repo, _lock) =
+        open_tenant_repository(config, t, false, "wal push", lock_wait, &Observer::quiet())?;
+    let (snapshots, _) = repo.repo.snapshots()?;
+    let archived = list_wal(&snapshots, tenant, component);
+    if let Some(h) = header {
+        let other = archived
+            .iter()
+            .filter_map(|a| a.system())
+            .find(|s| *s != h.system_identifier.to_string());
+        if let Some(other) = other {
+            return Err(OpsError::Invalid(format!(
+                "{name} belongs to the cluster with system identifier {}, but component {component} \
+                 of tenant {tenant} archives cluster {other}: two clusters point their \
+                 archive_command at one component; give each its own",
+                h.system_identifier
+            )));
+        }
+    }
+    if let Some(same) = archived.iter().find(|a| a.name == name) {
+        let mut stored = vec![];
+        restore_to_writer(&repo, &same.entry.snapshot, None, &mut stored)?;
+        if stored == bytes {
+            return Ok(Pushed::AlreadyArchived);
+        }
+        return Err(OpsError::Invalid(format!(
+            "{name} is archived already with other content (snapshot {}); refusing to \
+             replace it: check that one cluster only archives into component {component}",
+            same.entry.id.to_hex()
+        )));
+    }
+    let mut tags = vec![
+        WAL_TAG.to_string(),
+        wal_tenant_tag(tenant),
+        component_tag(component),
+        file_tag(&name),
+    ];
+    if let Some(h) = header {
+        tags.push(system_tag(h.system_identifier));
+        let pg = PostgresComponent::new(physical_component(t, component)?.clone());
+        let summary = pg.summarize_segment(path)?;
+        if let Some(time) = summary.last_commit {
+            tags.push(format!("haven-wal-last-commit={time}"));
+        }
+        tags.extend(
+            summary
+                .restore_points
+                .iter()
+                .map(|n| format!("haven-wal-restore-point={n}")),
+        );
+    }
+    backup_stream(
+        repo,
+        bytes.as_slice(),
+        &name,
+        tags,
+        None,
+        Arc::new(Progress::default()),
+    )?;
+    Ok(Pushed::Stored)
+}
+
+/// Restore the archived WAL file `name` to `dest` (`restore_command`). `Ok(false)` when
+/// it is not archived (PostgreSQL then ends recovery or tries another source).
+pub fn fetch_wal(
+    config: &Config,
+    tenant: &str,
+    component: &str,
+    name: &str,
+    dest: &Path,
+    lock_wait: Duration,
+) -> Result<bool, OpsError> {
+    let t = config.tenant(tenant)?;
+    physical_component(t, component)?;
+    let (view, _lock) = open_tenant_view(config, t, "wal fetch", lock_wait, SiteAccess::Reading)?;
+    let archived = list_wal(&view.snapshots, tenant, component);
+    let Some(found) = archived.into_iter().find(|a| a.name == name) else {
+        return Ok(false);
+    };
+    write_restored(&view.repo, &found, dest)?;
+    Ok(true)
+}
+
+/// Write one archived file to `dest` through a temporary name, so the server never
+/// reads a half-written file.
+fn write_restored(
+    repo: &IndexedRepository,
+    wal: &ArchivedWal,
+    dest: &Path,
+) -> Result<(), OpsError> {
+    let tmp = dest.with_extension("haven-partial");
+    let written = fs::File::create(&tmp)
+        .map_err(|e| OpsError::Invalid(format!("creating {}: {e}", tmp.display())))
+        .and_then(|mut f| {
+            restore_to_writer(repo, &wal.entry.snapshot, None, &mut f)?;
+            f.flush()
+                .map_err(|e| OpsError::Invalid(format!("writing {}: {e}", tmp.display())))
+        });
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    fs::rename(&tmp, dest)
+        .map_err(|e| OpsError::Invalid(format!("renaming {} into place: {e}", tmp.display())))
+}
+
+/// Which archived files a replay from `base` can read: every history file, and every
+/// segment from the one holding the base's start on (every timeline: the server picks).
+pub fn needed_from(archived: &[ArchivedWal], base: &BaseFacts) -> Vec<ArchivedWal> {
+    let first = segment_of(base.start_lsn, base.segment_size);
+    archived
+        .iter()
+        .filter(|a| match a.file {
+            WalFile::History { .. } => true,
+            WalFile::Segment { segno, .. } => segno >= first,
+            // Read only by name, never by the server's recovery.
+            WalFile::Partial { .. } | WalFile::Backup { .. } => false,
+        })
+        .cloned()
+        .collect()
+}
+
+/// The segments missing between the base's start and the newest archived segment of
+/// the base's timeline (a gap makes every target past it unreachable).
+pub fn gaps(archived: &[ArchivedWal], base: &BaseFacts) -> Vec<String> {
+    let first = segment_of(base.start_lsn, base.segment_size);
+    let have: BTreeSet<u64> = archived
+        .iter()
+        .filter_map(|a| match a.file {
+            WalFile::Segment { timeline, segno } if timeline >= base.timeline => Some(segno),
+            _ => None,
+        })
+        .collect();
+    let Some(&last) = have.iter().next_back() else {
+        return vec![];
+    };
+    (first..last)
+        .filter(|s| !have.contains(s))
+        .map(|s| {
+            WalFile::Segment {
+                timeline: base.timeline,
+                segno: s,
+            }
+            .name(base.segment_size)
+        })
+        .collect()
+}
+
+/// Restore `files` into `dir`, `jobs` at a time. Returns the bytes written.
+pub fn stage(
+    repo: &IndexedRepository,
+    files: &[ArchivedWal],
+    dir: &Path,
+    jobs: usize,
+) -> Result<u64, OpsError> {
+    fs::create_dir_all(dir)
+        .map_err(|e| OpsError::Invalid(format!("creating {}: {e}", dir.display())))?;
+    let next = AtomicUsize::new(0);
+    let failure: Mutex<Option<OpsError>> = Mutex::new(None);
+    let bytes = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..jobs.clamp(1, 16) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(wal) = files.get(i) else { break };
+                if failure.lock().unwrap().is_some() {
+                    break;
+                }
+                let dest: PathBuf = dir.join(&wal.name);
+                match write_restored(repo, wal, &dest) {
+                    Ok(()) => {
+                        let len = fs::metadata(&dest).map_or(0, |m| m.len());
+                        bytes.fetch_add(len as usize, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        failure.lock().unwrap().get_or_insert(e);
+                    }
+                }
+            });
+        }
+    });
+    match failure.into_inner().unwrap() {
+        Some(e) => Err(e),
+        None => Ok(bytes.into_inner() as u64),
+    }
+}
+
+/// Retention of the WAL archive: the oldest segment any kept base backup needs (`None`:
+/// keep nothing but history files, as no base backup is kept).
+pub fn keep_from(kept_bases: &[BaseFacts]) -> Option<u64> {
+    kept_bases
+        .iter()
+        .map(|b| segment_of(b.start_lsn, b.segment_size))
+        .min()
+}

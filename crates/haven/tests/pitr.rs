@@ -1,0 +1,354 @@
+//! Point-in-time recovery of a physical PostgreSQL component against a real server the
+//! test starts (PostgreSQL from Debian, its own data directory and port): base backups
+//! through `haven tenant backup`, WAL through the server's own `archive_command` calling
+//! `haven wal push`, restores to a time between two known writes, to a named restore
+//! point and to the latest archived WAL, each into a new data directory and server,
+//! checked by the rows that must and must not be there. Then what must be refused before
+//! anything starts: a time before the window, an unknown restore point, and `--latest`
+//! over a gap in the archive.
+//!
+//! PostgreSQL runs `archive_command` as its own system user, so (as on a real database
+//! host) every haven command of this test runs as `postgres`, on a repository it owns.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use haven_sources::servers::postgres::PostgresServer;
+
+const USER: &str = "postgres";
+
+/// Everything of one test: a root folder the postgres user owns, a config, the source
+/// server.
+struct Setup {
+    root: PathBuf,
+    config: PathBuf,
+    source: PostgresServer,
+    /// The port the restored server listens on.
+    dr_port: u16,
+    _tmp: tempfile::TempDir,
+}
+
+impl Setup {
+    fn start() -> Setup {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("haven");
+        fs::create_dir_all(&root).unwrap();
+        // The postgres user reaches and owns the test's folder.
+        fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let source = PostgresServer::start(&tmp.path().join("source")).unwrap();
+        chown_postgres(&root);
+        let config = root.join("haven.toml");
+        let (dr1, dr_port) = (root.join("restored"), free_port());
+        let text = format!(
+            r#"[repositories.main]
+url = "{repo}"
+password-file = "password"
+
+[tenants.acme]
+repository = "main"
+[tenants.acme.components.db]
+kind = "postgres"
+url = "postgresql://postgres@127.0.0.1:{src}/postgres"
+mode = "physical"
+timeout = "90s"
+
+[tenants.acme-dr]
+repository = "main"
+[tenants.acme-dr.components.db]
+kind = "postgres"
+url = "postgresql://postgres@127.0.0.1:{dr_port}/postgres"
+mode = "physical"
+data-dir = "{dr1}"
+timeout = "90s"
+"#,
+            repo = root.join("repo").display(),
+            src = source.port(),
+            dr1 = dr1.display(),
+        );
+        fs::write(&config, text).unwrap();
+        fs::write(root.join("password"), "pitr test passphrase").unwrap();
+        chown_postgres(&root);
+        let s = Setup {
+            root,
+            config,
+            source,
+            dr_port,
+            _tmp: tmp,
+        };
+        let (repo, password) = (s.path("repo"), s.path("password"));
+        let mut init = vec!["init", "--repo", &repo, "--password-file", &password];
+        init.extend_from_slice(&FAST_KDF);
+        s.haven(&init).ok("init");
+        let push = format!(
+            "{} wal push --config {} acme db %p",
+            haven_bin(),
+            s.config.display()
+        );
+        s.source
+            .reconfigure(&format!(
+                "archive_mode = on\narchive_command = '{}'\nwal_level = replica",
+                push.replace('\'', "''")
+            ))
+            .unwrap();
+        s
+    }
+
+    fn path(&self, rel: &str) -> String {
+        self.root.join(rel).display().to_string()
+    }
+
+    /// `haven ARGS` as the postgres user.
+    fn haven(&self, args: &[&str]) -> Out {
+        let mut cmd = Command::new("runuser");
+        cmd.args(["-u", USER, "--", haven_bin()]).args(args);
+        cmd.current_dir(&self.root)
+            .stdin(std::process::Stdio::null());
+        for (k, _) in std::env::vars() {
+            if k.starts_with("HAVEN_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.env("HAVEN_CONFIG", &self.config)
+            .env("HAVEN_WORK_DIR", self.root.join("work"));
+        fs::create_dir_all(self.root.join("work")).unwrap();
+        chown_postgres(&self.root.join("work"));
+        run_to_end(cmd, None, Duration::from_secs(300))
+    }
+
+    fn sql(&self, sql: &str) -> String {
+        self.source
+            .psql("postgres", sql)
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    /// Switch to a new WAL segment and wait until the server archived the old one.
+    fn archive_now(&self) {
+        let segment = self.sql("SELECT pg_walfile_name(pg_switch_wal());");
+        wait_for(
+            "the server to archive its WAL",
+            Duration::from_secs(60),
+            || {
+                let (archived, failed) = {
+                    let row = self.sql("SELECT coalesce(last_archived_wal, ''), failed_count FROM pg_stat_archiver;");
+                    let mut f = row.split('|');
+                    (
+                        f.next().unwrap_or("").to_string(),
+                        f.next().unwrap_or("0").to_string(),
+                    )
+                };
+                assert_eq!(
+                    failed,
+                    "0",
+                    "archive_command failed; server log:\n{}",
+                    self.server_log()
+                );
+                archived.as_str() >= segment.as_str()
+            },
+        );
+    }
+
+    fn server_log(&self) -> String {
+        fs::read_to_string(self.source.dir().join("server.log")).unwrap_or_default()
+    }
+
+    /// Restore into acme-dr with `extra` arguments; returns the restored server's guard.
+    fn restore(&self, extra: &[&str]) -> (Out, Restored) {
+        let restored = Restored {
+            data: self.root.join("restored"),
+        };
+        let mut args = vec![
+            "tenant", "restore", "acme", "--into", "acme-dr", "--force", "--json",
+        ];
+        args.extend_from_slice(extra);
+        (self.haven(&args), restored)
+    }
+
+    /// Rows of t in the restored server.
+    fn restored_rows(&self) -> String {
+        let out = Command::new("psql")
+            .args(["-X", "-A", "-t", "-h", "127.0.0.1", "-U", "postgres", "-p"])
+            .arg(self.dr_port.to_string())
+            .args(["-d", "postgres", "-c", "SELECT string_agg(batch || ':' || n, ',' ORDER BY batch) FROM (SELECT batch, count(*) n FROM t GROUP BY batch) s;"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "psql: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+/// A restored server, stopped on drop.
+struct Restored {
+    data: PathBuf,
+}
+
+impl Drop for Restored {
+    fn drop(&mut self) {
+        if self.data.join("postmaster.pid").exists() {
+            let bin = haven_sources::servers::postgres::find_bin_dir().unwrap();
+            let _ = Command::new("runuser")
+                .args(["-u", USER, "--"])
+                .arg(bin.join("pg_ctl"))
+                .args(["stop", "-w", "-s", "-m", "immediate", "-D"])
+                .arg(&self.data)
+                .status();
+        }
+    }
+}
+
+fn chown_postgres(path: &Path) {
+    let status = Command::new("chown")
+        .args(["-R", &format!("{USER}:{USER}")])
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_for(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) {
+    let start = Instant::now();
+    let mut delay = Duration::from_millis(20);
+    while !ready() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(delay);
+        delay = (delay * 2).min(Duration::from_millis(500));
+    }
+}
+
+fn outcome(out: &Out) -> String {
+    let report = out.json();
+    report["components"][0]["outcome"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
+#[test]
+fn a_physical_component_restores_to_a_time_a_restore_point_and_the_latest_wal() {
+    let s = Setup::start();
+    s.sql("CREATE TABLE t (id serial PRIMARY KEY, batch text NOT NULL, at timestamptz DEFAULT clock_timestamp());");
+    s.sql("INSERT INTO t (batch) SELECT 'a' FROM generate_series(1, 100);");
+    let out = s.haven(&["tenant", "backup", "acme"]);
+    out.ok("the base backup");
+
+    // b committed, then the target moment, then c: --at the moment has b and no c.
+    s.sql("INSERT INTO t (batch) SELECT 'b' FROM generate_series(1, 50);");
+    let moment = s.sql("SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"');");
+    s.sql("INSERT INTO t (batch) SELECT 'c' FROM generate_series(1, 25);");
+    s.sql("SELECT pg_create_restore_point('before-d');");
+    s.sql("INSERT INTO t (batch) SELECT 'd' FROM generate_series(1, 10);");
+    s.archive_now();
+    s.sql("INSERT INTO t (batch) SELECT 'e' FROM generate_series(1, 5);");
+    s.archive_now();
+
+    let points = s.haven(&["tenant", "points", "acme"]);
+    points.ok("points");
+    assert!(
+        points.stdout.contains("db: restorable from"),
+        "points shows the window:\n{}",
+        points.stdout
+    );
+
+    let (out, _server) = s.restore(&["--component", "db", "--at", &moment]);
+    assert_eq!(
+        outcome(&out),
+        "passed",
+        "--at {moment}:\n{}\n{}",
+        out.stdout,
+        out.stderr
+    );
+    assert_eq!(s.restored_rows(), "a:100,b:50", "--at {moment}");
+    drop(_server);
+
+    let (out, _server) = s.restore(&["--component", "db", "--name", "before-d"]);
+    assert_eq!(
+        outcome(&out),
+        "passed",
+        "--name:\n{}\n{}",
+        out.stdout,
+        out.stderr
+    );
+    assert_eq!(s.restored_rows(), "a:100,b:50,c:25", "--name before-d");
+    drop(_server);
+
+    let (out, _server) = s.restore(&["--component", "db", "--latest"]);
+    assert_eq!(
+        outcome(&out),
+        "passed",
+        "--latest:\n{}\n{}",
+        out.stdout,
+        out.stderr
+    );
+    assert_eq!(s.restored_rows(), "a:100,b:50,c:25,d:10,e:5", "--latest");
+    drop(_server);
+
+    // Refused before anything starts, naming the window or what is known.
+    let (out, _server) = s.restore(&["--component", "db", "--at", "2001-01-01 00:00:00"]);
+    out.assert_one_line_error(1, &["db", "restorable window"]);
+    let (out, _server) = s.restore(&["--component", "db", "--name", "no-such-point"]);
+    out.assert_one_line_error(1, &["no restore point", "before-d"]);
+
+    // A WAL file deleted from the archive: --latest refuses and names the gap.
+    let snapshots = s.haven(&[
+        "snapshots",
+        "--json",
+        "--repo",
+        &s.path("repo"),
+        "--password-file",
+        &s.path("password"),
+    ]);
+    snapshots.ok("snapshots");
+    let list = snapshots.json();
+    let mut wal: Vec<(String, String)> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|snap| {
+            let tags: Vec<&str> = snap["tags"]
+                .as_array()?
+                .iter()
+                .filter_map(|t| t.as_str())
+                .collect();
+            let name = tags
+                .iter()
+                .find_map(|t| t.strip_prefix("haven-wal-file="))?;
+            (name.len() == 24).then(|| (name.to_string(), snap["id"].as_str().unwrap().to_string()))
+        })
+        .collect();
+    wal.sort();
+    assert!(
+        wal.len() >= 4,
+        "several WAL segments archived (one in the middle goes): {wal:?}"
+    );
+    let (gap_name, gap_id) = wal[wal.len() - 2].clone();
+    s.haven(&[
+        "forget",
+        &gap_id,
+        "--repo",
+        &s.path("repo"),
+        "--password-file",
+        &s.path("password"),
+    ])
+    .ok("forget one WAL segment");
+    let (out, _server) = s.restore(&["--component", "db", "--latest"]);
+    out.assert_one_line_error(1, &["gap", &gap_name]);
+}

@@ -5,7 +5,9 @@
 //! oldest kept complete point. Snapshots of a killed run (component snapshots without a
 //! manifest) are removed when older than that too. A point carrying a label in effect
 //! ([`crate::label`]) is kept whatever the plan says; a label whose expiry has passed is
-//! removed (its point is then treated like any other). Then `prune` (exclusive lock)
+//! removed (its point is then treated like any other). Archived WAL of physical
+//! PostgreSQL components is removed below the oldest segment a kept base backup needs
+//! ([`crate::wal::expired`]). Then `prune` (exclusive lock)
 //! frees the data nothing references any more.
 //!
 //! Retention runs under a shared lock; labelling a point takes the exclusive one, so a
@@ -30,6 +32,7 @@ use crate::config::Config;
 use crate::label::list_labels;
 use crate::point::{list_points, point_tag, tenant_tag, PointStatus, MANIFEST_TAG};
 use crate::OpsError;
+use haven_sources::postgres::physical::BaseFacts;
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct RetentionReport {
@@ -43,6 +46,8 @@ pub struct RetentionReport {
     pub labels_expired: Vec<(String, String)>,
     /// Snapshot files deleted (manifests and component snapshots).
     pub snapshots_removed: usize,
+    /// Archived WAL files no kept base backup needs (counted in `snapshots_removed` too).
+    pub wal_removed: usize,
     pub prune: Option<PruneReport>,
 }
 
@@ -167,12 +172,32 @@ pub fn apply_retention_at(
                 report.snapshots_removed += 1;
             }
         }
+        // WAL no kept base backup needs any more (physical PostgreSQL components).
+        let kept_points: Vec<_> = points
+            .iter()
+            .filter(|p| report.kept.contains(&p.point.id))
+            .collect();
+        for name in t.components.keys() {
+            let kept_bases: Vec<BaseFacts> = kept_points
+                .iter()
+                .filter(|p| p.point.status == PointStatus::Complete)
+                .filter_map(|p| p.point.components.get(name))
+                .filter_map(|r| BaseFacts::from_fingerprint(r.fingerprint.as_ref()?).ok())
+                .collect();
+            let archived = crate::wal::list_wal(&snapshots, tenant, name);
+            for old in crate::wal::expired(&archived, &kept_bases) {
+                backend.remove(FileKind::Snapshot, &old.entry.id.to_hex())?;
+                report.snapshots_removed += 1;
+                report.wal_removed += 1;
+            }
+        }
         observer.line(&format!(
-            "retention {tenant}: kept {} points ({} by a label), removed {} ({} snapshots), {} expired label(s) removed",
+            "retention {tenant}: kept {} points ({} by a label), removed {} ({} snapshots, {} WAL files), {} expired label(s) removed",
             report.kept.len(),
             report.kept_by_label.len(),
             report.removed.len(),
             report.snapshots_removed,
+            report.wal_removed,
             report.labels_expired.len()
         ));
     }

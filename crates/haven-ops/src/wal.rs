@@ -9,7 +9,7 @@
 //! haven wal fetch NAME PATH ──> one file (a restore_command of the user's own)
 //! ```
 //! WAL snapshots carry their own tenant tag (`haven-wal-tenant`), not the points'
-//! `haven-tenant`, so the retention of points never takes them for orphans; [`keep_from`]
+//! `haven-tenant`, so the retention of points never takes them for orphans; [`expired`]
 //! is their own retention: a file is kept while a kept base backup may need it.
 //!
 //! A push of a name that is already archived with the same content succeeds without
@@ -406,11 +406,25 @@ pub fn stage(
     }
 }
 
-/// Retention of the WAL archive: the oldest segment any kept base backup needs (`None`:
-/// keep nothing but history files, as no base backup is kept).
-pub fn keep_from(kept_bases: &[BaseFacts]) -> Option<u64> {
-    kept_bases
+/// Retention of the WAL archive: the files below the oldest segment any kept base
+/// backup needs. History files are always kept (small, and a later timeline's recovery
+/// reads them all); with no kept base backup nothing is removed (a component whose
+/// backups all failed keeps its WAL rather than lose it).
+pub fn expired<'a>(archived: &'a [ArchivedWal], kept_bases: &[BaseFacts]) -> Vec<&'a ArchivedWal> {
+    let Some(keep_from) = kept_bases
         .iter()
         .map(|b| segment_of(b.start_lsn, b.segment_size))
         .min()
+    else {
+        return vec![];
+    };
+    archived
+        .iter()
+        .filter(|a| match a.file {
+            WalFile::Segment { segno, .. }
+            | WalFile::Partial { segno, .. }
+            | WalFile::Backup { segno, .. } => segno < keep_from,
+            WalFile::History { .. } => false,
+        })
+        .collect()
 }

@@ -52,6 +52,7 @@ password-file = "password"
 
 [tenants.acme]
 repository = "main"
+retention = {{ keep-last = 1 }}
 [tenants.acme.components.db]
 kind = "postgres"
 url = "postgresql://postgres@127.0.0.1:{src}/postgres"
@@ -169,6 +170,36 @@ timeout = "90s"
         ];
         args.extend_from_slice(extra);
         (self.haven(&args), restored)
+    }
+
+    /// The archived WAL segments (name, snapshot id), in order.
+    fn wal_segments(&self) -> Vec<(String, String)> {
+        let out = self.haven(&[
+            "snapshots",
+            "--json",
+            "--repo",
+            &self.path("repo"),
+            "--password-file",
+            &self.path("password"),
+        ]);
+        out.ok("snapshots");
+        let mut wal: Vec<(String, String)> = out
+            .json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|snap| {
+                let tags = snap["tags"].as_array()?;
+                let name = tags
+                    .iter()
+                    .filter_map(|t| t.as_str())
+                    .find_map(|t| t.strip_prefix("haven-wal-file="))?;
+                (name.len() == 24)
+                    .then(|| (name.to_string(), snap["id"].as_str().unwrap().to_string()))
+            })
+            .collect();
+        wal.sort();
+        wal
     }
 
     /// Rows of t in the restored server.
@@ -307,36 +338,45 @@ fn a_physical_component_restores_to_a_time_a_restore_point_and_the_latest_wal() 
     let (out, _server) = s.restore(&["--component", "db", "--name", "no-such-point"]);
     out.assert_one_line_error(1, &["no restore point", "before-d"]);
 
-    // A WAL file deleted from the archive: --latest refuses and names the gap.
-    let snapshots = s.haven(&[
-        "snapshots",
-        "--json",
-        "--repo",
-        &s.path("repo"),
-        "--password-file",
-        &s.path("password"),
-    ]);
-    snapshots.ok("snapshots");
-    let list = snapshots.json();
-    let mut wal: Vec<(String, String)> = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|snap| {
-            let tags: Vec<&str> = snap["tags"]
-                .as_array()?
-                .iter()
-                .filter_map(|t| t.as_str())
-                .collect();
-            let name = tags
-                .iter()
-                .find_map(|t| t.strip_prefix("haven-wal-file="))?;
-            (name.len() == 24).then(|| (name.to_string(), snap["id"].as_str().unwrap().to_string()))
-        })
-        .collect();
-    wal.sort();
+    // A second base backup and retention keeping one point: the WAL only the first
+    // needed goes, and --latest still restores everything.
+    s.haven(&["tenant", "backup", "acme"])
+        .ok("the second base backup");
+    s.sql("INSERT INTO t (batch) SELECT 'f' FROM generate_series(1, 3);");
+    s.archive_now();
+    s.sql("INSERT INTO t (batch) SELECT 'g' FROM generate_series(1, 2);");
+    s.archive_now();
+    let before = s.wal_segments();
+    let config = haven_ops::Config::load(&s.config).unwrap();
+    let report = haven_ops::retention::apply_retention(
+        &config,
+        "acme",
+        Duration::from_secs(30),
+        false,
+        &haven_ops::backup::Observer::quiet(),
+    )
+    .unwrap();
+    let after = s.wal_segments();
     assert!(
-        wal.len() >= 4,
+        report.wal_removed > 0 && after.len() < before.len(),
+        "retention removed the WAL of the forgotten base backup: {before:?} -> {after:?} ({report:?})"
+    );
+    assert_eq!(after.last(), before.last(), "the newest WAL stays");
+    let (out, _server) = s.restore(&["--component", "db", "--latest"]);
+    assert_eq!(
+        outcome(&out),
+        "passed",
+        "--latest after retention:\n{}\n{}",
+        out.stdout,
+        out.stderr
+    );
+    assert_eq!(s.restored_rows(), "a:100,b:50,c:25,d:10,e:5,f:3,g:2");
+    drop(_server);
+
+    // A WAL file deleted from the archive: --latest refuses and names the gap.
+    let wal = after;
+    assert!(
+        wal.len() >= 3,
         "several WAL segments archived (one in the middle goes): {wal:?}"
     );
     let (gap_name, gap_id) = wal[wal.len() - 2].clone();

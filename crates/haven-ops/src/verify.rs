@@ -141,6 +141,10 @@ fn verify_component(
             &haven_sources::postgres::physical::RecoveryTarget::Immediate,
         );
     }
+    if let (ComponentConfig::Postgres(pg), true) = (source_cfg, crate::pitr::is_base_backup(record))
+    {
+        return verify_physical(repo, env, point, name, record, pg, work.path());
+    }
     let source = env.component(source_cfg).expect("a stream kind");
     let scratch = match source.scratch(work.path()) {
         Ok(s) => s,
@@ -167,6 +171,52 @@ fn verify_component(
         || restore_stream(repo, env, name, record, target, false),
         || validate_stream(record, target),
     );
+    report
+}
+
+/// A base backup restored as backed up (to its consistency point) into a throwaway
+/// server on a free loopback port in the work folder, checked, then stopped.
+fn verify_physical(
+    repo: &IndexedRepository,
+    env: &RunEnv,
+    point: &RecoveryPoint,
+    name: &str,
+    record: &ComponentRecord,
+    source: &haven_sources::postgres::PostgresConfig,
+    work: &std::path::Path,
+) -> ComponentReport {
+    let source = haven_sources::postgres::PostgresComponent::new(source.clone());
+    let scratch = match source.physical_scratch(work.join("data")) {
+        Ok(s) => s,
+        Err(e) => {
+            return failed(
+                name,
+                record,
+                describe(&ComponentConfig::Postgres(source.config.clone())),
+                format!("creating a scratch target: {e}"),
+            )
+        }
+    };
+    let target_cfg = ComponentConfig::Postgres(scratch.config.clone());
+    let mut report = crate::restore::restore_component(
+        repo,
+        env,
+        point,
+        name,
+        record,
+        &target_cfg,
+        false,
+        &haven_sources::postgres::physical::RecoveryTarget::Immediate,
+    );
+    report.target = format!("scratch: {}", report.target);
+    if let Err(e) = scratch.stop_physical() {
+        report.checks.push(crate::report::Check {
+            name: "cleanup".into(),
+            passed: false,
+            detail: format!("the scratch server did not stop: {e}"),
+        });
+        report.outcome = Outcome::ChecksFailed;
+    }
     report
 }
 

@@ -299,6 +299,22 @@ fn a_physical_component_restores_to_a_time_a_restore_point_and_the_latest_wal() 
         points.stdout
     );
 
+    // The drill: the point restored into a throwaway server, checked, stopped.
+    let out = s.haven(&["tenant", "verify", "acme", "--json"]);
+    assert_eq!(
+        outcome(&out),
+        "passed",
+        "verify:\n{}\n{}",
+        out.stdout,
+        out.stderr
+    );
+    assert!(out.stdout.contains("pg_verifybackup"), "{}", out.stdout);
+    assert!(
+        !out.stdout.contains("\"cleanup\""),
+        "the scratch server stopped: {}",
+        out.stdout
+    );
+
     let (out, _server) = s.restore(&["--component", "db", "--at", &moment]);
     assert_eq!(
         outcome(&out),

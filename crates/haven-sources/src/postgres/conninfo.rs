@@ -139,6 +139,44 @@ impl ConnInfo {
         }
     }
 
+    /// The one host named in the connection string (not a unix socket folder); `None`
+    /// when there is none or several.
+    pub(super) fn host(&self) -> Option<String> {
+        let host = match &self.form {
+            Form::Url { hosts, params, .. } => match params.iter().find(|(k, _)| k == "host") {
+                Some((_, h)) => h.clone(),
+                None if hosts.contains(',') => return None,
+                None => match hosts.rsplit_once(':') {
+                    Some((h, p)) if p.parse::<u16>().is_ok() => h.to_string(),
+                    _ => hosts.clone(),
+                },
+            },
+            Form::Pairs(pairs) => pairs.iter().find(|(k, _)| k == "host")?.1.clone(),
+        };
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        (!host.is_empty() && !host.starts_with('/') && !host.contains(',')).then_some(host)
+    }
+
+    /// The same connection on another host and port (a URL keeps user and database).
+    pub(super) fn with_host_port(&self, host: &str, port: u16) -> ConnInfo {
+        let mut out = self.clone();
+        match &mut out.form {
+            Form::Url { hosts, params, .. } => {
+                *hosts = format!("{host}:{port}");
+                params.retain(|(k, _)| k != "host" && k != "port");
+            }
+            Form::Pairs(pairs) => {
+                pairs.retain(|(k, _)| k != "host" && k != "port" && k != "hostaddr");
+                pairs.push(("host".into(), host.to_string()));
+                pairs.push(("port".into(), port.to_string()));
+            }
+        }
+        out
+    }
+
     /// The port named in the connection string (URL `host:port`, or `port=`); `None`
     /// when it names none (libpq's default 5432 then applies) or several hosts.
     pub(super) fn port(&self) -> Option<u16> {

@@ -228,6 +228,46 @@ impl PostgresComponent {
         Ok(recovered)
     }
 
+    /// A scratch target for `tenant verify`: this component's credentials, a server on
+    /// a free loopback port, its data directory at `data_dir`.
+    pub fn physical_scratch(&self, data_dir: PathBuf) -> Result<PostgresComponent> {
+        let port = crate::process::free_port()?;
+        let url = self.conn()?.with_host_port("127.0.0.1", port).render(true);
+        let mut config = self.config.clone();
+        config.url = url;
+        config.data_dir = Some(data_dir);
+        let mut scratch = PostgresComponent::new(config);
+        scratch.deadline = self.deadline;
+        Ok(scratch)
+    }
+
+    /// Stop the server a physical restore started on `data-dir` (`pg_ctl stop -m fast`).
+    pub fn stop_physical(&self) -> Result<()> {
+        let Some(data) = self.config.data_dir.clone() else {
+            return Ok(());
+        };
+        if !data.join("postmaster.pid").exists() {
+            return Ok(());
+        }
+        let server = RestoredServer {
+            component: self,
+            data,
+            port: 0,
+            run_as: if running_as_root() {
+                let (uid, gid) = system_user(SUPERUSER)?;
+                Some((SUPERUSER.to_string(), uid, gid))
+            } else {
+                None
+            },
+        };
+        let what = format!("stopping PostgreSQL on {}", server.data.display());
+        let mut cmd = server.as_server(self.tool("pg_ctl")?, &what);
+        cmd.args(["stop", "-w", "-s", "-m", "fast", "-t", "60", "-D"])
+            .arg(&server.data)
+            .current_dir("/");
+        cmd.run().map(|_| ())
+    }
+
     fn describe_target(&self) -> String {
         self.conn()
             .map(|c| c.render(false))
@@ -385,6 +425,11 @@ impl<'a> RestoredServer<'a> {
             "''".into()
         };
         conf.push_str(&format!("unix_socket_directories = {sockets}\n"));
+        // Listen where the target's URL says the server is (the source's own setting
+        // may name an address of another machine).
+        if let Some(host) = self.component.conn()?.host() {
+            conf.push_str(&format!("listen_addresses = {}\n", quote_conf(&host)));
+        }
         match target {
             RecoveryTarget::Immediate => conf.push_str("recovery_target = 'immediate'\n"),
             RecoveryTarget::Latest => {}

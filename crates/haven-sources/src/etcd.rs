@@ -181,18 +181,15 @@ impl EtcdComponent {
         })?;
         let data_dir = std::path::absolute(data_dir)
             .map_err(|e| SourceError::io(format!("resolving {}", data_dir.display()), e))?;
+        let peer_chosen = self.config.peer_url.is_none();
         let peer = match &self.config.peer_url {
             Some(url) => EtcdClient::new(url)?,
-            None => loop {
-                let peer = EtcdClient::new(&format!("http://127.0.0.1:{}", free_port()?))?;
-                if peer.authority() != client.authority() {
-                    break peer;
-                }
-            },
+            None => free_peer(&client)?,
         };
         Ok(RestoreTarget {
             client,
             peer,
+            peer_chosen,
             data_dir,
             name: self
                 .config
@@ -203,25 +200,46 @@ impl EtcdComponent {
     }
 }
 
+/// A loopback peer URL on a free port other than the client's.
+fn free_peer(client: &EtcdClient) -> Result<EtcdClient> {
+    loop {
+        let peer = EtcdClient::new(&format!("http://127.0.0.1:{}", free_port()?))?;
+        if peer.authority() != client.authority() {
+            return Ok(peer);
+        }
+    }
+}
+
+fn listening(url: &EtcdClient) -> bool {
+    url.authority()
+        .to_socket_addrs()
+        .map(|mut addrs| {
+            addrs.any(|a| TcpStream::connect_timeout(&a, Duration::from_secs(1)).is_ok())
+        })
+        .unwrap_or(false)
+}
+
 struct RestoreTarget {
     client: EtcdClient,
     peer: EtcdClient,
+    /// The peer URL was picked here (no `peer-url`): when its port was taken meanwhile
+    /// another is picked instead of failing.
+    peer_chosen: bool,
     data_dir: PathBuf,
     name: String,
 }
 
 impl RestoreTarget {
     /// A restore starts a new member: nothing may listen on its URLs yet.
-    fn check_free(&self) -> Result<()> {
+    fn check_free(&mut self) -> Result<()> {
+        for _ in 0..5 {
+            if !(self.peer_chosen && listening(&self.peer)) {
+                break;
+            }
+            self.peer = free_peer(&self.client)?;
+        }
         for url in [&self.client, &self.peer] {
-            let listening = url
-                .authority()
-                .to_socket_addrs()
-                .map(|mut addrs| {
-                    addrs.any(|a| TcpStream::connect_timeout(&a, Duration::from_secs(1)).is_ok())
-                })
-                .unwrap_or(false);
-            if listening {
+            if listening(url) {
                 return Err(SourceError::failed(
                     format!("restoring etcd into {}", self.client.url()),
                     format!(
@@ -356,10 +374,10 @@ impl StreamComponent for EtcdComponent {
     }
 
     fn restore(&self, feed: &mut Feed<'_>, work: &Path, opts: &RestoreOptions) -> Result<()> {
-        let target = self.restore_target()?;
+        let mut target = self.restore_target()?;
         let etcdctl = self.tool("etcdctl", ETCDCTL_HINT)?;
         let etcd = self.tool("etcd", ETCD_HINT)?;
-        let data_dir = &target.data_dir;
+        let data_dir = &target.data_dir.clone();
         let shown = data_dir.display().to_string();
         let previous = member::running_pid(data_dir);
         if !opts.force {

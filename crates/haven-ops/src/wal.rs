@@ -195,7 +195,7 @@ pub fn push_wal(
     lock_wait: Duration,
 ) -> Result<Pushed, OpsError> {
     let t = config.tenant(tenant)?;
-    physical_component(t, component)?;
+    let pg = PostgresComponent::new(physical_component(t, component)?.clone());
     let name = path
         .file_name()
         .and_then(|n| n.to_str())
@@ -258,7 +258,6 @@ pub fn push_wal(
     ];
     if let Some(h) = header {
         tags.push(system_tag(h.system_identifier));
-        let pg = PostgresComponent::new(physical_component(t, component)?.clone());
         let summary = pg.summarize_segment(path)?;
         if let Some(time) = summary.last_commit {
             tags.push(format!("haven-wal-last-commit={time}"));

@@ -16,7 +16,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use haven_sources::servers::postgres::PostgresServer;
@@ -44,7 +44,10 @@ impl Setup {
         let source = PostgresServer::start(&tmp.path().join("source")).unwrap();
         chown_postgres(&root);
         let config = root.join("haven.toml");
-        let (dr1, dr_port) = (root.join("restored"), free_port());
+        let (dr1, dr_port) = (
+            root.join("restored"),
+            haven_sources::process::free_port().unwrap(),
+        );
         let text = format!(
             r#"[repositories.main]
 url = "{repo}"
@@ -245,24 +248,6 @@ fn chown_postgres(path: &Path) {
         .status()
         .unwrap();
     assert!(status.success());
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_for(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) {
-    let start = Instant::now();
-    let mut delay = Duration::from_millis(20);
-    while !ready() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(delay);
-        delay = (delay * 2).min(Duration::from_millis(500));
-    }
 }
 
 fn outcome(out: &Out) -> String {

@@ -112,16 +112,7 @@ impl PostgresServer {
 
     /// A server-side command, run as the `postgres` user when we are root.
     fn server_command(&self, tool: &str, what: &str) -> Tool {
-        let program = self.bin.join(tool);
-        let hint = "install the PostgreSQL server";
-        match &self.run_as {
-            Some(user) => {
-                let mut cmd = Tool::new("runuser", what, hint);
-                cmd.args(["-u", user, "--"]).arg(program);
-                cmd
-            }
-            None => Tool::new(program, what, hint),
-        }
+        run_as(self.run_as.as_deref(), self.bin.join(tool), what)
     }
 
     fn initdb(&self) -> Result<()> {
@@ -351,8 +342,31 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// A value in postgresql.conf quotes.
-fn quote_conf(value: &str) -> String {
+pub(crate) fn quote_conf(value: &str) -> String {
     format!("'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+/// `program` run as `user` (through `runuser`) when given, else as we are.
+pub(crate) fn run_as(user: Option<&str>, program: impl AsRef<std::ffi::OsStr>, what: &str) -> Tool {
+    let hint = "install the PostgreSQL server (Debian: apt-get install postgresql)";
+    match user {
+        Some(user) => {
+            let mut cmd = Tool::new("runuser", what, hint);
+            cmd.args(["-u", user, "--"]).arg(program);
+            cmd
+        }
+        None => Tool::new(program, what, hint),
+    }
+}
+
+/// The uid and gid a PostgreSQL server must run as: the `postgres` user's when we are
+/// root (PostgreSQL refuses root), `None` (ourselves) otherwise.
+pub(crate) fn server_user() -> Result<Option<(u32, u32)>> {
+    if running_as_root() {
+        system_user(SUPERUSER).map(Some)
+    } else {
+        Ok(None)
+    }
 }
 
 /// Whether this process runs as root (`/proc/self` belongs to the effective user).

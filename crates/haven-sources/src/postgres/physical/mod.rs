@@ -47,7 +47,7 @@ use super::archive::{Received, Tee};
 use super::session::drain;
 use super::PostgresComponent;
 use crate::process::Tool;
-use crate::servers::postgres::{open_ancestors, running_as_root, system_user, SUPERUSER};
+use crate::servers::postgres::{open_ancestors, quote_conf, run_as, server_user, SUPERUSER};
 use crate::{Feed, Fingerprint, Result, Sink, SourceError};
 pub use label::BaseBackupInfo;
 pub use lsn::{Lsn, WalFile};
@@ -249,21 +249,11 @@ impl PostgresComponent {
         if !data.join("postmaster.pid").exists() {
             return Ok(());
         }
-        let server = RestoredServer {
-            component: self,
-            data,
-            port: 0,
-            run_as: if running_as_root() {
-                let (uid, gid) = system_user(SUPERUSER)?;
-                Some((SUPERUSER.to_string(), uid, gid))
-            } else {
-                None
-            },
-        };
-        let what = format!("stopping PostgreSQL on {}", server.data.display());
-        let mut cmd = server.as_server(self.tool("pg_ctl")?, &what);
+        let user = server_user()?.map(|_| SUPERUSER);
+        let what = format!("stopping PostgreSQL on {}", data.display());
+        let mut cmd = run_as(user, self.tool("pg_ctl")?, &what);
         cmd.args(["stop", "-w", "-s", "-m", "fast", "-t", "60", "-D"])
-            .arg(&server.data)
+            .arg(&data)
             .current_dir("/");
         cmd.run().map(|_| ())
     }
@@ -280,8 +270,9 @@ struct RestoredServer<'a> {
     component: &'a PostgresComponent,
     data: PathBuf,
     port: u16,
-    /// `runuser -u postgres` when we are root.
-    run_as: Option<(String, u32, u32)>,
+    /// The `postgres` user's uid and gid when we are root (commands then go through
+    /// `runuser`).
+    run_as: Option<(u32, u32)>,
 }
 
 impl<'a> RestoredServer<'a> {
@@ -292,12 +283,7 @@ impl<'a> RestoredServer<'a> {
         port: u16,
         force: bool,
     ) -> Result<Self> {
-        let run_as = if running_as_root() {
-            let (uid, gid) = system_user(SUPERUSER)?;
-            Some((SUPERUSER.to_string(), uid, gid))
-        } else {
-            None
-        };
+        let run_as = server_user()?;
         let shown = data.display().to_string();
         if data.join("postmaster.pid").exists() {
             return Err(SourceError::TargetNotEmpty {
@@ -319,7 +305,7 @@ impl<'a> RestoredServer<'a> {
         fs::create_dir_all(&data).map_err(|e| SourceError::io(format!("creating {shown}"), e))?;
         fs::set_permissions(&data, fs::Permissions::from_mode(0o700))
             .map_err(|e| SourceError::io(format!("making {shown} private"), e))?;
-        if let Some((_, uid, gid)) = &run_as {
+        if let Some((uid, gid)) = &run_as {
             open_ancestors(&data)?;
             std::os::unix::fs::chown(&data, Some(*uid), Some(*gid))
                 .map_err(|e| SourceError::io(format!("giving {shown} to postgres"), e))?;
@@ -334,21 +320,13 @@ impl<'a> RestoredServer<'a> {
 
     /// A command run as the server's user.
     fn as_server(&self, program: impl AsRef<std::ffi::OsStr>, what: &str) -> Tool {
-        let hint = "install the PostgreSQL server (Debian: apt-get install postgresql)";
-        match &self.run_as {
-            Some((user, _, _)) => {
-                let mut cmd = Tool::new("runuser", what, hint);
-                cmd.args(["-u", user, "--"]).arg(program);
-                cmd
-            }
-            None => Tool::new(program, what, hint),
-        }
+        run_as(self.run_as.map(|_| SUPERUSER), program, what)
     }
 
     /// Give the staged WAL folder and its files to the server's user (its
     /// `restore_command` reads them).
     fn give(&self, dir: &Path) -> Result<()> {
-        let Some((_, uid, gid)) = &self.run_as else {
+        let Some((uid, gid)) = &self.run_as else {
             return Ok(());
         };
         open_ancestors(dir)?;
@@ -363,10 +341,6 @@ impl<'a> RestoredServer<'a> {
             chown(&entry.path())?;
         }
         Ok(())
-    }
-
-    fn server_tool(&self, name: &str) -> Result<PathBuf> {
-        self.component.tool(name)
     }
 
     fn extract(&self, base: &mut Feed<'_>) -> Result<()> {
@@ -386,7 +360,7 @@ impl<'a> RestoredServer<'a> {
     /// Every file against the manifest, and the WAL the backup needs to be consistent.
     fn verify(&self, wal_dir: &Path) -> Result<String> {
         let what = format!("pg_verifybackup of {}", self.data.display());
-        let mut cmd = self.as_server(self.server_tool("pg_verifybackup")?, &what);
+        let mut cmd = self.as_server(self.component.tool("pg_verifybackup")?, &what);
         cmd.arg("-q")
             .arg("-w")
             .arg(wal_dir)
@@ -451,7 +425,7 @@ impl<'a> RestoredServer<'a> {
         let signal = self.data.join("recovery.signal");
         fs::write(&signal, b"")
             .map_err(|e| SourceError::io(format!("writing {}", signal.display()), e))?;
-        if let Some((_, uid, gid)) = &self.run_as {
+        if let Some((uid, gid)) = &self.run_as {
             for f in [&auto, &signal] {
                 std::os::unix::fs::chown(f, Some(*uid), Some(*gid)).map_err(|e| {
                     SourceError::io(format!("giving {} to postgres", f.display()), e)
@@ -467,7 +441,7 @@ impl<'a> RestoredServer<'a> {
 
     fn start(&self) -> Result<()> {
         let what = format!("starting PostgreSQL on {}", self.data.display());
-        let mut cmd = self.as_server(self.server_tool("pg_ctl")?, &what);
+        let mut cmd = self.as_server(self.component.tool("pg_ctl")?, &what);
         // Not -w: a server in archive recovery accepts no connection until it is
         // consistent; readiness is polled below, with the log read on failure.
         cmd.args(["start", "-s", "-D"])
@@ -527,7 +501,8 @@ impl<'a> RestoredServer<'a> {
             if deadline.is_some_and(|d| Instant::now() > d) {
                 return Err(self.with_log(SourceError::failed(
                     format!("recovery to {target}"),
-                    "the server was still in recovery at the deadline (the component's timeout)",
+                    "the server was still in recovery at the deadline; raise the component's \
+                     `timeout` (it may still be replaying: its log says how far it got)",
                 )));
             }
             std::thread::sleep(delay);
@@ -585,9 +560,4 @@ impl<'a> RestoredServer<'a> {
             ),
         )
     }
-}
-
-/// A value in postgresql.conf quotes.
-fn quote_conf(value: &str) -> String {
-    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
 }

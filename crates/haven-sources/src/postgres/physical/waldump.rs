@@ -23,7 +23,7 @@ pub struct SegmentSummary {
     pub restore_points: Vec<String>,
 }
 
-/// Summarize the segment at `path` with the `pg_waldump` in `bin_dir` (else the PATH).
+/// Summarize the segment at `path` with the `pg_waldump` program at `pg_waldump`.
 pub fn summarize(pg_waldump: &Path, path: &Path) -> Result<SegmentSummary> {
     let transactions = dump(pg_waldump, path, "Transaction")?;
     let xlog = dump(pg_waldump, path, "XLOG")?;

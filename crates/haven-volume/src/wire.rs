@@ -116,10 +116,11 @@ pub enum Request {
     DeleteVolume {
         name: String,
     },
-    /// Binds the connection to `volume` and raises its epoch to `epoch`.
+    /// Binds the connection to `volume` and raises its seal to (`epoch`, `session`).
     Hello {
         volume: String,
         epoch: u64,
+        session: u64,
     },
     Read {
         epoch: u64,
@@ -172,6 +173,9 @@ pub enum ErrorCode {
     /// Malformed or out of range, or a data request before HELLO.
     Invalid = 5,
     Io = 6,
+    /// The connection's session is below the highest its epoch has sealed: a newer link of
+    /// the same controller replaced it (the server closes the connection after this).
+    Superseded = 7,
 }
 
 impl ErrorCode {
@@ -183,6 +187,7 @@ impl ErrorCode {
             4 => ErrorCode::Exists,
             5 => ErrorCode::Invalid,
             6 => ErrorCode::Io,
+            7 => ErrorCode::Superseded,
             _ => return None,
         })
     }
@@ -191,7 +196,8 @@ impl ErrorCode {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WireError {
     pub code: ErrorCode,
-    /// The highest epoch seen (Fenced), else 0.
+    /// The highest epoch seen (Fenced), the highest session of this epoch (Superseded),
+    /// else 0.
     pub seen: u64,
     pub message: String,
 }
@@ -517,7 +523,11 @@ impl Request {
             Request::Info => (0, Put::default(), &[]),
             Request::CreateVolume { name, size } => (0, Put::default().str(name).u64(*size), &[]),
             Request::DeleteVolume { name } => (0, Put::default().str(name), &[]),
-            Request::Hello { volume, epoch } => (0, Put::default().str(volume).u64(*epoch), &[]),
+            Request::Hello {
+                volume,
+                epoch,
+                session,
+            } => (0, Put::default().str(volume).u64(*epoch).u64(*session), &[]),
             Request::Read { epoch, offset, len } => {
                 (0, Put::default().u64(*epoch).u64(*offset).u32(*len), &[])
             }
@@ -589,9 +599,13 @@ impl Request {
             }
             kind::HELLO => {
                 let mut g = Get::new("HELLO", p);
-                let (volume, epoch) = (g.str()?, g.u64()?);
+                let (volume, epoch, session) = (g.str()?, g.u64()?, g.u64()?);
                 g.end()?;
-                Request::Hello { volume, epoch }
+                Request::Hello {
+                    volume,
+                    epoch,
+                    session,
+                }
             }
             kind::READ => {
                 let mut g = Get::new("READ", p);
@@ -836,7 +850,13 @@ mod tests {
             Just(Request::Info),
             (name, any::<u64>()).prop_map(|(name, size)| Request::CreateVolume { name, size }),
             name.prop_map(|name| Request::DeleteVolume { name }),
-            (name, any::<u64>()).prop_map(|(volume, epoch)| Request::Hello { volume, epoch }),
+            (name, any::<u64>(), any::<u64>()).prop_map(|(volume, epoch, session)| {
+                Request::Hello {
+                    volume,
+                    epoch,
+                    session,
+                }
+            }),
             (any::<u64>(), any::<u64>(), any::<u32>())
                 .prop_map(|(epoch, offset, len)| Request::Read { epoch, offset, len }),
             (
@@ -890,6 +910,7 @@ mod tests {
             Just(ErrorCode::Exists),
             Just(ErrorCode::Invalid),
             Just(ErrorCode::Io),
+            Just(ErrorCode::Superseded),
         ];
         prop_oneof![
             (

@@ -94,7 +94,7 @@ fn every_call_round_trips_against_a_server() {
     assert_eq!(info.volumes, vec!["v1".to_string()]);
     assert!(info.free_bytes > 0);
 
-    let state = c.hello("v1", 3).unwrap();
+    let state = c.hello("v1", 3, 1).unwrap();
     assert_eq!(state.instance, created.instance);
     assert_eq!(state.epoch, 3);
     assert_eq!(state.unsettled.map(|m| m.len()), Some(0));
@@ -127,15 +127,15 @@ fn every_call_round_trips_against_a_server() {
     assert_eq!(sums[0], *blake3::hash(&first).as_bytes());
 
     // Seq 4 is the last write, settled up to 3: region 5 is unsettled.
-    let state = c.hello("v1", 3).unwrap();
+    let state = c.hello("v1", 3, 1).unwrap();
     assert_eq!(regions(&state.unsettled.unwrap()), vec![5]);
     c.settle_all(3).unwrap();
-    let state = c.hello("v1", 3).unwrap();
+    let state = c.hello("v1", 3, 1).unwrap();
     assert_eq!(state.unsettled.map(|m| m.len()), Some(0));
 
     c.delete_volume("v1").unwrap();
     assert!(matches!(
-        c.hello("v1", 3),
+        c.hello("v1", 3, 1),
         Err(ReplicaError::NoVolume { .. })
     ));
     assert!(c.info().unwrap().volumes.is_empty());
@@ -153,7 +153,7 @@ fn bad_requests_are_refused_and_the_connection_stays() {
         matches!(&e, ReplicaError::Failed { detail, .. } if detail.contains("HELLO")),
         "{e}"
     );
-    c.hello("v", 1).unwrap();
+    c.hello("v", 1, 1).unwrap();
     let e = c.read(1, 4 * REGION_SIZE - 5, 10).unwrap_err();
     assert!(
         matches!(&e, ReplicaError::Failed { detail, .. } if detail.contains("beyond")),
@@ -172,7 +172,7 @@ fn bad_requests_are_refused_and_the_connection_stays() {
         Err(ReplicaError::Failed { .. })
     ));
     assert!(matches!(
-        c.hello("nothing", 1),
+        c.hello("nothing", 1, 1),
         Err(ReplicaError::NoVolume { .. })
     ));
     // The connection still serves (still bound to "v").
@@ -211,11 +211,11 @@ fn a_lower_epoch_is_fenced_even_after_a_restart() {
     let server = Running::start(dir.path());
     let mut old = server.client();
     old.create_volume("v", 4 * REGION_SIZE).unwrap();
-    old.hello("v", 4).unwrap();
+    old.hello("v", 4, 1).unwrap();
     old.write(&WriteStamp::new(4, 1, 1, 0), 0, b"old", false)
         .unwrap();
     let mut new = server.client();
-    assert_eq!(new.hello("v", 5).unwrap().epoch, 5);
+    assert_eq!(new.hello("v", 5, 1).unwrap().epoch, 5);
     let e = old
         .write(&WriteStamp::new(4, 1, 2, 1), 0, b"late", false)
         .unwrap_err();
@@ -236,7 +236,7 @@ fn a_lower_epoch_is_fenced_even_after_a_restart() {
     ));
     assert!(matches!(old.flush(4), Err(ReplicaError::Fenced { .. })));
     assert!(matches!(
-        old.hello("v", 4),
+        old.hello("v", 4, 1),
         Err(ReplicaError::Fenced { .. })
     ));
     assert_eq!(new.read(5, 0, 4).unwrap(), b"old\0");
@@ -244,13 +244,13 @@ fn a_lower_epoch_is_fenced_even_after_a_restart() {
     new.write(&WriteStamp::new(7, 2, 1, 0), 0, b"new", false)
         .unwrap();
     assert!(matches!(
-        new.hello("v", 6),
+        new.hello("v", 6, 1),
         Err(ReplicaError::Fenced { seen: 7, .. })
     ));
 
     let server = server.restart();
     let mut c = server.client();
-    let e = c.hello("v", 6).unwrap_err();
+    let e = c.hello("v", 6, 1).unwrap_err();
     assert!(
         matches!(
             e,
@@ -262,9 +262,53 @@ fn a_lower_epoch_is_fenced_even_after_a_restart() {
         ),
         "{e}"
     );
-    let state = c.hello("v", 7).unwrap();
+    let state = c.hello("v", 7, 1).unwrap();
     assert_eq!(state.epoch, 7);
     assert_eq!(c.read(7, 0, 3).unwrap(), b"new");
+}
+
+#[test]
+fn a_link_given_up_is_refused_once_a_newer_session_of_its_epoch_said_hello() {
+    // The failure this guards against: a controller gives up a link to a partitioned
+    // replica, resyncs it through a new link, and then TCP delivers a write the old link
+    // sent before the partition, over the copied region.
+    let dir = tempfile::tempdir().unwrap();
+    let server = Running::start(dir.path());
+    let mut old = server.client();
+    old.create_volume("v", 4 * REGION_SIZE).unwrap();
+    old.hello("v", 4, 1).unwrap();
+    old.write(&WriteStamp::new(4, 1, 1, 0), 0, b"old", false)
+        .unwrap();
+    let mut new = server.client();
+    assert_eq!(new.hello("v", 4, 2).unwrap().epoch, 4);
+    new.write(&WriteStamp::new(4, 2, 2, 1), 0, b"new", false)
+        .unwrap();
+    let e = old
+        .write(&WriteStamp::new(4, 1, 3, 1), 0, b"late", false)
+        .unwrap_err();
+    assert!(
+        matches!(&e, ReplicaError::Unreachable { detail, .. } if detail.contains("superseded")),
+        "{e}"
+    );
+    // The replica closed the old link: nothing more it sends is even read.
+    assert!(matches!(
+        old.read(4, 0, 3),
+        Err(ReplicaError::Unreachable { .. })
+    ));
+    let mut again = server.client();
+    assert!(matches!(
+        again.hello("v", 4, 1),
+        Err(ReplicaError::Unreachable { .. })
+    ));
+    assert_eq!(new.read(4, 0, 3).unwrap(), b"new");
+    // Another link of the newest session (the resync's source link) is one of its own.
+    let mut peer = server.client();
+    peer.hello("v", 4, 2).unwrap();
+    assert_eq!(peer.read(4, 0, 3).unwrap(), b"new");
+    // A new epoch starts sessions afresh.
+    let mut next = server.client();
+    next.hello("v", 5, 1).unwrap();
+    assert!(matches!(new.flush(4), Err(ReplicaError::Fenced { .. })));
 }
 
 #[test]
@@ -273,7 +317,7 @@ fn dirty_maps_span_generations_and_survive_a_restart() {
     let server = Running::start(dir.path());
     let mut c = server.client();
     c.create_volume("v", 64 * REGION_SIZE).unwrap();
-    c.hello("v", 1).unwrap();
+    c.hello("v", 1, 1).unwrap();
     c.write(&WriteStamp::new(1, 1, 1, 0), 0, b"a", false)
         .unwrap();
     c.write(&WriteStamp::new(1, 2, 2, 1), 3 * REGION_SIZE, b"b", false)
@@ -308,7 +352,7 @@ fn dirty_maps_span_generations_and_survive_a_restart() {
     drop(c);
     let server = server.restart();
     let mut c = server.client();
-    c.hello("v", 1).unwrap();
+    c.hello("v", 1, 1).unwrap();
     check(&mut c);
 }
 
@@ -318,12 +362,12 @@ fn unsettled_regions_settle_and_are_covered_after_a_restart() {
     let server = Running::start(dir.path());
     let mut c = server.client();
     c.create_volume("v", 64 * REGION_SIZE).unwrap();
-    c.hello("v", 1).unwrap();
+    c.hello("v", 1, 1).unwrap();
     c.write(&WriteStamp::new(1, 1, 1, 0), 0, b"a", false)
         .unwrap();
     c.write(&WriteStamp::new(1, 1, 2, 0), 2 * REGION_SIZE, b"b", false)
         .unwrap();
-    let unsettled = |c: &mut ReplicaClient, epoch| c.hello("v", epoch).unwrap().unsettled;
+    let unsettled = |c: &mut ReplicaClient, epoch| c.hello("v", epoch, 1).unwrap().unsettled;
     assert_eq!(regions(&unsettled(&mut c, 1).unwrap()), vec![0, 2]);
     // Settled up to seq 1: region 0 is settled, 2 and the new 4 are not.
     c.write(&WriteStamp::new(1, 1, 3, 1), 4 * REGION_SIZE, b"c", false)
@@ -348,15 +392,15 @@ fn unsettled_regions_settle_and_are_covered_after_a_restart() {
     drop(c);
     let server = server.restart();
     let mut c = server.client();
-    let after = c.hello("v", 3).unwrap().unsettled.unwrap();
+    let after = c.hello("v", 3, 1).unwrap().unsettled.unwrap();
     assert!(after.contains(12), "{:?}", regions(&after));
     assert_eq!(regions(&after), vec![10, 12]);
     c.settle_all(3).unwrap();
-    assert_eq!(c.hello("v", 3).unwrap().unsettled.unwrap().len(), 0);
+    assert_eq!(c.hello("v", 3, 1).unwrap().unsettled.unwrap().len(), 0);
     drop(c);
     let server = server.restart();
     let mut c = server.client();
-    assert_eq!(c.hello("v", 3).unwrap().unsettled.unwrap().len(), 0);
+    assert_eq!(c.hello("v", 3, 1).unwrap().unsettled.unwrap().len(), 0);
 }
 
 #[test]
@@ -367,8 +411,8 @@ fn copied_regions_have_equal_checksums() {
     let size = 8 * REGION_SIZE + 12_345;
     a.create_volume("v", size).unwrap();
     b.create_volume("v", size).unwrap();
-    a.hello("v", 1).unwrap();
-    b.hello("v", 1).unwrap();
+    a.hello("v", 1, 1).unwrap();
+    b.hello("v", 1, 1).unwrap();
     assert_eq!(
         a.region_checksums(1, 0, 9).unwrap(),
         b.region_checksums(1, 0, 9).unwrap()
@@ -530,7 +574,7 @@ fn a_full_disk_fails_writes_cleanly_and_keeps_what_was_acknowledged() {
     let server = Running::start(&data_dir);
     let mut c = server.client();
     c.create_volume("v", 1 << 20).unwrap();
-    c.hello("v", 1).unwrap();
+    c.hello("v", 1, 1).unwrap();
     let acked: Vec<u8> = (0..256 << 10).map(|i: u32| (i % 251) as u8).collect();
     c.write(&WriteStamp::new(1, 1, 1, 0), 0, &acked, false)
         .unwrap();
@@ -629,7 +673,7 @@ fn a_killed_replica_keeps_its_epoch_maps_and_unsettled_regions() {
     let child = Child::start(dir.path());
     let mut c = ReplicaClient::connect(child.addr, TIMEOUT).unwrap();
     c.create_volume("v", 128 * REGION_SIZE).unwrap();
-    c.hello("v", 2).unwrap();
+    c.hello("v", 2, 1).unwrap();
     c.write(&WriteStamp::new(2, 1, 1, 0), 0, b"one", false)
         .unwrap();
     c.settle_all(2).unwrap();
@@ -649,10 +693,10 @@ fn a_killed_replica_keeps_its_epoch_maps_and_unsettled_regions() {
     let mut c = ReplicaClient::connect(child.addr, TIMEOUT).unwrap();
     assert_eq!(c.info().unwrap().node, "node-9");
     assert!(matches!(
-        c.hello("v", 2),
+        c.hello("v", 2, 1),
         Err(ReplicaError::Fenced { seen: 3, .. })
     ));
-    let state = c.hello("v", 4).unwrap();
+    let state = c.hello("v", 4, 1).unwrap();
     assert_eq!(regions(&state.unsettled.unwrap()), vec![7, 40]);
     assert_eq!(regions(&c.dirty_since(4, 3).unwrap().unwrap()), vec![40]);
     // A write of generation 1 after SETTLE_ALL is recorded in generation 2: over-reported
@@ -676,7 +720,7 @@ fn no_write_of_an_old_epoch_lands_after_a_newer_hello_was_answered() {
     for round in 0..5u64 {
         let old_epoch = 2 * round + 1;
         let mut old = server.client();
-        old.hello("v", old_epoch).unwrap();
+        old.hello("v", old_epoch, 1).unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         let writer = std::thread::spawn(move || {
             let mut n = 0u64;
@@ -695,7 +739,7 @@ fn no_write_of_an_old_epoch_lands_after_a_newer_hello_was_answered() {
         // Seal while the old controller is writing.
         rx.recv().unwrap();
         let mut new = server.client();
-        new.hello("v", old_epoch + 1).unwrap();
+        new.hello("v", old_epoch + 1, 1).unwrap();
         let sealed = new.read(old_epoch + 1, 0, 8 << 20).unwrap();
         let fenced_at = writer.join().unwrap();
         assert!(fenced_at > 3);

@@ -21,7 +21,7 @@ fn sequential_write_cost() {
         let mut c = ReplicaClient::connect(addr, Duration::from_secs(30)).unwrap();
         let size: u64 = 1 << 30;
         c.create_volume("v", size).unwrap();
-        c.hello("v", 1).unwrap();
+        c.hello("v", 1, 1).unwrap();
         let data = vec![0x5au8; 1 << 20];
         for (i, at) in (0..size).step_by(1 << 20).enumerate() {
             c.write(

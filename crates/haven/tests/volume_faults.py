@@ -762,13 +762,14 @@ class Fault:
                                     ", " + self.note if self.note else "")
 
 
-def plan_faults(rng, kinds, index, seed):
+def plan_faults(rng, kinds, seed):
     n = rng.randint(1, 3)
     faults = []
     for k in range(n):
-        # The first fault's kind goes round the enabled kinds, so that every kind comes up
-        # within len(kinds) schedules; the others are drawn.
-        kind = kinds[(seed + index) % len(kinds)] if k == 0 else rng.choice(kinds)
+        # The first fault's kind goes round the enabled kinds (schedule seeds are the run's
+        # seed + index), so that every kind comes up within len(kinds) schedules; the others
+        # are drawn. It depends on the schedule's seed alone, so a schedule replays alone.
+        kind = kinds[seed % len(kinds)] if k == 0 else rng.choice(kinds)
         start = rng.uniform(*FAULT_WINDOW)
         if kind == "kill-replica":
             hold = rng.uniform(1, 5)
@@ -794,7 +795,7 @@ class Schedule:
         self.rng = random.Random(seed)
         self.vol = "f%d" % index
         self.work = work
-        self.faults = plan_faults(self.rng, kinds, index, seed)
+        self.faults = plan_faults(self.rng, kinds, seed)
         self.avoid = SITES[self.rng.randrange(3)]
         self.failures = []
         self.candidates = {}

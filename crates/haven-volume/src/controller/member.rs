@@ -6,7 +6,7 @@
 //! drops it; dropping the last handle closes the queue and its threads end.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -54,8 +54,17 @@ struct Job {
     reply: Sender<(usize, Reply)>,
 }
 
+/// A session number no link of this process has used: links to a replica opened later get
+/// higher ones, so the replica refuses what a link given up earlier still had in flight.
+pub(crate) fn next_session() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::SeqCst)
+}
+
 pub(crate) struct Member {
     pub id: ReplicaId,
+    /// The session its connections were sealed with (0: never connected).
+    pub session: u64,
     /// None: the replica could not be reached when the member was made.
     queue: Option<Sender<Job>>,
     dead: String,
@@ -74,12 +83,13 @@ impl std::fmt::Debug for Member {
 }
 
 impl Member {
-    /// Connects `conns` clients to `addr` and seals each with `epoch` (HELLO on `volume`).
+    /// Connects `conns` clients to `addr` and seals each with `epoch` and `session` (HELLO
+    /// on `volume`).
     pub fn connect(
         id: &str,
         addr: SocketAddr,
         volume: &str,
-        epoch: u64,
+        (epoch, session): (u64, u64),
         timeout: Duration,
         conns: usize,
     ) -> Result<(Member, VolumeState), ReplicaError> {
@@ -87,7 +97,7 @@ impl Member {
         let mut state = None;
         for _ in 0..conns.max(1) {
             let mut client = ReplicaClient::connect(addr, timeout)?;
-            state = Some(client.hello(volume, epoch)?);
+            state = Some(client.hello(volume, epoch, session)?);
             clients.push(client);
         }
         let (tx, rx) = channel::<Job>();
@@ -105,6 +115,7 @@ impl Member {
         }
         let member = Member {
             id: id.to_string(),
+            session,
             queue: Some(tx),
             dead: String::new(),
             broken,
@@ -117,6 +128,7 @@ impl Member {
     pub fn dead(id: &str, detail: String) -> Member {
         Member {
             id: id.to_string(),
+            session: 0,
             queue: None,
             dead: detail,
             broken: Arc::new(AtomicBool::new(true)),

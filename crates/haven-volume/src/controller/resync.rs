@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::copy::{self, CopyError, CopyStamp};
-use super::member::Member;
+use super::member::{next_session, Member};
 use super::takeover::{addresses, resolve, seal};
 use super::volume::{RejoinError, ResyncProgress, Volume};
 use crate::coord::{OutOfSync, ReplicaId};
@@ -93,7 +93,7 @@ impl ResyncWorker {
                 &addrs,
                 id,
                 &volume.name,
-                volume.epoch(),
+                (volume.epoch(), next_session()),
                 volume.links.timeout,
             ) {
                 let view = volume.view();
@@ -140,15 +140,21 @@ impl ResyncWorker {
             }
             e.to_string()
         };
+        // A new session for the target's links: whatever a link to it given up earlier
+        // still has in flight (a write TCP delivers once a partition heals) is refused from
+        // this HELLO on, so it cannot land over the regions copied below.
+        let session = next_session();
         let mut target = ReplicaClient::connect(addr, timeout).map_err(|e| e.to_string())?;
-        let state = match target.hello(&v.name, epoch) {
+        let state = match target.hello(&v.name, epoch, session) {
             Ok(state) => state,
             Err(ReplicaError::NoVolume { .. }) => {
                 // Its disk lost the copy: a new one, rebuilt in full.
                 target
                     .create_volume(&v.name, v.size)
                     .map_err(|e| e.to_string())?;
-                target.hello(&v.name, epoch).map_err(|e| fenced(&e))?
+                target
+                    .hello(&v.name, epoch, session)
+                    .map_err(|e| fenced(&e))?
             }
             Err(e) => return Err(fenced(&e)),
         };
@@ -160,21 +166,29 @@ impl ResyncWorker {
         }
         let same_instance =
             v.view().state.instances.get(id) == Some(&format!("{:032x}", state.instance));
-        let source_id = v
+        let (source_id, source_session) = v
             .view()
             .in_sync
             .iter()
             .find(|m| !m.is_dead())
-            .map(|m| m.id.clone())
+            .map(|m| (m.id.clone(), m.session))
             .ok_or("no in-sync replica to copy from")?;
         let addrs = addresses(&v.coord).map_err(|e| e.to_string())?;
-        let (mut source, _) =
-            seal(&addrs, &source_id, &v.name, epoch, timeout).map_err(|e| fenced(&e))?;
+        // The source's serving links keep their session: this one joins it.
+        let (mut source, _) = seal(
+            &addrs,
+            &source_id,
+            &v.name,
+            (epoch, source_session),
+            timeout,
+        )
+        .map_err(|e| fenced(&e))?;
 
         // From here every new write reaches the target too; writes already in flight
         // are done when add_target returns, so the source's maps hold them.
-        let (member, _) = Member::connect(id, addr, &v.name, epoch, timeout, v.links.conns)
-            .map_err(|e| fenced(&e))?;
+        let (member, _) =
+            Member::connect(id, addr, &v.name, (epoch, session), timeout, v.links.conns)
+                .map_err(|e| fenced(&e))?;
         let failed = v.add_target(Arc::new(member));
         // The target's own maps too: it may hold writes the source never got (a
         // controller that died mid-write, a write refused while it was a target).

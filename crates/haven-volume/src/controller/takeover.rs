@@ -17,7 +17,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::copy::{self, CopyError, CopyStamp};
-use super::member::Member;
+use super::member::{next_session, Member};
 use super::volume::{Links, Volume};
 use crate::coord::{Coord, CoordError, Leadership, OutOfSync, ReplicaId, SyncState};
 use crate::region::{region_count, RegionMap};
@@ -77,12 +77,12 @@ pub(super) fn resolve(addr: &str) -> Result<SocketAddr, ReplicaError> {
         })
 }
 
-/// Connects to replica `id` and seals its copy of `volume` with `epoch`.
+/// Connects to replica `id` and seals its copy of `volume` with `epoch` and `session`.
 pub(super) fn seal(
     addrs: &BTreeMap<ReplicaId, (String, bool)>,
     id: &str,
     volume: &str,
-    epoch: u64,
+    (epoch, session): (u64, u64),
     timeout: Duration,
 ) -> Result<(ReplicaClient, VolumeState), ReplicaError> {
     let (addr, _) = addrs.get(id).ok_or_else(|| ReplicaError::Unreachable {
@@ -90,7 +90,7 @@ pub(super) fn seal(
         detail: "not in the replica registry".into(),
     })?;
     let mut client = ReplicaClient::connect(resolve(addr)?, timeout)?;
-    let state = client.hello(volume, epoch)?;
+    let state = client.hello(volume, epoch, session)?;
     Ok((client, state))
 }
 
@@ -119,13 +119,18 @@ pub fn take_over(
     let state = coord.sync_state(&name)?;
     let addrs = addresses(coord)?;
     let timeout = options.replica_timeout;
+    // One session for every link this takeover opens: the members below reuse the seals'.
+    let session = next_session();
     let answers: Vec<(ReplicaId, Sealing)> = thread::scope(|s| {
         let handles: Vec<_> = state
             .in_sync
             .iter()
             .map(|id| {
                 let (addrs, name) = (&addrs, &name);
-                (id, s.spawn(move || seal(addrs, id, name, epoch, timeout)))
+                (
+                    id,
+                    s.spawn(move || seal(addrs, id, name, (epoch, session), timeout)),
+                )
             })
             .collect();
         handles
@@ -253,7 +258,7 @@ pub fn take_over(
                                 id,
                                 addr,
                                 &name,
-                                epoch,
+                                (epoch, session),
                                 timeout,
                                 options.conns_per_replica,
                             )

@@ -120,6 +120,11 @@ impl ReplicaClient {
             },
             ErrorCode::NoVolume => ReplicaError::NoVolume { replica, volume },
             ErrorCode::Exists => ReplicaError::Exists { replica, volume },
+            // The replica closed this link: to the controller it is a link that broke.
+            ErrorCode::Superseded => ReplicaError::Unreachable {
+                replica,
+                detail: e.message,
+            },
             ErrorCode::Invalid | ErrorCode::Io => ReplicaError::Failed {
                 replica,
                 detail: e.message,
@@ -166,12 +171,14 @@ impl ReplicaClient {
         })
     }
 
-    /// Seals the replica's copy with `epoch` (persisted before answering) and binds this
-    /// connection to `volume`: the data calls below act on it.
-    pub fn hello(&mut self, volume: &str, epoch: u64) -> Result<VolumeState> {
+    /// Seals the replica's copy with `epoch` (persisted before answering) and `session`,
+    /// and binds this connection to `volume`: the data calls below act on it. Links of
+    /// this epoch sealed with a lower session are refused from then on (Unreachable).
+    pub fn hello(&mut self, volume: &str, epoch: u64, session: u64) -> Result<VolumeState> {
         self.volume_state(&Request::Hello {
             volume: volume.to_string(),
             epoch,
+            session,
         })
     }
 

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use super::store::{Store, StoreError, Volume, WriteOp};
+use super::store::{Seal, Store, StoreError, Volume, WriteOp};
 use crate::replica::ReplicaInfo;
 use crate::wire::{read_frame, ErrorCode, FrameError, Request, Response};
 
@@ -84,6 +84,7 @@ impl ReplicaServer {
                                 store,
                                 info,
                                 volume: None,
+                                session: 0,
                             };
                             // A connection's end, orderly or not, concerns only itself.
                             let _ = conn.serve(stream, stop);
@@ -134,6 +135,8 @@ struct Connection {
     store: Arc<Store>,
     info: Arc<(String, String)>,
     volume: Option<Arc<Volume>>,
+    /// The session of this connection's HELLO (its epoch travels in each request).
+    session: u64,
 }
 
 impl Connection {
@@ -161,7 +164,13 @@ impl Connection {
                 }
             };
             let (reply, close) = match Request::decode(&frame) {
-                Ok(request) => (self.handle(request), false),
+                Ok(request) => {
+                    let reply = self.handle(request);
+                    // A superseded link stays superseded: nothing more it sends can land.
+                    let close =
+                        matches!(&reply, Response::Error(e) if e.code == ErrorCode::Superseded);
+                    (reply, close)
+                }
                 Err(e) => (
                     Response::error(ErrorCode::Invalid, format!("bad request: {e}")),
                     true,
@@ -178,6 +187,13 @@ impl Connection {
         self.volume.as_ref().ok_or_else(|| {
             StoreError::Invalid("no HELLO on this connection: send HELLO first".into())
         })
+    }
+
+    fn seal(&self, epoch: u64) -> Seal {
+        Seal {
+            epoch,
+            session: self.session,
+        }
     }
 
     fn handle(&mut self, request: Request) -> Response {
@@ -205,14 +221,19 @@ impl Connection {
                 }
                 Response::Done
             }
-            Request::Hello { volume, epoch } => {
+            Request::Hello {
+                volume,
+                epoch,
+                session,
+            } => {
                 let v = self.store.volume(&volume)?;
-                let state = v.hello(epoch)?;
+                let state = v.hello(Seal { epoch, session })?;
                 self.volume = Some(v);
+                self.session = session;
                 Response::Volume(state)
             }
             Request::Read { epoch, offset, len } => {
-                Response::Data(self.bound()?.read(epoch, offset, len)?)
+                Response::Data(self.bound()?.read(self.seal(epoch), offset, len)?)
             }
             Request::Write {
                 stamp,
@@ -221,7 +242,7 @@ impl Connection {
                 fua,
             } => {
                 self.bound()?
-                    .write(&stamp, offset, WriteOp::Data(&data), fua)?;
+                    .write(self.session, &stamp, offset, WriteOp::Data(&data), fua)?;
                 Response::Done
             }
             Request::WriteZeroes {
@@ -231,7 +252,7 @@ impl Connection {
                 fua,
             } => {
                 self.bound()?
-                    .write(&stamp, offset, WriteOp::Zeroes(len), fua)?;
+                    .write(self.session, &stamp, offset, WriteOp::Zeroes(len), fua)?;
                 Response::Done
             }
             Request::Trim {
@@ -241,23 +262,26 @@ impl Connection {
                 fua,
             } => {
                 self.bound()?
-                    .write(&stamp, offset, WriteOp::Trim(len), fua)?;
+                    .write(self.session, &stamp, offset, WriteOp::Trim(len), fua)?;
                 Response::Done
             }
             Request::Flush { epoch } => {
-                self.bound()?.flush(epoch)?;
+                self.bound()?.flush(self.seal(epoch))?;
                 Response::Done
             }
             Request::DirtySince { epoch, gen } => {
-                Response::Dirty(self.bound()?.dirty_since(epoch, gen)?)
+                Response::Dirty(self.bound()?.dirty_since(self.seal(epoch), gen)?)
             }
             Request::RegionChecksums {
                 epoch,
                 first,
                 count,
-            } => Response::Checksums(self.bound()?.region_checksums(epoch, first, count)?),
+            } => {
+                let seal = self.seal(epoch);
+                Response::Checksums(self.bound()?.region_checksums(seal, first, count)?)
+            }
             Request::SettleAll { epoch } => {
-                self.bound()?.settle_all(epoch)?;
+                self.bound()?.settle_all(self.seal(epoch))?;
                 Response::Done
             }
         })

@@ -20,10 +20,12 @@
 //! dirty maps of every generation since its last SETTLE_ALL (a superset: every write was
 //! marked in its map before it touched the data), or "unknown" when those maps were pruned.
 //!
-//! Locks: each volume has `fence` (RwLock over the highest epoch seen; data requests hold
-//! it shared from their epoch check to their reply, raising the epoch or deleting holds it
-//! exclusive, so no request of an older epoch lands after a newer epoch was answered),
-//! then `state` (Mutex: maps, unsettled regions, meta). Order: fence, then state.
+//! Locks: each volume has `fence` (RwLock over the highest [`Seal`] seen: epoch, then
+//! session; data requests hold it shared from their check to their reply, raising it or
+//! deleting holds it exclusive, so no request of an older epoch, or of an older session of
+//! the same epoch, lands after a newer one was answered), then `state` (Mutex: maps,
+//! unsettled regions, meta). Order: fence, then state. Only the epoch is persisted: a
+//! session lives as long as its connections, which a restart closes.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
@@ -51,6 +53,8 @@ const MAP_HEADER: u64 = 32;
 pub enum StoreError {
     #[error("fenced: epoch {seen} seen, request carries {sent}")]
     Fenced { seen: u64, sent: u64 },
+    #[error("superseded: session {seen} of this epoch sealed since this connection's session {sent}; reconnect")]
+    Superseded { seen: u64, sent: u64 },
     #[error("{0}")]
     NoSpace(String),
     #[error("no volume {0:?} on this replica")]
@@ -77,6 +81,7 @@ impl StoreError {
     pub fn to_response(&self) -> Response {
         let (code, seen) = match self {
             StoreError::Fenced { seen, .. } => (ErrorCode::Fenced, *seen),
+            StoreError::Superseded { seen, .. } => (ErrorCode::Superseded, *seen),
             StoreError::NoSpace(_) => (ErrorCode::NoSpace, 0),
             StoreError::NoVolume(_) => (ErrorCode::NoVolume, 0),
             StoreError::Exists(_) => (ErrorCode::Exists, 0),
@@ -215,6 +220,17 @@ struct State {
     recovered: Recovered,
 }
 
+/// What a connection's HELLO sealed it with: the controller's epoch, then the session the
+/// controller gave this link to the replica. Ordered by epoch, then session: a controller
+/// that gives up a link (a replica it stopped trusting) opens its next one with a higher
+/// session, so whatever the old link still had in flight is refused (docs/VOLUMES.md,
+/// "Session rule").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Seal {
+    pub epoch: u64,
+    pub session: u64,
+}
+
 /// One volume's copy on this replica.
 pub struct Volume {
     name: String,
@@ -222,7 +238,7 @@ pub struct Volume {
     size: u64,
     instance: u128,
     data: File,
-    fence: RwLock<u64>,
+    fence: RwLock<Seal>,
     state: Mutex<State>,
     deleted: AtomicBool,
     /// Tests only: a write that passed its epoch check waits here (entered, then resume).
@@ -314,7 +330,10 @@ impl Volume {
             size: meta.size,
             instance: meta.instance,
             data,
-            fence: RwLock::new(meta.epoch),
+            fence: RwLock::new(Seal {
+                epoch: meta.epoch,
+                session: 0,
+            }),
             state: Mutex::new(State {
                 meta,
                 maps,
@@ -335,40 +354,48 @@ impl Volume {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Checks `epoch` against the highest seen, raising (and persisting) it when higher;
-    /// returns the shared fence guard the request holds until its reply.
-    fn enter(&self, epoch: u64) -> Result<RwLockReadGuard<'_, u64>> {
+    /// Checks `seal` against the highest seen, raising it when higher (a higher epoch is
+    /// persisted first); returns the shared fence guard the request holds until its reply.
+    fn enter(&self, seal: Seal) -> Result<RwLockReadGuard<'_, Seal>> {
         loop {
             let seen = self.fence.read().unwrap_or_else(|e| e.into_inner());
             if self.deleted.load(Ordering::SeqCst) {
                 return Err(StoreError::NoVolume(self.name.clone()));
             }
-            if epoch < *seen {
+            if seal.epoch < seen.epoch {
                 return Err(StoreError::Fenced {
-                    seen: *seen,
-                    sent: epoch,
+                    seen: seen.epoch,
+                    sent: seal.epoch,
                 });
             }
-            if epoch == *seen {
+            if seal < *seen {
+                return Err(StoreError::Superseded {
+                    seen: seen.session,
+                    sent: seal.session,
+                });
+            }
+            if seal == *seen {
                 return Ok(seen);
             }
             drop(seen);
             let mut seen = self.fence.write().unwrap_or_else(|e| e.into_inner());
-            if epoch > *seen && !self.deleted.load(Ordering::SeqCst) {
-                let mut state = self.state();
-                let mut meta = state.meta;
-                meta.epoch = epoch;
-                write_atomic(&self.dir.join("meta"), &meta.encode())
-                    .map_err(|e| StoreError::io("persisting the epoch", e))?;
-                state.meta = meta;
-                *seen = epoch;
+            if seal > *seen && !self.deleted.load(Ordering::SeqCst) {
+                if seal.epoch > seen.epoch {
+                    let mut state = self.state();
+                    let mut meta = state.meta;
+                    meta.epoch = seal.epoch;
+                    write_atomic(&self.dir.join("meta"), &meta.encode())
+                        .map_err(|e| StoreError::io("persisting the epoch", e))?;
+                    state.meta = meta;
+                }
+                *seen = seal;
             }
         }
     }
 
-    /// What HELLO answers (the epoch check was done by the caller's `enter`).
-    pub fn hello(&self, epoch: u64) -> Result<VolumeState> {
-        let seen = self.enter(epoch)?;
+    /// What HELLO answers, after raising the seal to `seal`.
+    pub fn hello(&self, seal: Seal) -> Result<VolumeState> {
+        let seen = self.enter(seal)?;
         let state = self.state();
         let unsettled = match &state.recovered {
             Recovered::Unknown => None,
@@ -383,7 +410,7 @@ impl Volume {
         Ok(VolumeState {
             size: self.size,
             instance: self.instance,
-            epoch: *seen,
+            epoch: seen.epoch,
             unsettled,
         })
     }
@@ -398,14 +425,14 @@ impl Volume {
         }
     }
 
-    pub fn read(&self, epoch: u64, offset: u64, len: u32) -> Result<Vec<u8>> {
+    pub fn read(&self, seal: Seal, offset: u64, len: u32) -> Result<Vec<u8>> {
         if len > MAX_DATA {
             return Err(StoreError::Invalid(format!(
                 "read of {len} bytes exceeds {MAX_DATA}"
             )));
         }
         self.check_range(offset, u64::from(len))?;
-        let _fence = self.enter(epoch)?;
+        let _fence = self.enter(seal)?;
         let mut buf = vec![0u8; len as usize];
         self.data
             .read_exact_at(&mut buf, offset)
@@ -413,10 +440,21 @@ impl Volume {
         Ok(buf)
     }
 
-    pub fn write(&self, stamp: &WriteStamp, offset: u64, op: WriteOp<'_>, fua: bool) -> Result<()> {
+    /// A write-like request of the connection sealed in `session`.
+    pub fn write(
+        &self,
+        session: u64,
+        stamp: &WriteStamp,
+        offset: u64,
+        op: WriteOp<'_>,
+        fua: bool,
+    ) -> Result<()> {
         let len = op.len();
         self.check_range(offset, len)?;
-        let _fence = self.enter(stamp.epoch)?;
+        let _fence = self.enter(Seal {
+            epoch: stamp.epoch,
+            session,
+        })?;
         #[cfg(test)]
         if let Some((entered, resume)) = self.pause.lock().unwrap().take() {
             entered.send(()).unwrap();
@@ -573,15 +611,15 @@ impl Volume {
         Ok(())
     }
 
-    pub fn flush(&self, epoch: u64) -> Result<()> {
-        let _fence = self.enter(epoch)?;
+    pub fn flush(&self, seal: Seal) -> Result<()> {
+        let _fence = self.enter(seal)?;
         self.data
             .sync_data()
             .map_err(|e| StoreError::io("flushing", e))
     }
 
-    pub fn dirty_since(&self, epoch: u64, gen: u64) -> Result<Option<RegionMap>> {
-        let _fence = self.enter(epoch)?;
+    pub fn dirty_since(&self, seal: Seal, gen: u64) -> Result<Option<RegionMap>> {
+        let _fence = self.enter(seal)?;
         let state = self.state();
         if gen < state.meta.dirty_floor {
             return Ok(None);
@@ -593,14 +631,14 @@ impl Volume {
         Ok(Some(union))
     }
 
-    pub fn region_checksums(&self, epoch: u64, first: u64, count: u32) -> Result<Vec<[u8; 32]>> {
+    pub fn region_checksums(&self, seal: Seal, first: u64, count: u32) -> Result<Vec<[u8; 32]>> {
         let regions = region_count(self.size);
         if count > MAX_CHECKSUM_REGIONS || first.saturating_add(u64::from(count)) > regions {
             return Err(StoreError::Invalid(format!(
                 "regions {first}+{count}: the volume has {regions} (at most {MAX_CHECKSUM_REGIONS} per request)"
             )));
         }
-        let _fence = self.enter(epoch)?;
+        let _fence = self.enter(seal)?;
         let mut buf = vec![0u8; REGION_SIZE as usize];
         let mut sums = Vec::with_capacity(count as usize);
         for region in first..first + u64::from(count) {
@@ -614,8 +652,8 @@ impl Volume {
         Ok(sums)
     }
 
-    pub fn settle_all(&self, epoch: u64) -> Result<()> {
-        let _fence = self.enter(epoch)?;
+    pub fn settle_all(&self, seal: Seal) -> Result<()> {
+        let _fence = self.enter(seal)?;
         let mut state = self.state();
         // Writes from now on are recorded in generation `settle_gen` or later (see
         // `mark`), so after a restart the maps from there on cover every unsettled one.
@@ -799,6 +837,10 @@ impl Store {
 mod tests {
     use super::*;
 
+    fn seal(epoch: u64) -> Seal {
+        Seal { epoch, session: 0 }
+    }
+
     fn stamp(epoch: u64, gen: u64, seq: u64, settled: u64) -> WriteStamp {
         WriteStamp {
             epoch,
@@ -831,24 +873,30 @@ mod tests {
         store.create("v", 1 << 20).unwrap();
         let v = store.volume("v").unwrap();
         for gen in 1..=KEPT_GENERATIONS + 2 {
-            v.write(&stamp(1, gen, gen, gen - 1), 0, WriteOp::Data(&[1]), false)
-                .unwrap();
+            v.write(
+                0,
+                &stamp(1, gen, gen, gen - 1),
+                0,
+                WriteOp::Data(&[1]),
+                false,
+            )
+            .unwrap();
         }
         // Generations 1 and 2 were dropped: the floor is 3.
-        assert_eq!(v.dirty_since(1, 2).unwrap(), None);
-        assert_eq!(v.dirty_since(1, 3).unwrap().unwrap().len(), 1);
+        assert_eq!(v.dirty_since(seal(1), 2).unwrap(), None);
+        assert_eq!(v.dirty_since(seal(1), 3).unwrap().unwrap().len(), 1);
         drop(v);
         drop(store);
         let store = Store::open(dir.path()).unwrap();
         let v = store.volume("v").unwrap();
-        assert_eq!(v.dirty_since(1, 2).unwrap(), None);
-        assert_eq!(v.dirty_since(1, 3).unwrap().unwrap().len(), 1);
+        assert_eq!(v.dirty_since(seal(1), 2).unwrap(), None);
+        assert_eq!(v.dirty_since(seal(1), 3).unwrap().unwrap().len(), 1);
         let maps = fs::read_dir(dir.path().join("volumes/v/dirty"))
             .unwrap()
             .count();
         assert_eq!(maps as u64, KEPT_GENERATIONS);
         // Never settled since generation 0, whose map is gone: unsettled unknown.
-        assert_eq!(v.hello(1).unwrap().unsettled, None);
+        assert_eq!(v.hello(seal(1)).unwrap().unsettled, None);
     }
 
     #[test]
@@ -857,8 +905,9 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         store.create("v", 1000 * REGION_SIZE).unwrap();
         let v = store.volume("v").unwrap();
-        let dirty = |v: &Volume| v.dirty_since(1, 1).unwrap().unwrap();
+        let dirty = |v: &Volume| v.dirty_since(seal(1), 1).unwrap().unwrap();
         v.write(
+            0,
             &stamp(1, 1, 1, 0),
             500 * REGION_SIZE,
             WriteOp::Data(&[1]),
@@ -866,6 +915,7 @@ mod tests {
         )
         .unwrap();
         v.write(
+            0,
             &stamp(1, 1, 2, 1),
             502 * REGION_SIZE,
             WriteOp::Data(&[1]),
@@ -875,6 +925,7 @@ mod tests {
         assert_eq!(dirty(&v).iter().collect::<Vec<_>>(), vec![500, 502]);
         // Region 502 marked: a write to 503 marks 503 ..= 503 + LOOKAHEAD.
         v.write(
+            0,
             &stamp(1, 1, 3, 2),
             503 * REGION_SIZE,
             WriteOp::Data(&[1]),
@@ -886,6 +937,7 @@ mod tests {
         assert!(map.contains(503 + LOOKAHEAD) && !map.contains(504 + LOOKAHEAD));
         // Never past the last region.
         v.write(
+            0,
             &stamp(1, 1, 4, 3),
             998 * REGION_SIZE,
             WriteOp::Data(&[1]),
@@ -893,6 +945,7 @@ mod tests {
         )
         .unwrap();
         v.write(
+            0,
             &stamp(1, 1, 5, 4),
             999 * REGION_SIZE,
             WriteOp::Data(&[1]),
@@ -910,18 +963,18 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         store.create("v", 1 << 20).unwrap();
         let v = store.volume("v").unwrap();
-        v.hello(1).unwrap();
+        v.hello(seal(1)).unwrap();
         let (entered_tx, entered) = channel();
         let (resume, resume_rx) = channel();
         *v.pause.lock().unwrap() = Some((entered_tx, resume_rx));
         std::thread::scope(|s| {
             // Dropped when an assertion fails, so the paused write ends and the scope joins.
             let resume = resume;
-            let old = s.spawn(|| v.write(&stamp(1, 1, 1, 0), 0, WriteOp::Data(b"old"), false));
+            let old = s.spawn(|| v.write(0, &stamp(1, 1, 1, 0), 0, WriteOp::Data(b"old"), false));
             entered.recv().unwrap();
             let (sealed_tx, sealed) = channel();
             let v = &v;
-            s.spawn(move || sealed_tx.send(v.hello(2)).unwrap());
+            s.spawn(move || sealed_tx.send(v.hello(seal(2))).unwrap());
             // A HELLO answered while the old write is still on its way is the bug.
             assert!(
                 sealed.recv_timeout(Duration::from_millis(300)).is_err(),
@@ -931,11 +984,74 @@ mod tests {
             old.join().unwrap().unwrap();
             assert_eq!(sealed.recv().unwrap().unwrap().epoch, 2);
         });
-        assert_eq!(v.read(2, 0, 3).unwrap(), b"old");
+        assert_eq!(v.read(seal(2), 0, 3).unwrap(), b"old");
         assert!(matches!(
-            v.write(&stamp(1, 1, 2, 1), 0, WriteOp::Data(b"new"), false),
+            v.write(0, &stamp(1, 1, 2, 1), 0, WriteOp::Data(b"new"), false),
             Err(StoreError::Fenced { seen: 2, sent: 1 })
         ));
+    }
+
+    #[test]
+    fn a_newer_session_waits_for_the_old_one_and_then_refuses_it() {
+        use std::sync::mpsc::channel;
+        use std::time::Duration;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.create("v", 1 << 20).unwrap();
+        let v = store.volume("v").unwrap();
+        let (old_link, new_link) = (
+            Seal {
+                epoch: 3,
+                session: 1,
+            },
+            Seal {
+                epoch: 3,
+                session: 2,
+            },
+        );
+        v.hello(old_link).unwrap();
+        let (entered_tx, entered) = channel();
+        let (resume, resume_rx) = channel();
+        *v.pause.lock().unwrap() = Some((entered_tx, resume_rx));
+        std::thread::scope(|s| {
+            let resume = resume;
+            let old = s.spawn(|| v.write(1, &stamp(3, 1, 1, 0), 0, WriteOp::Data(b"old"), false));
+            entered.recv().unwrap();
+            let (sealed_tx, sealed) = channel();
+            let v = &v;
+            s.spawn(move || sealed_tx.send(v.hello(new_link)).unwrap());
+            assert!(
+                sealed.recv_timeout(Duration::from_millis(300)).is_err(),
+                "HELLO of session 2 answered while a write of session 1 was in flight"
+            );
+            resume.send(()).unwrap();
+            old.join().unwrap().unwrap();
+            assert_eq!(sealed.recv().unwrap().unwrap().epoch, 3);
+        });
+        // What the old link still had on its way (a write TCP delivers after a partition
+        // healed) is refused, and so is the old link sealing itself again.
+        assert_eq!(
+            v.write(1, &stamp(3, 1, 2, 1), 0, WriteOp::Data(b"late"), false),
+            Err(StoreError::Superseded { seen: 2, sent: 1 })
+        );
+        assert_eq!(
+            v.hello(old_link).unwrap_err(),
+            StoreError::Superseded { seen: 2, sent: 1 }
+        );
+        assert_eq!(v.read(new_link, 0, 3).unwrap(), b"old");
+        // A new epoch starts its sessions afresh; the old epoch is fenced, whatever its session.
+        v.hello(Seal {
+            epoch: 4,
+            session: 1,
+        })
+        .unwrap();
+        assert_eq!(
+            v.flush(Seal {
+                epoch: 3,
+                session: 9
+            }),
+            Err(StoreError::Fenced { seen: 4, sent: 3 })
+        );
     }
 
     #[test]
@@ -945,15 +1061,15 @@ mod tests {
         store.create("v", 1 << 20).unwrap();
         let v = store.volume("v").unwrap();
         for gen in [1, 2, 5] {
-            v.write(&stamp(1, gen, 1, 0), 0, WriteOp::Data(&[1]), false)
+            v.write(0, &stamp(1, gen, 1, 0), 0, WriteOp::Data(&[1]), false)
                 .unwrap();
         }
         drop((v, store));
         fs::write(map_path(&dir.path().join("volumes/v"), 2), b"torn").unwrap();
         let store = Store::open(dir.path()).unwrap();
         let v = store.volume("v").unwrap();
-        assert_eq!(v.dirty_since(1, 2).unwrap(), None);
-        assert_eq!(v.dirty_since(1, 3).unwrap().unwrap().len(), 1);
+        assert_eq!(v.dirty_since(seal(1), 2).unwrap(), None);
+        assert_eq!(v.dirty_since(seal(1), 3).unwrap().unwrap().len(), 1);
     }
 
     #[test]

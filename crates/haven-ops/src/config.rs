@@ -250,6 +250,44 @@ fn enclosing_table(text: &str, offset: usize) -> String {
 }
 
 /// Names of tenants and components end up in tags and scratch names: keep them plain.
+/// The keys of a PostgreSQL component that only make sense together: (key, why) when not.
+fn check_postgres(
+    pg: &haven_sources::postgres::PostgresConfig,
+) -> Result<(), (&'static str, String)> {
+    use haven_sources::postgres::physical::stream::{parse_wal_size, valid_slot_name};
+    use haven_sources::postgres::{PostgresMode, WalMode};
+    let streaming = pg.mode == PostgresMode::Physical && pg.wal == WalMode::Stream;
+    let stream_only = [
+        ("synchronous", pg.synchronous),
+        ("slot", pg.slot.is_some()),
+        ("slot-max-lag", pg.slot_max_lag.is_some()),
+    ];
+    if let Some((key, _)) = stream_only.iter().find(|(_, set)| *set && !streaming) {
+        return Err((
+            key,
+            format!("{key} applies to mode = \"physical\" with wal = \"stream\" only"),
+        ));
+    }
+    if let Some(slot) = &pg.slot {
+        if !valid_slot_name(slot) {
+            return Err((
+                "slot",
+                format!("{slot:?} cannot name a replication slot: use 1 to 63 of a-z, 0-9 and _"),
+            ));
+        }
+    }
+    if let Some(lag) = &pg.slot_max_lag {
+        let bytes = parse_wal_size(lag).map_err(|m| ("slot-max-lag", m))?;
+        if bytes < 64 << 20 {
+            return Err((
+                "slot-max-lag",
+                format!("{lag} is below 64MB: the slot would be dropped in normal operation"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
@@ -494,6 +532,10 @@ impl Config {
                             format!("{} is not an absolute path", p.display()),
                         ));
                     }
+                }
+                if let ComponentConfig::Postgres(pg) = &c {
+                    check_postgres(pg)
+                        .map_err(|(k, m)| err(Some(cspan), format!("{ckey}.{k}"), m))?;
                 }
                 components.insert(cname, c);
             }

@@ -38,6 +38,7 @@ pub mod schedule;
 pub mod side_by_side;
 pub mod verify;
 pub mod wal;
+pub mod wal_receiver;
 
 use haven_repo::keys::Secret;
 use haven_repo::{RepoError, Repository};

@@ -132,7 +132,8 @@ pub fn physical_component<'a>(
 }
 
 /// Every archived WAL file of a component, in WAL order (history files first); of
-/// several snapshots of one name, the oldest.
+/// several snapshots of one name, the oldest — but of a partial segment (stored again
+/// each time the receiver saw it grow), the newest.
 pub fn list_wal(snapshots: &[SnapshotEntry], tenant: &str, component: &str) -> Vec<ArchivedWal> {
     let (want_tenant, want_component) = (wal_tenant_tag(tenant), component_tag(component));
     let mut out: Vec<ArchivedWal> = snapshots
@@ -158,10 +159,15 @@ pub fn list_wal(snapshots: &[SnapshotEntry], tenant: &str, component: &str) -> V
             })
         })
         .collect();
-    out.sort_by(|a, b| {
-        (order_key(&a.file), a.entry.snapshot.time)
-            .cmp(&(order_key(&b.file), b.entry.snapshot.time))
-    });
+    let when = |a: &ArchivedWal| {
+        let t = a.entry.snapshot.time.timestamp_nanos_opt().unwrap_or(0);
+        if matches!(a.file, WalFile::Partial { .. }) {
+            -t
+        } else {
+            t
+        }
+    };
+    out.sort_by(|a, b| (order_key(&a.file), when(a)).cmp(&(order_key(&b.file), when(b))));
     out.dedup_by(|later, first| later.name == first.name);
     out
 }
@@ -250,14 +256,43 @@ pub fn push_wal(
             same.entry.id.to_hex()
         )));
     }
+    let tags = wal_tags(
+        &pg,
+        tenant,
+        component,
+        &name,
+        header.map(|h| h.system_identifier),
+        path,
+    )?;
+    backup_stream(
+        repo,
+        bytes.as_slice(),
+        &name,
+        tags,
+        None,
+        Arc::new(Progress::default()),
+    )?;
+    Ok(Pushed::Stored)
+}
+
+/// The tags of an archived WAL file: what it is, whose, and for segments (complete or
+/// partial, read at `path`) its cluster, last commit and restore points.
+pub(crate) fn wal_tags(
+    pg: &PostgresComponent,
+    tenant: &str,
+    component: &str,
+    name: &str,
+    system: Option<u64>,
+    path: &Path,
+) -> Result<Vec<String>, OpsError> {
     let mut tags = vec![
         WAL_TAG.to_string(),
         wal_tenant_tag(tenant),
         component_tag(component),
-        file_tag(&name),
+        file_tag(name),
     ];
-    if let Some(h) = header {
-        tags.push(system_tag(h.system_identifier));
+    if let Some(system) = system {
+        tags.push(system_tag(system));
         let summary = pg.summarize_segment(path)?;
         if let Some(time) = summary.last_commit {
             tags.push(format!("haven-wal-last-commit={time}"));
@@ -269,15 +304,7 @@ pub fn push_wal(
                 .map(|n| format!("haven-wal-restore-point={n}")),
         );
     }
-    backup_stream(
-        repo,
-        bytes.as_slice(),
-        &name,
-        tags,
-        None,
-        Arc::new(Progress::default()),
-    )?;
-    Ok(Pushed::Stored)
+    Ok(tags)
 }
 
 /// Restore the archived WAL file `name` to `dest` (`restore_command`). `Ok(false)` when
@@ -326,18 +353,40 @@ fn write_restored(
 
 /// Which archived files a replay from `base` can read: every history file, and every
 /// segment from the one holding the base's start on (every timeline: the server picks).
+/// A partial segment counts when no complete one of its timeline and number is archived
+/// (the receiver's newest WAL); it is staged under the segment's name.
 pub fn needed_from(archived: &[ArchivedWal], base: &BaseFacts) -> Vec<ArchivedWal> {
     let first = segment_of(base.start_lsn, base.segment_size);
+    let complete: BTreeSet<(u32, u64)> = archived
+        .iter()
+        .filter_map(|a| match a.file {
+            WalFile::Segment { timeline, segno } => Some((timeline, segno)),
+            _ => None,
+        })
+        .collect();
     archived
         .iter()
         .filter(|a| match a.file {
             WalFile::History { .. } => true,
             WalFile::Segment { segno, .. } => segno >= first,
+            WalFile::Partial { timeline, segno } => {
+                segno >= first && !complete.contains(&(timeline, segno))
+            }
             // Read only by name, never by the server's recovery.
-            WalFile::Partial { .. } | WalFile::Backup { .. } => false,
+            WalFile::Backup { .. } => false,
         })
         .cloned()
         .collect()
+}
+
+/// The name the server's recovery asks for: a partial segment stands in for its segment.
+fn staged_name(wal: &ArchivedWal, segment_size: u64) -> String {
+    match wal.file {
+        WalFile::Partial { timeline, segno } => {
+            WalFile::Segment { timeline, segno }.name(segment_size)
+        }
+        _ => wal.name.clone(),
+    }
 }
 
 /// The segments missing between the base's start and the newest archived segment of
@@ -347,7 +396,11 @@ pub fn gaps(archived: &[ArchivedWal], base: &BaseFacts) -> Vec<String> {
     let have: BTreeSet<u64> = archived
         .iter()
         .filter_map(|a| match a.file {
-            WalFile::Segment { timeline, segno } if timeline >= base.timeline => Some(segno),
+            WalFile::Segment { timeline, segno } | WalFile::Partial { timeline, segno }
+                if timeline >= base.timeline =>
+            {
+                Some(segno)
+            }
             _ => None,
         })
         .collect();
@@ -386,7 +439,7 @@ pub fn stage(
                 if failure.lock().unwrap().is_some() {
                     break;
                 }
-                let dest: PathBuf = dir.join(&wal.name);
+                let dest: PathBuf = dir.join(staged_name(wal, DEFAULT_SEGMENT_SIZE));
                 match write_restored(repo, wal, &dest) {
                     Ok(()) => {
                         let len = fs::metadata(&dest).map_or(0, |m| m.len());

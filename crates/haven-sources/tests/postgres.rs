@@ -20,6 +20,9 @@ fn component(server: &PostgresServer, db: &str, jobs: Option<usize>) -> Postgres
         timeout: None,
         mode: Default::default(),
         wal: Default::default(),
+        synchronous: false,
+        slot: None,
+        slot_max_lag: None,
         data_dir: None,
     })
 }
@@ -352,6 +355,9 @@ fn an_unreachable_server_is_named_with_its_host_and_port() {
         timeout: None,
         mode: Default::default(),
         wal: Default::default(),
+        synchronous: false,
+        slot: None,
+        slot_max_lag: None,
         data_dir: None,
     });
     assert_eq!(
@@ -386,6 +392,9 @@ fn wrong_credentials_are_access_denied() {
             timeout: None,
             mode: Default::default(),
             wal: Default::default(),
+            synchronous: false,
+            slot: None,
+            slot_max_lag: None,
             data_dir: None,
         })
     };
@@ -425,6 +434,9 @@ fn pg_dump_missing_from_bin_dir_is_named() {
             timeout: None,
             mode: Default::default(),
             wal: Default::default(),
+            synchronous: false,
+            slot: None,
+            slot_max_lag: None,
             data_dir: None,
         });
         let err = c

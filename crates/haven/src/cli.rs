@@ -138,6 +138,19 @@ pub enum WalCommand {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// Receive WAL over the replication protocol into the repository (`wal = "stream"`),
+    /// through a replication slot, at most a second behind; until SIGINT or SIGTERM.
+    /// `haven serve` runs one per streaming component itself.
+    Receive {
+        tenant: String,
+        component: String,
+        /// Where WAL waits on this host until it is stored (default: the daemon's
+        /// state-dir/wal/TENANT/COMPONENT); keep it across restarts.
+        #[arg(long)]
+        spool: Option<PathBuf>,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
 }
 
 #[derive(Debug, Subcommand)]

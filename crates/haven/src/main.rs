@@ -20,12 +20,14 @@ fn main() {
         Err(e) => std::process::exit(output::usage_error(e)),
     };
     // Servers stop gracefully on their own signal handlers (a volume controller resigns
-    // its lease so that another candidate takes over at once).
+    // its lease so that another candidate takes over at once; a WAL receiver stores what
+    // it received before it ends).
     let own_signals = matches!(
         args.command,
         cli::Command::Serve(_)
             | cli::Command::Replica(cli::ReplicaCommand::Serve(_))
             | cli::Command::Volume(cli::VolumeCommand::Serve(_))
+            | cli::Command::Wal(cli::WalCommand::Receive { .. })
     );
     if !own_signals {
         stop_children_on_signals();

@@ -34,8 +34,21 @@ struct Setup {
     _tmp: tempfile::TempDir,
 }
 
+/// How the source's WAL reaches the repository.
+#[derive(Clone, Copy, PartialEq)]
+enum Wal {
+    /// The server's archive_command runs `haven wal push`.
+    Archive,
+    /// `haven wal receive` on a replication slot, as a synchronous standby.
+    Stream,
+}
+
 impl Setup {
     fn start() -> Setup {
+        Setup::start_with(Wal::Archive)
+    }
+
+    fn start_with(wal: Wal) -> Setup {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().join("haven");
         fs::create_dir_all(&root).unwrap();
@@ -61,6 +74,7 @@ kind = "postgres"
 url = "postgresql://postgres@127.0.0.1:{src}/postgres"
 mode = "physical"
 timeout = "90s"
+{stream}
 
 [tenants.acme-dr]
 repository = "main"
@@ -74,6 +88,11 @@ timeout = "90s"
             repo = root.join("repo").display(),
             src = source.port(),
             dr1 = dr1.display(),
+            stream = if wal == Wal::Stream {
+                "wal = \"stream\"\nsynchronous = true"
+            } else {
+                ""
+            },
         );
         fs::write(&config, text).unwrap();
         fs::write(root.join("password"), "pitr test passphrase").unwrap();
@@ -89,6 +108,9 @@ timeout = "90s"
         let mut init = vec!["init", "--repo", &repo, "--password-file", &password];
         init.extend_from_slice(&FAST_KDF);
         s.haven(&init).ok("init");
+        if wal == Wal::Stream {
+            return s;
+        }
         let push = format!(
             "{} wal push --config {} acme db %p",
             haven_bin(),
@@ -392,4 +414,171 @@ fn a_physical_component_restores_to_a_time_a_restore_point_and_the_latest_wal() 
     .ok("forget one WAL segment");
     let (out, _server) = s.restore(&["--component", "db", "--latest"]);
     out.assert_one_line_error(1, &["gap", &gap_name]);
+}
+
+/// `haven wal receive` as the postgres user, its output lines on a channel.
+struct Receiver {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Receiver {
+    fn start(s: &Setup) -> Receiver {
+        let mut cmd = Command::new("runuser");
+        cmd.args(["-u", USER, "--", haven_bin()])
+            .args(["wal", "receive", "acme", "db", "--spool"])
+            .arg(s.root.join("spool"))
+            .current_dir(&s.root)
+            .env("HAVEN_CONFIG", &s.config)
+            .env("HAVEN_WORK_DIR", s.root.join("work"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped());
+        fs::create_dir_all(s.root.join("work")).unwrap();
+        chown_postgres(&s.root.join("work"));
+        let mut child = cmd.spawn().unwrap();
+        let out = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Receiver {
+            child,
+            lines,
+            seen: vec![],
+        }
+    }
+
+    /// Wait for a line containing `text`; panics with every line seen after `limit`.
+    fn wait_line(&mut self, text: &str, limit: Duration) -> String {
+        let end = std::time::Instant::now() + limit;
+        loop {
+            let left = end.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(text) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "no line with {text:?} from haven wal receive within {limit:?}; it said:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// SIGTERM to haven itself (runuser's child: runuser answers SIGTERM by killing it).
+    fn stop(&mut self) {
+        let _ = Command::new("pkill")
+            .args(["-TERM", "-P", &self.child.id().to_string()])
+            .status();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "wal receive ended with {status}");
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The RPO test of `wal = "stream"` with `synchronous = true`: a writer commits a row every
+/// 50 ms, the primary is killed with SIGKILL, and `--latest` must restore every row whose
+/// commit the server acknowledged (RPO zero), from the receiver's partial segment.
+#[test]
+fn a_streamed_synchronous_component_loses_no_acknowledged_commit_when_the_primary_is_killed() {
+    let s = Setup::start_with(Wal::Stream);
+    let mut receiver = Receiver::start(&s);
+    receiver.wait_line(
+        "receiving WAL on slot haven_acme_db (synchronous)",
+        Duration::from_secs(60),
+    );
+    s.sql("CREATE TABLE t (id serial PRIMARY KEY, batch text NOT NULL, at timestamptz DEFAULT clock_timestamp());");
+    s.sql("INSERT INTO t (batch) SELECT 'a' FROM generate_series(1, 100);");
+    s.haven(&["tenant", "backup", "acme"]).ok("the base backup");
+
+    // Haven becomes the server's synchronous standby: a commit returns once the receiver
+    // has it on disk (the test server runs with synchronous_commit off: on for this).
+    s.sql("ALTER SYSTEM SET synchronous_commit = 'on';");
+    s.sql("ALTER SYSTEM SET synchronous_standby_names = 'haven_acme_db';");
+    s.sql("SELECT pg_reload_conf();");
+    wait_for(
+        "the receiver to be the synchronous standby",
+        Duration::from_secs(30),
+        || {
+            s.sql("SELECT count(*) FROM pg_stat_replication WHERE application_name = 'haven_acme_db' AND sync_state = 'sync';") == "1"
+        },
+    );
+
+    let mut acked = vec![];
+    for _ in 0..40 {
+        let id = s.sql("INSERT INTO t (batch) VALUES ('w') RETURNING id;");
+        acked.push(id.lines().next().unwrap_or("").trim().to_string());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let pid = fs::read_to_string(s.source.data_dir().join("postmaster.pid")).unwrap();
+    let pid = pid.lines().next().unwrap().trim().to_string();
+    let killed = std::time::Instant::now();
+    assert!(Command::new("kill")
+        .args(["-KILL", &pid])
+        .status()
+        .unwrap()
+        .success());
+    receiver.wait_line("pg_receivewal ended", Duration::from_secs(30));
+    receiver.wait_line("caught up", Duration::from_secs(30));
+    let caught_up = killed.elapsed();
+    receiver.stop();
+    assert!(
+        receiver.seen.iter().any(|l| l.contains(".partial")),
+        "the newest WAL was stored as a partial segment:\n{}",
+        receiver.seen.join("\n")
+    );
+
+    let (out, _server) = s.restore(&["--component", "db", "--latest"]);
+    assert_eq!(
+        outcome(&out),
+        "passed",
+        "--latest:\n{}\n{}",
+        out.stdout,
+        out.stderr
+    );
+    let restored = Command::new("psql")
+        .args(["-X", "-A", "-t", "-h", "127.0.0.1", "-U", "postgres", "-p"])
+        .arg(s.dr_port.to_string())
+        .args([
+            "-d",
+            "postgres",
+            "-c",
+            "SELECT string_agg(id::text, ',' ORDER BY id) FROM t WHERE batch = 'w';",
+        ])
+        .output()
+        .unwrap();
+    let restored = String::from_utf8_lossy(&restored.stdout).trim().to_string();
+    let restored: Vec<&str> = restored.split(',').collect();
+    let lost: Vec<&String> = acked
+        .iter()
+        .filter(|id| !restored.contains(&id.as_str()))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "acknowledged commits lost after kill -9 of the primary: {lost:?} (restored {} of {}; receiver:\n{})",
+        restored.len(),
+        acked.len(),
+        receiver.seen.join("\n")
+    );
+    assert_eq!(s.restored_rows(), format!("a:100,w:{}", acked.len()));
+    eprintln!(
+        "{} acknowledged commits, all restored; the receiver had stored everything {:.2} s after the kill",
+        acked.len(),
+        caught_up.as_secs_f64()
+    );
 }

@@ -1056,20 +1056,36 @@ class Schedule:
             self.fail("%s; status:\n%s" % (e, st))
             self.stop_candidates()
             return
-        # FLUSH and read everything through the serving controller.
-        n = st["controller"]["name"][len("ctl-"):]
-        addr = self.candidates[n].addr
-        try:
-            h, epoch = wait_for("a connection to the serving controller ctl-%s" % n,
-                                lambda: connect_sync(self.vol, addr), 30, every=0.2)
-            h.flush()
-            data = bytearray()
-            for off in range(0, VOLUME_SIZE, 1 << 20):
-                data += h.pread(1 << 20, off)
-            h.shutdown()
-            del h
-        except (HarnessError, nbd.Error) as e:
-            self.fail("reading %s back through ctl-%s: %s" % (self.vol, n, e))
+        # FLUSH and read everything through the serving controller. A controller may stop
+        # serving meanwhile (a lease refresh late on a loaded machine): that is a client's
+        # reconnect, not a lost write, so the read starts over through the next one.
+        data, why = None, []
+        for attempt in range(3):
+            if attempt:
+                try:
+                    st = wait_for("both placed replicas of %s in sync" % self.vol, in_sync, IN_SYNC_LIMIT, every=0.2)
+                except HarnessError as e:
+                    why.append(str(e))
+                    break
+            n = st["controller"]["name"][len("ctl-"):]
+            addr = self.candidates[n].addr
+            try:
+                h, epoch = wait_for("a connection to the serving controller ctl-%s" % n,
+                                    lambda: connect_sync(self.vol, addr), 30, every=0.2)
+                h.flush()
+                buf = bytearray()
+                for off in range(0, VOLUME_SIZE, 1 << 20):
+                    buf += h.pread(1 << 20, off)
+                h.shutdown()
+                del h
+                data = buf
+                break
+            except (HarnessError, nbd.Error) as e:
+                why.append("through ctl-%s: %s" % (n, e))
+                log("schedule %d: reading %s back through ctl-%s failed (%s); again through the serving one"
+                    % (self.index, self.vol, n, e))
+        if data is None:
+            self.fail("reading %s back: %s" % (self.vol, "; ".join(why)))
             self.stop_candidates()
             return
         self.check_blocks(data)

@@ -127,9 +127,24 @@ pub struct PostgresConfig {
     #[serde(default)]
     pub mode: PostgresMode,
     /// How WAL reaches the repository in physical mode: `archive` (the server's
-    /// `archive_command` runs `haven wal push`).
+    /// `archive_command` runs `haven wal push`) or `stream` (Haven's receiver on a
+    /// replication slot: `haven wal receive`, or `haven serve`).
     #[serde(default)]
     pub wal: WalMode,
+    /// `wal = "stream"`: flush what is received at once and report it flushed, so that
+    /// the server can count the receiver as a synchronous standby (its application name
+    /// is the slot's name; list it in `synchronous_standby_names`).
+    #[serde(default)]
+    pub synchronous: bool,
+    /// `wal = "stream"`: the replication slot (default `haven_<tenant>_<component>`).
+    #[serde(default)]
+    pub slot: Option<String>,
+    /// `wal = "stream"`: the most WAL the slot may hold back on the server (e.g.
+    /// `10GB`, the default). Past 80 % an alert is raised; past it the slot is dropped
+    /// (the server frees its WAL, the archive gets a gap the next base backup closes)
+    /// rather than let it fill the server's disk.
+    #[serde(default)]
+    pub slot_max_lag: Option<String>,
     /// As a physical restore target: the data directory the restore creates and starts
     /// a server on (listening on the port of `url`).
     #[serde(default)]
@@ -152,6 +167,8 @@ pub enum WalMode {
     /// `archive_command = 'haven wal push ... %p'` on the server.
     #[default]
     Archive,
+    /// Haven receives WAL over the replication protocol through a slot.
+    Stream,
 }
 
 #[derive(Debug, Clone)]

@@ -4,8 +4,14 @@
 //! (PostgreSQL's signal for "not there"); every other failure is one line on stderr and
 //! a non-zero exit, which makes PostgreSQL keep the file and retry.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use anyhow::{Context, Result};
 use haven_ops::wal::{fetch_wal, push_wal, Pushed};
+use haven_ops::wal_receiver::{default_spool, receive, ReceiverEvent, ReceiverOptions};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
 
 use super::tenant::load;
 use crate::cli::{Global, WalCommand};
@@ -42,6 +48,38 @@ pub fn run(g: &Global, command: WalCommand) -> Result<i32> {
             let found = fetch_wal(&config, &tenant, &component, &name, &path, g.lock_wait)
                 .with_context(|| format!("wal fetch of {name} for {tenant}/{component}"))?;
             Ok(if found { 0 } else { 1 })
+        }
+        WalCommand::Receive {
+            tenant,
+            component,
+            spool,
+            config,
+        } => {
+            let config = load(&config)?;
+            let spool = spool.unwrap_or_else(|| default_spool(&config, &tenant, &component));
+            let mut options = ReceiverOptions::new(spool);
+            options.lock_wait = g.lock_wait;
+            let stop = Arc::new(AtomicBool::new(false));
+            let mut signals =
+                Signals::new([SIGTERM, SIGINT]).context("installing signal handlers")?;
+            {
+                let stop = Arc::clone(&stop);
+                std::thread::spawn(move || {
+                    if signals.forever().next().is_some() {
+                        stop.store(true, Ordering::SeqCst);
+                    }
+                });
+            }
+            let quiet = g.quiet;
+            receive(&config, &tenant, &component, &options, &stop, &mut |e| {
+                // Each stored partial is a line a second: only with --verbose-like runs.
+                let routine = matches!(e, ReceiverEvent::Stored { .. });
+                if !(quiet && routine) {
+                    println!("haven: wal receive {tenant}/{component}: {e}");
+                }
+            })
+            .with_context(|| format!("wal receive for {tenant}/{component}"))?;
+            Ok(0)
         }
     }
 }

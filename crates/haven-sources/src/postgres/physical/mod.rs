@@ -33,6 +33,7 @@
 
 pub mod label;
 pub mod lsn;
+pub mod stream;
 pub mod waldump;
 
 use std::fs;

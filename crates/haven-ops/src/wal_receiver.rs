@@ -168,7 +168,7 @@ pub fn receive(
     let mut next_check = Instant::now();
     let mut behind = false; // the receiver ended and the spool is not yet stored
     let mut warned_sync = false;
-    let mut seen_partial: Option<(String, SystemTime, u64)> = None;
+    let mut seen_partial: Option<(String, blake3::Hash)> = None;
     loop {
         let stopping = stop.load(Ordering::SeqCst);
         if stopping {
@@ -339,20 +339,21 @@ fn flush(
     sink: &mut WalSink,
     pg: &PostgresComponent,
     spool: &Path,
-    seen: &mut Option<(String, SystemTime, u64)>,
+    seen: &mut Option<(String, blake3::Hash)>,
     on: &mut dyn FnMut(&ReceiverEvent),
 ) -> Result<(), OpsError> {
     let mut complete: Vec<(WalFile, String)> = vec![];
-    let mut partial: Option<(String, SystemTime, u64)> = None;
+    // By content: a file's mtime moves in clock ticks, so a write just after a read can
+    // leave it unchanged (and the size of a preallocated segment never changes).
+    let mut partial: Option<(String, blake3::Hash)> = None;
     let entries = fs::read_dir(spool)
         .map_err(|e| OpsError::Invalid(format!("reading the spool {}: {e}", spool.display())))?;
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         match WalFile::parse(&name, DEFAULT_SEGMENT_SIZE) {
             Some(WalFile::Partial { .. }) => {
-                if let Ok(meta) = entry.metadata() {
-                    let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-                    partial = Some((name, modified, meta.len()));
+                if let Ok(bytes) = fs::read(entry.path()) {
+                    partial = Some((name, blake3::hash(&bytes)));
                 }
             }
             Some(f @ (WalFile::Segment { .. } | WalFile::History { .. })) => {

@@ -64,6 +64,10 @@ pub enum AlertKind {
     DrillFailed,
     /// A runbook's predicted RTO (its last drill) exceeds the runbook's `rto`.
     RtoExceeded,
+    /// A streaming WAL receiver cannot keep up or lost continuity: its server does not
+    /// answer, its slot holds too much WAL or was dropped, a timeline switched, storing
+    /// fails, or `synchronous` is set but the server does not wait for it.
+    WalStream,
 }
 
 impl AlertKind {
@@ -78,11 +82,12 @@ impl AlertKind {
             AlertKind::RunbookNotice => "runbook-notice",
             AlertKind::DrillFailed => "drill-failed",
             AlertKind::RtoExceeded => "rto-exceeded",
+            AlertKind::WalStream => "wal-stream",
         }
     }
 
     /// The start of this kind's keys ([`Alert::key_for`]): `backup`, `missed`, `rpo`,
-    /// `verify`, `retention`, `source-down`, `runbook`, `drill`, `rto`.
+    /// `verify`, `retention`, `source-down`, `runbook`, `drill`, `rto`, `wal`.
     pub fn key_prefix(self) -> &'static str {
         match self {
             AlertKind::BackupFailed => "backup",
@@ -94,6 +99,7 @@ impl AlertKind {
             AlertKind::RunbookNotice => "runbook",
             AlertKind::DrillFailed => "drill",
             AlertKind::RtoExceeded => "rto",
+            AlertKind::WalStream => "wal",
         }
     }
 }

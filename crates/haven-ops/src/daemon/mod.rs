@@ -16,6 +16,8 @@
 //!         result -> catalog, alerts; unreachable components -> source-down at once (watch.rs)
 //! reload (reload.rs, SIGHUP or the API): Config::load again -> swap config, schedules,
 //!         alert sinks; a job keeps the Arc<Config> it started with
+//! receivers (receivers.rs): one thread per `wal = "stream"` component, WAL into the
+//!         repository each second; alert wal:TENANT:COMPONENT
 //! ```
 //! Main types: [`Daemon`] (start, stop), [`clock::Clock`] (injectable time),
 //! [`view::DaemonView`] (implemented in status.rs). The catalog (SQLite, `catalog.rs`) is a
@@ -25,6 +27,7 @@
 pub mod clock;
 mod drills;
 mod probe;
+mod receivers;
 mod reload;
 mod scheduler;
 mod status;
@@ -156,6 +159,7 @@ pub struct Daemon {
     /// Fixed at start (a reload cannot move the catalog).
     state_dir: std::path::PathBuf,
     scheduler: Option<JoinHandle<()>>,
+    receivers: Option<receivers::Receivers>,
 }
 
 /// How the daemon is started (tests inject a clock and a short lock wait).
@@ -222,10 +226,12 @@ impl Daemon {
             .name("haven-scheduler".into())
             .spawn(move || scheduler::run(&s))
             .map_err(|e| OpsError::Invalid(format!("starting the scheduler thread: {e}")))?;
+        let receivers = receivers::start(&shared);
         Ok(Daemon {
             shared,
             state_dir,
             scheduler: Some(scheduler),
+            receivers: Some(receivers),
         })
     }
 
@@ -256,6 +262,9 @@ impl Daemon {
         self.shared.notify();
         if let Some(s) = self.scheduler.take() {
             let _ = s.join();
+        }
+        if let Some(r) = self.receivers.take() {
+            r.stop();
         }
         let deadline = std::time::Instant::now() + grace;
         loop {

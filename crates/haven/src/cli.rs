@@ -148,6 +148,9 @@ pub enum WalCommand {
         /// state-dir/wal/TENANT/COMPONENT); keep it across restarts.
         #[arg(long)]
         spool: Option<PathBuf>,
+        /// How often the slot's retained WAL is checked against slot-max-lag (e.g. 10s).
+        #[arg(long, default_value = "10s", value_parser = parse_wait)]
+        check_every: std::time::Duration,
         #[command(flatten)]
         config: ConfigArg,
     },

@@ -49,6 +49,11 @@ impl Setup {
     }
 
     fn start_with(wal: Wal) -> Setup {
+        Setup::start_with_extra(wal, "")
+    }
+
+    /// With `extra` lines in the source component's table.
+    fn start_with_extra(wal: Wal, extra: &str) -> Setup {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().join("haven");
         fs::create_dir_all(&root).unwrap();
@@ -89,9 +94,9 @@ timeout = "90s"
             src = source.port(),
             dr1 = dr1.display(),
             stream = if wal == Wal::Stream {
-                "wal = \"stream\"\nsynchronous = true"
+                format!("wal = \"stream\"\nsynchronous = true\n{extra}")
             } else {
-                ""
+                String::new()
             },
         );
         fs::write(&config, text).unwrap();
@@ -424,10 +429,12 @@ struct Receiver {
 }
 
 impl Receiver {
-    fn start(s: &Setup) -> Receiver {
+    fn start(s: &Setup, extra: &[&str]) -> Receiver {
         let mut cmd = Command::new("runuser");
         cmd.args(["-u", USER, "--", haven_bin()])
-            .args(["wal", "receive", "acme", "db", "--spool"])
+            .args(["wal", "receive", "acme", "db"])
+            .args(extra)
+            .arg("--spool")
             .arg(s.root.join("spool"))
             .current_dir(&s.root)
             .env("HAVEN_CONFIG", &s.config)
@@ -491,13 +498,14 @@ impl Drop for Receiver {
     }
 }
 
-/// The RPO test of `wal = "stream"` with `synchronous = true`: a writer commits a row every
+/// The RPO test of `wal = "stream"` with `synchronous = true`: the receiver is restarted
+/// while the server writes (it resumes from its slot), then a writer commits a row every
 /// 50 ms, the primary is killed with SIGKILL, and `--latest` must restore every row whose
 /// commit the server acknowledged (RPO zero), from the receiver's partial segment.
 #[test]
 fn a_streamed_synchronous_component_loses_no_acknowledged_commit_when_the_primary_is_killed() {
     let s = Setup::start_with(Wal::Stream);
-    let mut receiver = Receiver::start(&s);
+    let mut receiver = Receiver::start(&s, &[]);
     receiver.wait_line(
         "receiving WAL on slot haven_acme_db (synchronous)",
         Duration::from_secs(60),
@@ -505,6 +513,20 @@ fn a_streamed_synchronous_component_loses_no_acknowledged_commit_when_the_primar
     s.sql("CREATE TABLE t (id serial PRIMARY KEY, batch text NOT NULL, at timestamptz DEFAULT clock_timestamp());");
     s.sql("INSERT INTO t (batch) SELECT 'a' FROM generate_series(1, 100);");
     s.haven(&["tenant", "backup", "acme"]).ok("the base backup");
+
+    // The receiver stops (a daemon restart) while the server writes and switches
+    // segments: the slot kept that WAL, so the next receiver resumes with no gap.
+    receiver.stop();
+    for _ in 0..2 {
+        s.sql(
+            "INSERT INTO t (batch) SELECT 'r' FROM generate_series(1, 10); SELECT pg_switch_wal();",
+        );
+    }
+    let mut receiver = Receiver::start(&s, &[]);
+    receiver.wait_line(
+        "receiving WAL on slot haven_acme_db (synchronous)",
+        Duration::from_secs(60),
+    );
 
     // Haven becomes the server's synchronous standby: a commit returns once the receiver
     // has it on disk (the test server runs with synchronous_commit off: on for this).
@@ -575,10 +597,72 @@ fn a_streamed_synchronous_component_loses_no_acknowledged_commit_when_the_primar
         acked.len(),
         receiver.seen.join("\n")
     );
-    assert_eq!(s.restored_rows(), format!("a:100,w:{}", acked.len()));
+    assert_eq!(s.restored_rows(), format!("a:100,r:20,w:{}", acked.len()));
     eprintln!(
         "{} acknowledged commits, all restored; the receiver had stored everything {:.2} s after the kill",
         acked.len(),
         caught_up.as_secs_f64()
     );
+}
+
+/// The receiver stalls (its pg_receivewal stopped with SIGSTOP) while the server goes on
+/// writing: past `slot-max-lag` the slot is dropped rather than let it fill the server's
+/// disk, the event names the gap, and a new slot streams again.
+#[test]
+fn a_slot_past_slot_max_lag_is_dropped_and_streaming_resumes() {
+    let s = Setup::start_with_extra(Wal::Stream, "slot-max-lag = \"64MB\"");
+    let mut receiver = Receiver::start(&s, &["--check-every", "1s"]);
+    receiver.wait_line(
+        "receiving WAL on slot haven_acme_db",
+        Duration::from_secs(60),
+    );
+    s.sql("CREATE TABLE t (id serial PRIMARY KEY, batch text NOT NULL);");
+    let retained = || {
+        s.sql("SELECT coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn), 0)::bigint FROM pg_replication_slots WHERE slot_name = 'haven_acme_db';")
+            .parse::<i64>()
+            .unwrap_or(-1)
+    };
+    wait_for("the slot to be streamed", Duration::from_secs(30), || {
+        retained() >= 0
+    });
+    let pids = Command::new("pgrep")
+        .args(["-f", "pg_receivewal.*haven_acme_db"])
+        .output()
+        .unwrap();
+    let pid = String::from_utf8_lossy(&pids.stdout)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    assert!(!pid.is_empty(), "pg_receivewal runs");
+    assert!(Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    // Each switch after a write moves the server to a new 16 MB segment the slot keeps.
+    for i in 0..6 {
+        s.sql(&format!(
+            "INSERT INTO t (batch) VALUES ('{i}'); SELECT pg_switch_wal();"
+        ));
+    }
+    let held = retained();
+    assert!(held > 64 << 20, "the stalled slot holds {held} bytes");
+    let line = receiver.wait_line("dropped it", Duration::from_secs(30));
+    assert!(
+        line.contains("gap") && line.contains("base backup"),
+        "{line}"
+    );
+    // A new slot, streaming from the server's position: the WAL is released.
+    receiver.wait_line(
+        "receiving WAL on slot haven_acme_db",
+        Duration::from_secs(30),
+    );
+    wait_for(
+        "the new slot to hold little",
+        Duration::from_secs(30),
+        || (0..32 << 20).contains(&retained()),
+    );
+    receiver.stop();
 }

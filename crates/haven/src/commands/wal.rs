@@ -53,12 +53,14 @@ pub fn run(g: &Global, command: WalCommand) -> Result<i32> {
             tenant,
             component,
             spool,
+            check_every,
             config,
         } => {
             let config = load(&config)?;
             let spool = spool.unwrap_or_else(|| default_spool(&config, &tenant, &component));
             let mut options = ReceiverOptions::new(spool);
             options.lock_wait = g.lock_wait;
+            options.check_every = check_every;
             let stop = Arc::new(AtomicBool::new(false));
             let mut signals =
                 Signals::new([SIGTERM, SIGINT]).context("installing signal handlers")?;

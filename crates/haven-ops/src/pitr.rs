@@ -179,6 +179,22 @@ pub struct Window {
     pub wal_files: usize,
     /// Missing segments after the oldest base backup (first ones).
     pub gaps: Vec<String>,
+    /// Each base backup's WAL chain, oldest base first.
+    pub chains: Vec<Chain>,
+}
+
+/// Whether the WAL from one base backup's start to the newest archived WAL is all there
+/// (what `haven tenant points --check` proves for every kept base backup).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Chain {
+    /// The recovery point holding the base backup.
+    pub point: String,
+    /// The segment its replay starts in.
+    pub from: String,
+    /// The newest archived segment (complete or partial) of its timeline or later.
+    pub to: Option<String>,
+    /// The first missing segment between them, if any.
+    pub gap: Option<String>,
 }
 
 impl Window {
@@ -204,16 +220,57 @@ impl Window {
 
 /// The base backups of component `name` in complete points, oldest first.
 fn bases<'a>(points: &'a [ListedPoint], name: &str) -> Vec<(&'a ComponentRecord, BaseFacts)> {
+    based_points(points, name)
+        .into_iter()
+        .map(|(_, r, f)| (r, f))
+        .collect()
+}
+
+/// [`bases`] with the id of the point holding each.
+fn based_points<'a>(
+    points: &'a [ListedPoint],
+    name: &str,
+) -> Vec<(&'a str, &'a ComponentRecord, BaseFacts)> {
     points
         .iter()
         .filter(|p| p.point.status == PointStatus::Complete)
-        .filter_map(|p| p.point.components.get(name))
-        .filter(|r| is_base_backup(r))
-        .filter_map(|r| {
+        .filter_map(|p| Some((p.point.id.as_str(), p.point.components.get(name)?)))
+        .filter(|(_, r)| is_base_backup(r))
+        .filter_map(|(id, r)| {
             Some((
+                id,
                 r,
                 BaseFacts::from_fingerprint(r.fingerprint.as_ref()?).ok()?,
             ))
+        })
+        .collect()
+}
+
+/// The WAL chain of every base backup of component `name`.
+pub fn chains(points: &[ListedPoint], archived: &[wal::ArchivedWal], name: &str) -> Vec<Chain> {
+    based_points(points, name)
+        .into_iter()
+        .map(|(id, _, base)| {
+            let newest = archived
+                .iter()
+                .filter(|a| a.file.timeline() >= base.timeline)
+                .filter_map(|a| match a.file {
+                    WalFile::Segment { segno, .. } | WalFile::Partial { segno, .. } => {
+                        Some((segno, a.name.clone()))
+                    }
+                    _ => None,
+                })
+                .max();
+            Chain {
+                point: id.to_string(),
+                from: WalFile::Segment {
+                    timeline: base.timeline,
+                    segno: wal::segment_of_lsn(&base),
+                }
+                .name(base.segment_size),
+                to: newest.map(|(_, n)| n),
+                gap: wal::gaps(archived, &base).into_iter().next(),
+            }
         })
         .collect()
 }
@@ -251,6 +308,7 @@ pub fn window(points: &[ListedPoint], archived: &[wal::ArchivedWal], name: &str)
         base_backups: bases.len(),
         wal_files: archived.len(),
         gaps: gaps.into_iter().take(5).collect(),
+        chains: chains(points, archived, name),
     }
 }
 

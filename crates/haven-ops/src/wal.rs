@@ -389,6 +389,11 @@ fn staged_name(wal: &ArchivedWal, segment_size: u64) -> String {
     }
 }
 
+/// The segment holding the start of `base`'s replay.
+pub fn segment_of_lsn(base: &BaseFacts) -> u64 {
+    segment_of(base.start_lsn, base.segment_size)
+}
+
 /// The segments missing between the base's start and the newest archived segment of
 /// the base's timeline (a gap makes every target past it unreachable).
 pub fn gaps(archived: &[ArchivedWal], base: &BaseFacts) -> Vec<String> {

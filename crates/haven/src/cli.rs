@@ -347,6 +347,10 @@ pub enum TenantCommand {
     /// List a tenant's recovery points.
     Points {
         tenant: String,
+        /// Prove every kept base backup of a physical component has its WAL, with no gap,
+        /// up to the newest archived WAL; exit 1 naming the first gap otherwise.
+        #[arg(long)]
+        check: bool,
         #[command(flatten)]
         config: ConfigArg,
     },

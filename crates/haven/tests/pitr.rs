@@ -407,6 +407,13 @@ fn a_physical_component_restores_to_a_time_a_restore_point_and_the_latest_wal() 
         wal.len() >= 3,
         "several WAL segments archived (one in the middle goes): {wal:?}"
     );
+    let checked = s.haven(&["tenant", "points", "acme", "--check"]);
+    checked.ok("points --check before the gap");
+    assert!(
+        checked.stdout.contains("continuous to"),
+        "{}",
+        checked.stdout
+    );
     let (gap_name, gap_id) = wal[wal.len() - 2].clone();
     s.haven(&[
         "forget",
@@ -419,6 +426,19 @@ fn a_physical_component_restores_to_a_time_a_restore_point_and_the_latest_wal() 
     .ok("forget one WAL segment");
     let (out, _server) = s.restore(&["--component", "db", "--latest"]);
     out.assert_one_line_error(1, &["gap", &gap_name]);
+    let checked = s.haven(&["tenant", "points", "acme", "--check"]);
+    assert_eq!(
+        checked.code, 1,
+        "points --check finds the gap:\n{}\n{}",
+        checked.stdout, checked.stderr
+    );
+    assert!(
+        checked
+            .stdout
+            .contains(&format!("GAP: {gap_name} is missing")),
+        "{}",
+        checked.stdout
+    );
 }
 
 /// `haven wal receive` as the postgres user, its output lines on a channel.

@@ -74,7 +74,11 @@ pub fn run(g: &Global, cmd: TenantCommand) -> Result<i32> {
             print_label(g, "unlabelled", &label);
             Ok(0)
         }
-        TenantCommand::Points { tenant, config } => points(g, &load(&config)?, &tenant),
+        TenantCommand::Points {
+            tenant,
+            check,
+            config,
+        } => points(g, &load(&config)?, &tenant, check),
         TenantCommand::Restore(a) => {
             let config = load(&a.config)?;
             let point = point_choice(&a.point)?;
@@ -257,7 +261,7 @@ fn backup(g: &Global, config: &Config, tenant: &str, label: Option<&NewLabel>) -
     Ok(0)
 }
 
-fn points(g: &Global, config: &Config, tenant: &str) -> Result<i32> {
+fn points(g: &Global, config: &Config, tenant: &str, check: bool) -> Result<i32> {
     let t = config.tenant(tenant)?;
     let (repo, _) = haven_ops::open_repository_as(
         config.repository_of(t),
@@ -275,6 +279,18 @@ fn points(g: &Global, config: &Config, tenant: &str) -> Result<i32> {
         );
     }
     let windows = physical_windows(&view, &points, tenant);
+    // --check: every kept base backup's WAL chain reaches the newest WAL.
+    let broken = windows
+        .values()
+        .flat_map(|w| &w.chains)
+        .filter(|c| c.gap.is_some() || c.to.is_none())
+        .count();
+    let code = if check && broken > 0 { 1 } else { 0 };
+    if check && windows.is_empty() {
+        anyhow::bail!(
+            "tenant {tenant} has no base backup of a physical PostgreSQL component: --check has nothing to prove"
+        );
+    }
     if g.json {
         #[derive(serde::Serialize)]
         struct Listed<'a> {
@@ -294,7 +310,7 @@ fn points(g: &Global, config: &Config, tenant: &str) -> Result<i32> {
         } else {
             crate::output::json(&serde_json::json!({ "points": list, "windows": windows }));
         }
-        return Ok(0);
+        return Ok(code);
     }
     let now = Utc::now();
     println!(
@@ -350,8 +366,29 @@ fn points(g: &Global, config: &Config, tenant: &str) -> Result<i32> {
     println!("{} recovery point(s)", points.len());
     for (name, w) in &windows {
         println!("{name}: restorable from {}", w.describe());
+        if !check {
+            continue;
+        }
+        for c in &w.chains {
+            let what = match (&c.gap, &c.to) {
+                (Some(gap), _) => format!("GAP: {gap} is missing"),
+                (None, None) => "GAP: no WAL archived after it".to_string(),
+                (None, Some(to)) => format!("continuous to {to}"),
+            };
+            println!(
+                "  base backup of point {} (WAL from {}): {what}",
+                &c.point[..8.min(c.point.len())],
+                c.from
+            );
+        }
     }
-    Ok(0)
+    if code != 0 {
+        eprintln!(
+            "haven: {broken} base backup(s) of tenant {tenant} cannot be replayed to the newest WAL: \
+             a restore past the gap fails; take a base backup now (haven tenant backup {tenant})"
+        );
+    }
+    Ok(code)
 }
 
 /// The restorable window of each physical PostgreSQL component with base backups.

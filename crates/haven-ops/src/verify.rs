@@ -209,6 +209,21 @@ fn verify_physical(
         &haven_sources::postgres::physical::RecoveryTarget::Immediate,
     );
     report.target = format!("scratch: {}", report.target);
+    if report.outcome == Outcome::Passed {
+        // The pages the replay wrote, checked on the throwaway server.
+        let (passed, detail) = match scratch.amcheck_sample() {
+            Ok(detail) => (true, detail),
+            Err(e) => (false, e.to_string()),
+        };
+        report.checks.push(crate::report::Check {
+            name: "pg_amcheck".into(),
+            passed,
+            detail,
+        });
+        if !passed {
+            report.outcome = Outcome::ChecksFailed;
+        }
+    }
     if let Err(e) = scratch.stop_physical() {
         report.checks.push(crate::report::Check {
             name: "cleanup".into(),

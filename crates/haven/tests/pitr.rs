@@ -322,6 +322,11 @@ fn a_physical_component_restores_to_a_time_a_restore_point_and_the_latest_wal() 
     );
     assert!(out.stdout.contains("pg_verifybackup"), "{}", out.stdout);
     assert!(
+        out.stdout.contains("pg_amcheck: every table"),
+        "{}",
+        out.stdout
+    );
+    assert!(
         !out.stdout.contains("\"cleanup\""),
         "the scratch server stopped: {}",
         out.stdout

@@ -167,7 +167,7 @@ pub fn list_wal(snapshots: &[SnapshotEntry], tenant: &str, component: &str) -> V
             t
         }
     };
-    out.sort_by(|a, b| (order_key(&a.file), when(a)).cmp(&(order_key(&b.file), when(b))));
+    out.sort_by_key(|a| (order_key(&a.file), when(a)));
     out.dedup_by(|later, first| later.name == first.name);
     out
 }

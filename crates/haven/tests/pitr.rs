@@ -455,21 +455,36 @@ struct Receiver {
 
 impl Receiver {
     fn start(s: &Setup, extra: &[&str]) -> Receiver {
+        let mut args = vec!["wal", "receive", "acme", "db"];
+        args.extend_from_slice(extra);
+        let spool = s.path("spool");
+        args.extend_from_slice(&["--spool", &spool]);
+        Receiver::spawn(s, &args, false)
+    }
+
+    /// `haven ARGS` as the postgres user, reading its stdout (or its stderr: the daemon
+    /// logs there).
+    fn spawn(s: &Setup, args: &[&str], stderr: bool) -> Receiver {
         let mut cmd = Command::new("runuser");
         cmd.args(["-u", USER, "--", haven_bin()])
-            .args(["wal", "receive", "acme", "db"])
-            .args(extra)
-            .arg("--spool")
-            .arg(s.root.join("spool"))
+            .args(args)
             .current_dir(&s.root)
             .env("HAVEN_CONFIG", &s.config)
             .env("HAVEN_WORK_DIR", s.root.join("work"))
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped());
+            .stdin(std::process::Stdio::null());
+        if stderr {
+            cmd.stderr(std::process::Stdio::piped());
+        } else {
+            cmd.stdout(std::process::Stdio::piped());
+        }
         fs::create_dir_all(s.root.join("work")).unwrap();
         chown_postgres(&s.root.join("work"));
         let mut child = cmd.spawn().unwrap();
-        let out = child.stdout.take().unwrap();
+        let out: Box<dyn std::io::Read + Send> = if stderr {
+            Box::new(child.stderr.take().unwrap())
+        } else {
+            Box::new(child.stdout.take().unwrap())
+        };
         let (tx, lines) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             use std::io::BufRead;
@@ -690,4 +705,30 @@ fn a_slot_past_slot_max_lag_is_dropped_and_streaming_resumes() {
         || (0..32 << 20).contains(&retained()),
     );
     receiver.stop();
+}
+
+/// `haven serve` runs a receiver for a streaming component by itself: WAL arrives in the
+/// repository without `haven wal receive`, and the daemon stops cleanly.
+#[test]
+fn the_daemon_receives_wal_of_a_streaming_component() {
+    let state = "[daemon]\nstate-dir = \"state\"\napi-token-file = \"token\"\n";
+    let s = Setup::start_with_extra(Wal::Stream, "");
+    let text = fs::read_to_string(&s.config).unwrap();
+    fs::write(&s.config, format!("{state}{text}")).unwrap();
+    fs::write(s.root.join("token"), "pitr-test-token-0123456789abcdef").unwrap();
+    chown_postgres(&s.root);
+    let listen = format!("127.0.0.1:{}", haven_sources::process::free_port().unwrap());
+    let mut daemon = Receiver::spawn(&s, &["serve", "--listen", &listen], true);
+    daemon.wait_line(
+        "receiving WAL on slot haven_acme_db",
+        Duration::from_secs(60),
+    );
+    s.sql("CREATE TABLE t (id serial PRIMARY KEY, batch text NOT NULL);");
+    s.sql("INSERT INTO t (batch) VALUES ('x'); SELECT pg_switch_wal();");
+    wait_for(
+        "the daemon to store a complete segment",
+        Duration::from_secs(60),
+        || !s.wal_segments().is_empty(),
+    );
+    daemon.stop();
 }

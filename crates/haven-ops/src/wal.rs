@@ -193,86 +193,214 @@ pub enum Pushed {
 }
 
 /// Archive the WAL file at `path` for `component` of `tenant` (`archive_command`).
+/// With `ahead` > 1, up to `ahead - 1` more segments the server has marked ready
+/// (`pg_wal/archive_status/*.ready`) are archived by the same call, their `pg_waldump`
+/// summaries made in parallel and the repository opened and listed once; the server's
+/// own later calls for them then find them pushed (a mark in the work folder holding
+/// their hash) and return at once.
 pub fn push_wal(
     config: &Config,
     tenant: &str,
     component: &str,
     path: &Path,
+    ahead: usize,
     lock_wait: Duration,
 ) -> Result<Pushed, OpsError> {
     let t = config.tenant(tenant)?;
     let pg = PostgresComponent::new(physical_component(t, component)?.clone());
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| OpsError::Invalid(format!("{} names no WAL file", path.display())))?
-        .to_string();
-    let file = WalFile::parse(&name, DEFAULT_SEGMENT_SIZE).ok_or_else(|| {
-        OpsError::Invalid(format!(
-            "{name} is not a WAL file name (a segment, a .partial segment, a .history or a \
-             .backup file); \
-             archive_command passes %p"
-        ))
-    })?;
-    let bytes = fs::read(path)
-        .map_err(|e| OpsError::Invalid(format!("reading WAL file {}: {e}", path.display())))?;
-    let header = match file {
-        WalFile::History { .. } | WalFile::Backup { .. } => None,
-        _ => Some(segment_header(&bytes).ok_or_else(|| {
-            OpsError::Invalid(format!(
-                "{} does not start with a WAL segment header; it is not a segment of a \
-                 PostgreSQL cluster",
-                path.display()
-            ))
-        })?),
-    };
+    // Keyed by the repository too: two configs archiving one cluster into two
+    // repositories must not take each other's marks.
+    let repo_key = blake3::hash(config.repository_of(t).url.as_bytes()).to_hex();
+    let marks = config.work_base().join(format!(
+        "haven-wal-ahead-{tenant}-{component}-{}",
+        &repo_key[..16]
+    ));
+    let first = Pending::read(path)?;
+    if take_mark(&marks, &first) {
+        return Ok(Pushed::AlreadyArchived);
+    }
+    let mut batch = vec![first];
+    if ahead > 1 {
+        batch.extend(
+            ready_siblings(path, &batch[0].name, ahead - 1)
+                .iter()
+                .filter_map(|p| Pending::read(p).ok()),
+        );
+    }
+    // pg_waldump per segment: the part of a push that costs CPU, done side by side.
+    let tagged: Vec<Result<Vec<String>, OpsError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = batch
+            .iter()
+            .map(|p| s.spawn(|| p.tags(&pg, tenant, component)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(OpsError::Invalid("a WAL summary panicked".into())))
+            })
+            .collect()
+    });
     let (repo, _lock) =
         open_tenant_repository(config, t, false, "wal push", lock_wait, &Observer::quiet())?;
     let (snapshots, _) = repo.repo.snapshots()?;
     let archived = list_wal(&snapshots, tenant, component);
-    if let Some(h) = header {
-        let other = archived
-            .iter()
-            .filter_map(|a| a.system())
-            .find(|s| *s != h.system_identifier.to_string());
-        if let Some(other) = other {
+    let mut result = None;
+    for (i, (pending, tags)) in batch.iter().zip(tagged).enumerate() {
+        let pushed = tags.and_then(|tags| pending.store(&repo, &archived, tenant, component, tags));
+        if i == 0 {
+            result = Some(pushed?);
+            continue;
+        }
+        // One pushed ahead: a mark, so the server's own call returns at once. One that
+        // failed is left to that call, which reports why.
+        if pushed.is_ok() {
+            let _ = fs::create_dir_all(&marks).and_then(|()| {
+                fs::write(marks.join(&pending.name), pending.hash.to_hex().as_str())
+            });
+        }
+    }
+    Ok(result.expect("the first file is always in the batch"))
+}
+
+/// A WAL file read for a push.
+struct Pending {
+    name: String,
+    path: PathBuf,
+    bytes: Vec<u8>,
+    hash: blake3::Hash,
+    /// The cluster's system identifier (segments only).
+    system: Option<u64>,
+}
+
+impl Pending {
+    fn read(path: &Path) -> Result<Pending, OpsError> {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| OpsError::Invalid(format!("{} names no WAL file", path.display())))?
+            .to_string();
+        let file = WalFile::parse(&name, DEFAULT_SEGMENT_SIZE).ok_or_else(|| {
+            OpsError::Invalid(format!(
+                "{name} is not a WAL file name (a segment, a .partial segment, a .history or a \
+                 .backup file); \
+                 archive_command passes %p"
+            ))
+        })?;
+        let bytes = fs::read(path)
+            .map_err(|e| OpsError::Invalid(format!("reading WAL file {}: {e}", path.display())))?;
+        let system = match file {
+            WalFile::History { .. } | WalFile::Backup { .. } => None,
+            _ => Some(
+                segment_header(&bytes)
+                    .ok_or_else(|| {
+                        OpsError::Invalid(format!(
+                            "{} does not start with a WAL segment header; it is not a segment of a \
+                             PostgreSQL cluster",
+                            path.display()
+                        ))
+                    })?
+                    .system_identifier,
+            ),
+        };
+        Ok(Pending {
+            hash: blake3::hash(&bytes),
+            name,
+            path: path.to_path_buf(),
+            bytes,
+            system,
+        })
+    }
+
+    fn tags(
+        &self,
+        pg: &PostgresComponent,
+        tenant: &str,
+        component: &str,
+    ) -> Result<Vec<String>, OpsError> {
+        wal_tags(pg, tenant, component, &self.name, self.system, &self.path)
+    }
+
+    /// Store it unless archived already (same bytes: done; other bytes or another
+    /// cluster: refused).
+    fn store(
+        &self,
+        repo: &IndexedRepository,
+        archived: &[ArchivedWal],
+        tenant: &str,
+        component: &str,
+        tags: Vec<String>,
+    ) -> Result<Pushed, OpsError> {
+        let name = &self.name;
+        if let Some(id) = self.system {
+            let other = archived
+                .iter()
+                .filter_map(|a| a.system())
+                .find(|s| *s != id.to_string());
+            if let Some(other) = other {
+                return Err(OpsError::Invalid(format!(
+                    "{name} belongs to the cluster with system identifier {id}, but component {component} \
+                     of tenant {tenant} archives cluster {other}: two clusters point their \
+                     archive_command at one component; give each its own"
+                )));
+            }
+        }
+        if let Some(same) = archived.iter().find(|a| a.name == *name) {
+            let mut stored = vec![];
+            restore_to_writer(repo, &same.entry.snapshot, None, &mut stored)?;
+            if stored == self.bytes {
+                return Ok(Pushed::AlreadyArchived);
+            }
             return Err(OpsError::Invalid(format!(
-                "{name} belongs to the cluster with system identifier {}, but component {component} \
-                 of tenant {tenant} archives cluster {other}: two clusters point their \
-                 archive_command at one component; give each its own",
-                h.system_identifier
+                "{name} is archived already with other content (snapshot {}); refusing to \
+                 replace it: check that one cluster only archives into component {component}",
+                same.entry.id.to_hex()
             )));
         }
+        backup_stream(
+            repo.clone(),
+            self.bytes.as_slice(),
+            name,
+            tags,
+            None,
+            Arc::new(Progress::default()),
+        )?;
+        Ok(Pushed::Stored)
     }
-    if let Some(same) = archived.iter().find(|a| a.name == name) {
-        let mut stored = vec![];
-        restore_to_writer(&repo, &same.entry.snapshot, None, &mut stored)?;
-        if stored == bytes {
-            return Ok(Pushed::AlreadyArchived);
-        }
-        return Err(OpsError::Invalid(format!(
-            "{name} is archived already with other content (snapshot {}); refusing to \
-             replace it: check that one cluster only archives into component {component}",
-            same.entry.id.to_hex()
-        )));
-    }
-    let tags = wal_tags(
-        &pg,
-        tenant,
-        component,
-        &name,
-        header.map(|h| h.system_identifier),
-        path,
-    )?;
-    backup_stream(
-        repo,
-        bytes.as_slice(),
-        &name,
-        tags,
-        None,
-        Arc::new(Progress::default()),
-    )?;
-    Ok(Pushed::Stored)
+}
+
+/// Whether `pending` was pushed ahead by an earlier call (its mark holds its hash); the
+/// mark is used up either way.
+fn take_mark(marks: &Path, pending: &Pending) -> bool {
+    let mark = marks.join(&pending.name);
+    let Ok(text) = fs::read_to_string(&mark) else {
+        return false;
+    };
+    let _ = fs::remove_file(&mark);
+    text.trim() == pending.hash.to_hex().as_str()
+}
+
+/// Up to `n` other WAL files the server has marked ready for archiving, oldest first
+/// (`archive_status/NAME.ready` beside `path`).
+fn ready_siblings(path: &Path, name: &str, n: usize) -> Vec<PathBuf> {
+    let Some(dir) = path.parent() else {
+        return vec![];
+    };
+    let Ok(entries) = fs::read_dir(dir.join("archive_status")) else {
+        return vec![];
+    };
+    let mut ready: Vec<String> = entries
+        .flatten()
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()?
+                .strip_suffix(".ready")
+                .map(str::to_string)
+        })
+        .filter(|n| n != name && WalFile::parse(n, DEFAULT_SEGMENT_SIZE).is_some())
+        .collect();
+    ready.sort();
+    ready.into_iter().take(n).map(|n| dir.join(n)).collect()
 }
 
 /// The tags of an archived WAL file: what it is, whose, and for segments (complete or

@@ -124,6 +124,11 @@ pub enum WalCommand {
         component: String,
         /// The file PostgreSQL passes as %p.
         path: PathBuf,
+        /// Also archive up to N-1 more segments the server has ready (their summaries in
+        /// parallel, the repository opened once); the server's calls for them then return
+        /// at once. 1: this file only.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+        ahead: u16,
         #[command(flatten)]
         config: ConfigArg,
     },

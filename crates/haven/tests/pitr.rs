@@ -732,3 +732,84 @@ fn the_daemon_receives_wal_of_a_streaming_component() {
     );
     daemon.stop();
 }
+
+/// Archive mode with `--ahead`: segments that piled up while archiving failed are pushed
+/// by one call; the server's own calls for the others find them pushed (their marks are
+/// used up) and every segment is in the repository.
+#[test]
+fn a_push_archives_the_segments_waiting_behind_it() {
+    let s = Setup::start();
+    // The server runs archive_command without the test's HAVEN_WORK_DIR: the config
+    // says where the marks go.
+    let text = fs::read_to_string(&s.config).unwrap();
+    let work = s.root.join("work");
+    fs::create_dir_all(&work).unwrap();
+    chown_postgres(&work);
+    fs::write(
+        &s.config,
+        format!("work-dir = \"{}\"\n{text}", work.display()),
+    )
+    .unwrap();
+    s.sql("CREATE TABLE t (id serial PRIMARY KEY, batch text NOT NULL);");
+    s.sql("ALTER SYSTEM SET archive_command = '/bin/false';");
+    s.sql("SELECT pg_reload_conf();");
+    let mut switched = vec![];
+    for i in 0..3 {
+        s.sql(&format!("INSERT INTO t (batch) VALUES ('{i}');"));
+        switched.push(s.sql("SELECT pg_walfile_name(pg_switch_wal());"));
+    }
+    wait_for(
+        "the server to mark them ready",
+        Duration::from_secs(30),
+        || {
+            switched.iter().all(|w| {
+                s.source
+                    .data_dir()
+                    .join("pg_wal/archive_status")
+                    .join(format!("{w}.ready"))
+                    .exists()
+            })
+        },
+    );
+    let push = format!(
+        "{} wal push --ahead 8 --config {} acme db %p",
+        haven_bin(),
+        s.config.display()
+    );
+    s.sql(&format!(
+        "ALTER SYSTEM SET archive_command = '{}';",
+        push.replace('\'', "''")
+    ));
+    s.sql("SELECT pg_reload_conf();");
+    let last = switched.last().unwrap().clone();
+    wait_for(
+        "the server to archive them",
+        Duration::from_secs(60),
+        || s.sql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver;") >= last,
+    );
+    let archived: Vec<String> = s.wal_segments().into_iter().map(|(n, _)| n).collect();
+    for w in &switched {
+        assert!(archived.contains(w), "{w} archived: {archived:?}");
+    }
+    let marks: Vec<PathBuf> = fs::read_dir(&work)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("haven-wal-ahead-acme-db-"))
+        })
+        .collect();
+    assert_eq!(
+        marks.len(),
+        1,
+        "one call pushed ahead, leaving marks in {}",
+        work.display()
+    );
+    let left: Vec<_> = fs::read_dir(&marks[0]).unwrap().collect();
+    assert!(
+        left.is_empty(),
+        "every mark used up by the server's own calls: {left:?}"
+    );
+}

@@ -22,13 +22,19 @@ pub fn run(g: &Global, command: WalCommand) -> Result<i32> {
             tenant,
             component,
             path,
+            ahead,
             config,
         } => {
             let config = load(&config)?;
-            let pushed =
-                push_wal(&config, &tenant, &component, &path, g.lock_wait).with_context(|| {
-                    format!("wal push of {} for {tenant}/{component}", path.display())
-                })?;
+            let pushed = push_wal(
+                &config,
+                &tenant,
+                &component,
+                &path,
+                usize::from(ahead),
+                g.lock_wait,
+            )
+            .with_context(|| format!("wal push of {} for {tenant}/{component}", path.display()))?;
             if !g.quiet && pushed == Pushed::AlreadyArchived {
                 eprintln!(
                     "haven: {} was archived already with the same content",

@@ -168,6 +168,8 @@ pub fn receive(
     let mut next_check = Instant::now();
     let mut behind = false; // the receiver ended and the spool is not yet stored
     let mut warned_sync = false;
+    // A slot made anew after a drop reserves from where streaming starts.
+    let mut reserve = true;
     let mut seen_partial: Option<(String, blake3::Hash)> = None;
     loop {
         let stopping = stop.load(Ordering::SeqCst);
@@ -178,7 +180,7 @@ pub fn receive(
         }
         if !stopping && receiver.is_none() && Instant::now() >= next_start {
             match pg
-                .ensure_slot(&slot)
+                .ensure_slot(&slot, reserve)
                 .and_then(|()| pg.receive_wal(&options.spool, &slot, synchronous))
             {
                 Ok(r) => {
@@ -244,7 +246,17 @@ pub fn receive(
                     if let Some(mut r) = receiver.take() {
                         r.stop();
                     }
+                    // Store what arrived, then empty the spool: pg_receivewal starts where
+                    // its files end, which the new slot no longer holds.
+                    if let Err(e) = flush(&mut sink, &pg, &options.spool, &mut seen_partial, on) {
+                        on(&ReceiverEvent::StoreFailed {
+                            detail: e.to_string(),
+                        });
+                    }
+                    clear_spool(&options.spool)?;
+                    seen_partial = None;
                     pg.drop_slot(&slot)?;
+                    reserve = false;
                     on(&ReceiverEvent::SlotDropped {
                         retained: status.retained,
                         max: max_lag,
@@ -325,6 +337,20 @@ impl std::fmt::Display for ReceiverEvent {
     }
 }
 
+/// Remove every file of the spool (after a slot was dropped).
+fn clear_spool(spool: &Path) -> Result<(), OpsError> {
+    let entries = fs::read_dir(spool)
+        .map_err(|e| OpsError::Invalid(format!("reading the spool {}: {e}", spool.display())))?;
+    for entry in entries.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_file()) {
+            fs::remove_file(entry.path()).map_err(|e| {
+                OpsError::Invalid(format!("removing {}: {e}", entry.path().display()))
+            })?;
+        }
+    }
+    Ok(())
+}
+
 /// Whether `synchronous_standby_names` lists `name` (or `*`).
 fn names_standby(setting: &str, name: &str) -> bool {
     setting
@@ -379,15 +405,18 @@ fn flush(
                 history: name.clone(),
             });
         }
-        on(&stored);
+        if let Some(stored) = stored {
+            on(&stored);
+        }
         fs::remove_file(&path)
             .map_err(|e| OpsError::Invalid(format!("removing {}: {e}", path.display())))?;
     }
     if let Some(p) = partial {
         if Some(&p) != seen.as_ref() {
-            let stored = sink.store(&batch, pg, &p.0, &spool.join(&p.0))?;
-            on(&stored);
-            *seen = Some(p);
+            if let Some(stored) = sink.store(&batch, pg, &p.0, &spool.join(&p.0))? {
+                on(&stored);
+                *seen = Some(p);
+            }
         }
     }
     sink.remove_replaced_partials(&batch)?;
@@ -475,25 +504,30 @@ impl WalSink {
     }
 
     /// Store the file at `path` under `name` (a complete name already stored is skipped:
-    /// the receiver stored it before a restart and had not yet removed it).
+    /// the receiver stored it before a restart and had not yet removed it). None: a
+    /// partial segment with nothing written yet, left for the next flush.
     pub fn store(
         &mut self,
         _batch: &Batch,
         pg: &PostgresComponent,
         name: &str,
         path: &Path,
-    ) -> Result<ReceiverEvent, OpsError> {
+    ) -> Result<Option<ReceiverEvent>, OpsError> {
         let file = WalFile::parse(name, DEFAULT_SEGMENT_SIZE)
             .ok_or_else(|| OpsError::Invalid(format!("{name} is not a WAL file name")))?;
         let bytes = fs::read(path)
             .map_err(|e| OpsError::Invalid(format!("reading {}: {e}", path.display())))?;
         let partial = matches!(file, WalFile::Partial { .. });
         if !partial && self.stored.contains_key(name) {
-            return Ok(ReceiverEvent::Stored {
+            return Ok(Some(ReceiverEvent::Stored {
                 name: name.to_string(),
                 bytes: 0,
                 last_commit: None,
-            });
+            }));
+        }
+        if partial && segment_header(&bytes).is_none() {
+            // pg_receivewal made the file and has not written its first page yet.
+            return Ok(None);
         }
         let system = match file {
             WalFile::Segment { .. } | WalFile::Partial { .. } => {
@@ -566,11 +600,11 @@ impl WalSink {
             .entry(name.to_string())
             .or_default()
             .push((result.id, SystemTime::from(result.snapshot.time)));
-        Ok(ReceiverEvent::Stored {
+        Ok(Some(ReceiverEvent::Stored {
             name: name.to_string(),
             bytes: bytes.len() as u64,
             last_commit,
-        })
+        }))
     }
 
     /// Remove partial snapshots replaced (by a newer copy, or by the complete segment)

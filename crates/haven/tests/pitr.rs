@@ -658,12 +658,13 @@ fn a_slot_past_slot_max_lag_is_dropped_and_streaming_resumes() {
     );
     s.sql("CREATE TABLE t (id serial PRIMARY KEY, batch text NOT NULL);");
     let retained = || {
-        s.sql("SELECT coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn), 0)::bigint FROM pg_replication_slots WHERE slot_name = 'haven_acme_db';")
+        s.sql("SELECT coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn), -1)::bigint FROM pg_replication_slots WHERE slot_name = 'haven_acme_db';")
             .parse::<i64>()
             .unwrap_or(-1)
     };
     wait_for("the slot to be streamed", Duration::from_secs(30), || {
-        retained() >= 0
+        s.sql("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'haven_acme_db' AND active;") == "1"
+            && retained() >= 0
     });
     let pids = Command::new("pgrep")
         .args(["-f", "pg_receivewal.*haven_acme_db"])
@@ -699,11 +700,20 @@ fn a_slot_past_slot_max_lag_is_dropped_and_streaming_resumes() {
         "receiving WAL on slot haven_acme_db",
         Duration::from_secs(30),
     );
-    wait_for(
-        "the new slot to hold little",
-        Duration::from_secs(30),
-        || (0..32 << 20).contains(&retained()),
-    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let held = retained();
+        if (0..32 << 20).contains(&held) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new slot still holds {held} bytes; receiver:\n{}\n{:?}",
+            receiver.seen.join("\n"),
+            receiver.lines.try_iter().collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     receiver.stop();
 }
 

@@ -9,7 +9,8 @@
 //!                                 SPOOL/00000002.history                  a timeline switch
 //! psql: pg_replication_slots ──> SlotStatus (how much WAL the slot holds back on the server)
 //! ```
-//! The slot makes the server keep every segment until `pg_receivewal` confirmed it, so a
+//! The slot (created with its WAL reserved at once) makes the server keep every segment
+//! until `pg_receivewal` confirmed it, so a
 //! receiver that was down resumes where it stopped, with no gap; the price is WAL held on
 //! the primary's disk, which [`SlotStatus::retained`] measures for the ops layer to alert
 //! on and to bound (`slot-max-lag`). With `--synchronous` the receiver fsyncs what it
@@ -41,15 +42,21 @@ pub struct SlotStatus {
 }
 
 impl PostgresComponent {
-    /// Create the physical slot `slot` unless it exists (it then keeps WAL from now on).
-    pub fn ensure_slot(&self, slot: &str) -> Result<()> {
+    /// Create the physical slot `slot` unless it exists. With `reserve`, its WAL is
+    /// reserved at once (from the last checkpoint's redo position): the server keeps every
+    /// segment for it even before a receiver connects, and `pg_receivewal` starts at the
+    /// slot's position. Without, it reserves from where the receiver starts streaming
+    /// (what a slot made anew after a drop needs: the WAL back to the last checkpoint may
+    /// already be more than `slot-max-lag`).
+    pub fn ensure_slot(&self, slot: &str, reserve: bool) -> Result<()> {
         let conn = self.conn()?;
-        let tool = self.tool("pg_receivewal")?;
-        let what = format!("creating replication slot {slot} on {}", conn.render(false));
-        let mut cmd = self.command(&tool, &conn, &what);
-        cmd.args(["--create-slot", "--if-not-exists", "-S", slot, "-d"])
-            .arg(conn.render(false));
-        cmd.run().map(|_| ())
+        let mut session = self.session(&conn)?;
+        let lit = quote_literal(slot);
+        session.query(&format!(
+            "SELECT pg_create_physical_replication_slot({lit}, {reserve}) \
+             WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = {lit});"
+        ))?;
+        session.close()
     }
 
     /// The slot's state, or None when it does not exist.

@@ -49,7 +49,7 @@ impl Setup {
     }
 
     fn start_with(wal: Wal) -> Setup {
-        Setup::start_with_extra(wal, "")
+        Setup::start_with_extra(wal, "synchronous = true")
     }
 
     /// With `extra` lines in the source component's table.
@@ -94,7 +94,7 @@ timeout = "90s"
             src = source.port(),
             dr1 = dr1.display(),
             stream = if wal == Wal::Stream {
-                format!("wal = \"stream\"\nsynchronous = true\n{extra}")
+                format!("wal = \"stream\"\n{extra}")
             } else {
                 String::new()
             },
@@ -651,6 +651,7 @@ fn a_streamed_synchronous_component_loses_no_acknowledged_commit_when_the_primar
 #[test]
 fn a_slot_past_slot_max_lag_is_dropped_and_streaming_resumes() {
     let s = Setup::start_with_extra(Wal::Stream, "slot-max-lag = \"64MB\"");
+    // (asynchronous: the stalled receiver must not hold up the server's commits)
     let mut receiver = Receiver::start(&s, &["--check-every", "1s"]);
     receiver.wait_line(
         "receiving WAL on slot haven_acme_db",
@@ -821,5 +822,74 @@ fn a_push_archives_the_segments_waiting_behind_it() {
     assert!(
         left.is_empty(),
         "every mark used up by the server's own calls: {left:?}"
+    );
+}
+
+/// The RPO of asynchronous streaming: a writer commits a timestamped row every 50 ms, the
+/// primary is killed with SIGKILL, and the newest row `--latest` restores is at most 1 s
+/// older than the newest acknowledged one.
+#[test]
+fn an_asynchronous_stream_restores_to_within_a_second_of_the_last_acknowledged_commit() {
+    let s = Setup::start_with_extra(Wal::Stream, "");
+    let mut receiver = Receiver::start(&s, &[]);
+    receiver.wait_line(
+        "receiving WAL on slot haven_acme_db",
+        Duration::from_secs(60),
+    );
+    // Commits durable on the primary before they return (the test server's default is off).
+    s.sql("ALTER SYSTEM SET synchronous_commit = 'on';");
+    s.sql("SELECT pg_reload_conf();");
+    s.sql("CREATE TABLE t (id serial PRIMARY KEY, batch text NOT NULL, at timestamptz DEFAULT clock_timestamp());");
+    s.haven(&["tenant", "backup", "acme"]).ok("the base backup");
+    let mut newest_acked = 0i64;
+    for _ in 0..60 {
+        let row = s.sql(
+            "INSERT INTO t (batch) VALUES ('w') RETURNING (extract(epoch FROM at) * 1000)::bigint;",
+        );
+        newest_acked = row.lines().next().unwrap().trim().parse().unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let pid = fs::read_to_string(s.source.data_dir().join("postmaster.pid")).unwrap();
+    let pid = pid.lines().next().unwrap().trim().to_string();
+    assert!(Command::new("kill")
+        .args(["-KILL", &pid])
+        .status()
+        .unwrap()
+        .success());
+    receiver.wait_line("pg_receivewal ended", Duration::from_secs(30));
+    receiver.wait_line("caught up", Duration::from_secs(30));
+    receiver.stop();
+
+    let (out, _server) = s.restore(&["--component", "db", "--latest"]);
+    assert_eq!(
+        outcome(&out),
+        "passed",
+        "--latest:\n{}\n{}",
+        out.stdout,
+        out.stderr
+    );
+    let newest = Command::new("psql")
+        .args(["-X", "-A", "-t", "-h", "127.0.0.1", "-U", "postgres", "-p"])
+        .arg(s.dr_port.to_string())
+        .args([
+            "-d",
+            "postgres",
+            "-c",
+            "SELECT coalesce(max((extract(epoch FROM at) * 1000)::bigint), 0) FROM t;",
+        ])
+        .output()
+        .unwrap();
+    let newest: i64 = String::from_utf8_lossy(&newest.stdout)
+        .trim()
+        .parse()
+        .unwrap();
+    let behind = newest_acked - newest;
+    assert!(
+        behind <= 1000,
+        "the newest restored row is {behind} ms older than the newest acknowledged one (RPO over 1 s); receiver:\n{}",
+        receiver.seen.join("\n")
+    );
+    eprintln!(
+        "asynchronous stream: newest restored row {behind} ms behind the newest acknowledged one"
     );
 }

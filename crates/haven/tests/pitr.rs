@@ -893,3 +893,125 @@ fn an_asynchronous_stream_restores_to_within_a_second_of_the_last_acknowledged_c
         "asynchronous stream: newest restored row {behind} ms behind the newest acknowledged one"
     );
 }
+
+/// `pg_ctl` or `pg_basebackup` of the server's bin dir as the postgres user.
+fn as_postgres(s: &Setup, tool: &str, args: &[&str]) {
+    let out = Command::new("runuser")
+        .args(["-u", USER, "--"])
+        .arg(s.source.bin_dir().join(tool))
+        .args(args)
+        .current_dir("/")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{tool} {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A failover of the source: a standby is promoted (timeline 2) after the primary is
+/// killed, the component's address moves to it (as a DNS name would), and the receiver
+/// says so (`timeline switch`), archives the history file and goes on; `--latest` then
+/// restores what both timelines hold.
+#[test]
+fn a_timeline_switch_of_the_source_is_alerted_and_followed() {
+    let s = Setup::start_with_extra(Wal::Stream, "");
+    let mut receiver = Receiver::start(&s, &[]);
+    receiver.wait_line(
+        "receiving WAL on slot haven_acme_db",
+        Duration::from_secs(60),
+    );
+    s.sql("CREATE TABLE t (id serial PRIMARY KEY, batch text NOT NULL);");
+    s.sql("INSERT INTO t (batch) SELECT 'a' FROM generate_series(1, 10);");
+    s.haven(&["tenant", "backup", "acme"]).ok("the base backup");
+
+    // The standby: a copy of the primary that streams from it, on its own port.
+    let standby = s.root.join("standby");
+    let port = haven_sources::process::free_port().unwrap();
+    as_postgres(
+        &s,
+        "pg_basebackup",
+        &[
+            "-D",
+            &standby.display().to_string(),
+            "-R",
+            "-X",
+            "stream",
+            "-c",
+            "fast",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &s.source.port().to_string(),
+            "-U",
+            "postgres",
+        ],
+    );
+    fs::OpenOptions::new()
+        .append(true)
+        .open(standby.join("postgresql.auto.conf"))
+        .and_then(|mut f| std::io::Write::write_all(&mut f, format!("port = {port}\n").as_bytes()))
+        .unwrap();
+    let log = standby.join("server.log").display().to_string();
+    let data = standby.display().to_string();
+    as_postgres(
+        &s,
+        "pg_ctl",
+        &["start", "-w", "-s", "-D", &data, "-l", &log],
+    );
+    let _standby = Restored {
+        data: standby.clone(),
+    };
+    let on_standby = |sql: &str| -> String {
+        let out = Command::new("psql")
+            .args(["-X", "-A", "-t", "-h", "127.0.0.1", "-U", "postgres", "-p"])
+            .arg(port.to_string())
+            .args(["-d", "postgres", "-c", sql])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    s.sql("INSERT INTO t (batch) SELECT 'b' FROM generate_series(1, 5);");
+    wait_for("the standby to replay b", Duration::from_secs(30), || {
+        on_standby("SELECT count(*) FROM t WHERE batch = 'b';") == "5"
+    });
+
+    // Failover: the primary dies, the standby is promoted, the address moves.
+    receiver.stop();
+    let pid = fs::read_to_string(s.source.data_dir().join("postmaster.pid")).unwrap();
+    let pid = pid.lines().next().unwrap().trim().to_string();
+    assert!(Command::new("kill")
+        .args(["-KILL", &pid])
+        .status()
+        .unwrap()
+        .success());
+    as_postgres(&s, "pg_ctl", &["promote", "-w", "-s", "-D", &data]);
+    let text = fs::read_to_string(&s.config).unwrap();
+    let moved = text.replacen(
+        &format!("127.0.0.1:{}/postgres\"\nmode", s.source.port()),
+        &format!("127.0.0.1:{port}/postgres\"\nmode"),
+        1,
+    );
+    assert_ne!(moved, text, "the source's url was rewritten");
+    fs::write(&s.config, moved).unwrap();
+
+    let mut receiver = Receiver::start(&s, &[]);
+    let line = receiver.wait_line("timeline switch", Duration::from_secs(60));
+    assert!(line.contains("00000002.history"), "{line}");
+    on_standby("INSERT INTO t (batch) SELECT 'c' FROM generate_series(1, 3);");
+    on_standby("SELECT pg_switch_wal();");
+    receiver.wait_line("stored 00000002", Duration::from_secs(60));
+    receiver.stop();
+
+    let (out, _server) = s.restore(&["--component", "db", "--latest"]);
+    assert_eq!(
+        outcome(&out),
+        "passed",
+        "--latest:\n{}\n{}",
+        out.stdout,
+        out.stderr
+    );
+    assert_eq!(s.restored_rows(), "a:10,b:5,c:3", "both timelines restored");
+}

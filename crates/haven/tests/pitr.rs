@@ -1002,7 +1002,12 @@ fn a_timeline_switch_of_the_source_is_alerted_and_followed() {
     assert!(line.contains("00000002.history"), "{line}");
     on_standby("INSERT INTO t (batch) SELECT 'c' FROM generate_series(1, 3);");
     on_standby("SELECT pg_switch_wal();");
-    receiver.wait_line("stored 00000002", Duration::from_secs(60));
+    // The segment of timeline 2 that the switch completed (c is in it), not the history
+    // file or a partial copy stored before c.
+    while receiver
+        .wait_line("stored 0000000200", Duration::from_secs(60))
+        .contains(".partial")
+    {}
     receiver.stop();
 
     let (out, _server) = s.restore(&["--component", "db", "--latest"]);

@@ -110,6 +110,9 @@ pub enum ReceiverEvent {
     CaughtUp,
     /// A timeline history file arrived: the source was promoted (a failover).
     TimelineSwitch { history: String },
+    /// At each check: how much WAL the slot holds on the server (what the receiver has
+    /// not yet confirmed) and where the server is.
+    Lag { retained: u64, server: String },
     /// The slot holds back more than 80 % of `slot-max-lag` on the server.
     SlotLag { retained: u64, max: u64 },
     /// The slot held back more than `slot-max-lag` and was dropped (then created anew):
@@ -232,6 +235,10 @@ pub fn receive(
         if receiver.is_some() && Instant::now() >= next_check {
             next_check = Instant::now() + options.check_every;
             if let Ok(Some(status)) = pg.slot_status(&slot) {
+                on(&ReceiverEvent::Lag {
+                    retained: status.retained,
+                    server: status.current.to_string(),
+                });
                 if synchronous
                     && !warned_sync
                     && !names_standby(&status.synchronous_standby_names, &slot)
@@ -307,6 +314,10 @@ impl std::fmt::Display for ReceiverEvent {
                 f,
                 "timeline switch: {history} arrived (the source was promoted); the archive \
                  follows the new timeline, take a base backup of the new primary"
+            ),
+            ReceiverEvent::Lag { retained, server } => write!(
+                f,
+                "lag: the slot holds {retained} bytes of WAL on the server (server at {server})"
             ),
             ReceiverEvent::SlotLag { retained, max } => write!(
                 f,

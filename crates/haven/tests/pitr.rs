@@ -657,6 +657,7 @@ fn a_slot_past_slot_max_lag_is_dropped_and_streaming_resumes() {
         "receiving WAL on slot haven_acme_db",
         Duration::from_secs(60),
     );
+    receiver.wait_line("lag: the slot holds", Duration::from_secs(30));
     s.sql("CREATE TABLE t (id serial PRIMARY KEY, batch text NOT NULL);");
     let retained = || {
         s.sql("SELECT coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn), -1)::bigint FROM pg_replication_slots WHERE slot_name = 'haven_acme_db';")

@@ -89,6 +89,7 @@ fn run(shared: &Shared, tenant: &str, component: &str, stop: &AtomicBool) {
                     }
                     return;
                 }
+                ReceiverEvent::Lag { .. } => return,
                 ReceiverEvent::Receiving { .. } | ReceiverEvent::CaughtUp => false,
                 ReceiverEvent::ReceiverEnded { .. } => {
                     failed_starts += 1;

@@ -81,7 +81,7 @@ pub fn run(g: &Global, command: WalCommand) -> Result<i32> {
             let quiet = g.quiet;
             receive(&config, &tenant, &component, &options, &stop, &mut |e| {
                 // Each stored partial is a line a second: only with --verbose-like runs.
-                let routine = matches!(e, ReceiverEvent::Stored { .. });
+                let routine = matches!(e, ReceiverEvent::Stored { .. } | ReceiverEvent::Lag { .. });
                 if !(quiet && routine) {
                     println!("haven: wal receive {tenant}/{component}: {e}");
                 }

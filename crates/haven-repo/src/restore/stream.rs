@@ -1,5 +1,8 @@
-//! Restore of one file to a stream (`restore --stdout`): blobs are read and verified
-//! ahead in a second thread; memory stays constant whatever the file's size.
+//! Restore of one file to a stream (`restore --stdout`, a component's dump or base
+//! backup): blobs are read, decrypted, decompressed and verified ahead by [`READERS`]
+//! threads, reader `k` taking blobs `k, k + READERS, ...` into its own bounded channel,
+//! and the writer takes them from the channels in turn, so they come out in order;
+//! memory stays bounded (`READERS` x `AHEAD` blobs) whatever the file's size.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -11,6 +14,11 @@ use crate::index::IndexedRepository;
 use crate::snapshot::Snapshot;
 use crate::tree::{Node, NodeKind};
 use crate::walk;
+
+/// Threads reading blobs ahead of the writer.
+const READERS: usize = 3;
+/// Blobs each reader may hold ready.
+const AHEAD: usize = 2;
 
 /// Write one file of a snapshot to `out`: the only file of a `--stdin` snapshot, or
 /// the file at `path`.
@@ -45,19 +53,32 @@ pub fn restore_to_writer(
             )))
         }
     };
-    let (tx, rx) = bounded::<Result<Vec<u8>>>(4);
+    let readers = READERS.min(node.content.len()).max(1);
     let mut written = 0u64;
     std::thread::scope(|s| -> Result<()> {
-        s.spawn(move || {
-            for id in &node.content {
-                let r = repo.read_blob(id);
-                let stop = r.is_err();
-                if tx.send(r).is_err() || stop {
-                    return;
+        let mut channels = Vec::with_capacity(readers);
+        for k in 0..readers {
+            let (tx, rx) = bounded::<Result<Vec<u8>>>(AHEAD);
+            channels.push(rx);
+            let content = &node.content;
+            s.spawn(move || {
+                for id in content.iter().skip(k).step_by(readers) {
+                    let r = repo.read_blob(id);
+                    let stop = r.is_err();
+                    if tx.send(r).is_err() || stop {
+                        return;
+                    }
                 }
-            }
-        });
-        for r in rx {
+            });
+        }
+        // Dropping the receivers on an early return ends the readers (their sends fail).
+        for i in 0..node.content.len() {
+            let Ok(r) = channels[i % readers].recv() else {
+                return Err(RepoError::InvalidInput(format!(
+                    "{}: a reader ended early; the output is incomplete",
+                    fpath.display()
+                )));
+            };
             let data = r.map_err(|e| {
                 RepoError::InvalidInput(format!(
                     "{}: {e}; the output is incomplete",

@@ -68,7 +68,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -79,6 +78,9 @@ REPO_ROOT = os.path.dirname(HERE)
 TIME = "/usr/bin/time"
 PASSWORD = "bench-password-not-secret"
 TOOLS = ("haven", "pgbackrest", "barman")
+
+# The helpers bench/postgres.py already has (the script's own folder is on sys.path).
+from postgres import cpus, du, find_pg_bin, first_line, free_port, loadavg, rmtree  # noqa: E402
 
 
 def log(msg):
@@ -92,52 +94,6 @@ def die(msg):
 
 class Failed(Exception):
     """A contestant failed: reported in the table, the run goes on with the next one."""
-
-
-def rmtree(path):
-    if os.path.lexists(path):
-        subprocess.run(["rm", "-rf", "--", path], check=True)
-
-
-def loadavg():
-    with open("/proc/loadavg") as f:
-        return tuple(float(x) for x in f.read().split()[:3])
-
-
-def cpus():
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def find_pg_bin():
-    versions = []
-    for v in os.listdir("/usr/lib/postgresql") if os.path.isdir("/usr/lib/postgresql") else []:
-        if v.isdigit() and os.path.isfile("/usr/lib/postgresql/%s/bin/initdb" % v):
-            versions.append(int(v))
-    if not versions:
-        die("initdb not found: apt-get install postgresql")
-    return "/usr/lib/postgresql/%d/bin" % max(versions)
-
-
-def first_line(cmd):
-    try:
-        out = subprocess.run(cmd, capture_output=True, text=True).stdout.strip()
-        return out.splitlines()[0] if out else "?"
-    except OSError:
-        return "?"
-
-
-def du(path):
-    out = subprocess.run(["du", "-sb", path], capture_output=True, text=True, check=True).stdout
-    return int(out.split()[0])
 
 
 def mb(n):

@@ -102,7 +102,8 @@ impl ArchivedWal {
             .find_map(|t| t.strip_prefix(prefix))
     }
 
-    fn system(&self) -> Option<&str> {
+    /// The system identifier of the cluster it came from (segments).
+    pub(crate) fn system(&self) -> Option<&str> {
         self.entry
             .snapshot
             .tags
@@ -135,22 +136,10 @@ pub fn physical_component<'a>(
 /// several snapshots of one name, the oldest — but of a partial segment (stored again
 /// each time the receiver saw it grow), the newest.
 pub fn list_wal(snapshots: &[SnapshotEntry], tenant: &str, component: &str) -> Vec<ArchivedWal> {
-    let (want_tenant, want_component) = (wal_tenant_tag(tenant), component_tag(component));
     let mut out: Vec<ArchivedWal> = snapshots
         .iter()
-        .filter(|e| {
-            let tags = &e.snapshot.tags;
-            tags.iter().any(|t| t == WAL_TAG)
-                && tags.contains(&want_tenant)
-                && tags.contains(&want_component)
-        })
         .filter_map(|e| {
-            let name = e
-                .snapshot
-                .tags
-                .iter()
-                .find_map(|t| t.strip_prefix("haven-wal-file="))?
-                .to_string();
+            let name = wal_file_of(e, tenant, component)?.to_string();
             let file = WalFile::parse(&name, DEFAULT_SEGMENT_SIZE)?;
             Some(ArchivedWal {
                 name,
@@ -170,6 +159,22 @@ pub fn list_wal(snapshots: &[SnapshotEntry], tenant: &str, component: &str) -> V
     out.sort_by_key(|a| (order_key(&a.file), when(a)));
     out.dedup_by(|later, first| later.name == first.name);
     out
+}
+
+/// The WAL file name a snapshot archives for `component` of `tenant`, if it is one.
+pub(crate) fn wal_file_of<'a>(
+    e: &'a SnapshotEntry,
+    tenant: &str,
+    component: &str,
+) -> Option<&'a str> {
+    let tags = &e.snapshot.tags;
+    let ours = tags.iter().any(|t| t == WAL_TAG)
+        && tags.contains(&wal_tenant_tag(tenant))
+        && tags.contains(&component_tag(component));
+    if !ours {
+        return None;
+    }
+    tags.iter().find_map(|t| t.strip_prefix("haven-wal-file="))
 }
 
 /// History files first, then segments by position, timeline, partial after complete.

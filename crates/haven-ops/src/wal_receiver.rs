@@ -50,7 +50,7 @@ use haven_sources::process::Running;
 use haven_store::FileKind;
 
 use crate::config::Config;
-use crate::wal::{list_wal, physical_component, wal_tags, DEFAULT_SEGMENT_SIZE};
+use crate::wal::{list_wal, physical_component, wal_file_of, wal_tags, DEFAULT_SEGMENT_SIZE};
 use crate::OpsError;
 
 /// The default `slot-max-lag`.
@@ -278,10 +278,15 @@ pub fn receive(
                 }
             }
         }
-        let until = Instant::now() + options.flush_every;
-        while Instant::now() < until && !stop.load(Ordering::SeqCst) {
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        pause(options.flush_every, stop);
+    }
+}
+
+/// Wait `for_how_long`, or less when `stop` is set meanwhile (checked every 20 ms).
+pub(crate) fn pause(for_how_long: Duration, stop: &AtomicBool) {
+    let until = Instant::now() + for_how_long;
+    while Instant::now() < until && !stop.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -382,7 +387,7 @@ fn flush(
     let mut complete: Vec<(WalFile, String)> = vec![];
     // By content: a file's mtime moves in clock ticks, so a write just after a read can
     // leave it unchanged (and the size of a preallocated segment never changes).
-    let mut partial: Option<(String, blake3::Hash)> = None;
+    let mut partial: Option<(String, blake3::Hash, Vec<u8>)> = None;
     let entries = fs::read_dir(spool)
         .map_err(|e| OpsError::Invalid(format!("reading the spool {}: {e}", spool.display())))?;
     for entry in entries.flatten() {
@@ -390,7 +395,7 @@ fn flush(
         match WalFile::parse(&name, DEFAULT_SEGMENT_SIZE) {
             Some(WalFile::Partial { .. }) => {
                 if let Ok(bytes) = fs::read(entry.path()) {
-                    partial = Some((name, blake3::hash(&bytes)));
+                    partial = Some((name, blake3::hash(&bytes), bytes));
                 }
             }
             Some(f @ (WalFile::Segment { .. } | WalFile::History { .. })) => {
@@ -404,13 +409,17 @@ fn flush(
         WalFile::Segment { timeline, segno } => (1, segno, timeline),
         _ => (2, 0, 0),
     });
-    if complete.is_empty() && (partial.is_none() || partial == *seen) {
+    // The partial segment as read (name and hash), unless the last flush stored it so.
+    let partial = partial.filter(|(name, hash, _)| seen.as_ref() != Some(&(name.clone(), *hash)));
+    if complete.is_empty() && partial.is_none() {
         return Ok(());
     }
     let batch = sink.begin()?;
     for (file, name) in &complete {
         let path = spool.join(name);
-        let stored = sink.store(&batch, pg, name, &path)?;
+        let bytes = fs::read(&path)
+            .map_err(|e| OpsError::Invalid(format!("reading {}: {e}", path.display())))?;
+        let stored = sink.store(&batch, pg, name, &path, bytes)?;
         if let WalFile::History { .. } = file {
             on(&ReceiverEvent::TimelineSwitch {
                 history: name.clone(),
@@ -422,12 +431,10 @@ fn flush(
         fs::remove_file(&path)
             .map_err(|e| OpsError::Invalid(format!("removing {}: {e}", path.display())))?;
     }
-    if let Some(p) = partial {
-        if Some(&p) != seen.as_ref() {
-            if let Some(stored) = sink.store(&batch, pg, &p.0, &spool.join(&p.0))? {
-                on(&stored);
-                *seen = Some(p);
-            }
+    if let Some((name, hash, bytes)) = partial {
+        if let Some(stored) = sink.store(&batch, pg, &name, &spool.join(&name), bytes)? {
+            on(&stored);
+            *seen = Some((name, hash));
         }
     }
     sink.remove_replaced_partials(&batch)?;
@@ -468,23 +475,11 @@ impl WalSink {
             repo.snapshots()?
         };
         let archived = list_wal(&snapshots, tenant, component);
-        let system = archived.iter().find_map(|a| {
-            a.entry
-                .snapshot
-                .tags
-                .iter()
-                .find_map(|t| t.strip_prefix("haven-wal-system="))
-                .map(str::to_string)
-        });
+        let system = archived.iter().find_map(|a| a.system().map(str::to_string));
         let mut stored: BTreeMap<String, Vec<(SnapshotId, SystemTime)>> = BTreeMap::new();
         // Every partial snapshot (list_wal keeps one per name), so replaced ones go too.
         for e in &snapshots {
-            let tags = &e.snapshot.tags;
-            let ours = tags.iter().any(|t| t == crate::wal::WAL_TAG)
-                && tags.contains(&crate::wal::wal_tenant_tag(tenant))
-                && tags.contains(&crate::point::component_tag(component));
-            let name = tags.iter().find_map(|t| t.strip_prefix("haven-wal-file="));
-            if let (true, Some(name)) = (ours, name) {
+            if let Some(name) = wal_file_of(e, tenant, component) {
                 stored
                     .entry(name.to_string())
                     .or_default()
@@ -514,7 +509,7 @@ impl WalSink {
         })
     }
 
-    /// Store the file at `path` under `name` (a complete name already stored is skipped:
+    /// Store `bytes`, read from `path`, under `name` (a complete name already stored is skipped:
     /// the receiver stored it before a restart and had not yet removed it). None: a
     /// partial segment with nothing written yet, left for the next flush.
     pub fn store(
@@ -523,11 +518,10 @@ impl WalSink {
         pg: &PostgresComponent,
         name: &str,
         path: &Path,
+        bytes: Vec<u8>,
     ) -> Result<Option<ReceiverEvent>, OpsError> {
         let file = WalFile::parse(name, DEFAULT_SEGMENT_SIZE)
             .ok_or_else(|| OpsError::Invalid(format!("{name} is not a WAL file name")))?;
-        let bytes = fs::read(path)
-            .map_err(|e| OpsError::Invalid(format!("reading {}: {e}", path.display())))?;
         let partial = matches!(file, WalFile::Partial { .. });
         if !partial && self.stored.contains_key(name) {
             return Ok(Some(ReceiverEvent::Stored {

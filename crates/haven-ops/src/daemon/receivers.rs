@@ -17,14 +17,14 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use haven_sources::postgres::{PostgresMode, WalMode};
 
 use super::{watch, Shared};
 use crate::alerts::AlertKind;
 use crate::config::ComponentConfig;
-use crate::wal_receiver::{default_spool, receive, ReceiverEvent, ReceiverOptions};
+use crate::wal_receiver::{default_spool, pause, receive, ReceiverEvent, ReceiverOptions};
 
 /// Consecutive failed starts of `pg_receivewal` before the alert fires.
 const FAILED_STARTS: u32 = 3;
@@ -127,10 +127,7 @@ fn run(shared: &Shared, tenant: &str, component: &str, stop: &AtomicBool) {
                 "Fix what the message names; the daemon tries again every minute.".into(),
                 now,
             );
-            let until = Instant::now() + Duration::from_secs(60);
-            while Instant::now() < until && !stop.load(Ordering::SeqCst) {
-                std::thread::sleep(Duration::from_millis(100));
-            }
+            pause(Duration::from_secs(60), stop);
         }
     }
 }

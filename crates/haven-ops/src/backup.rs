@@ -27,6 +27,7 @@ use haven_repo::lock::RepoLock;
 use haven_repo::progress::Progress;
 use haven_repo::read::ReadView;
 use haven_repo::IndexedRepository;
+use haven_sources::postgres::PostgresMode;
 use haven_sources::{SourceError, StreamComponent};
 
 use crate::config::{ComponentConfig, Config, Tenant};
@@ -514,6 +515,27 @@ fn backup_component(
                     (result, fp)
                 },
             )
+        }
+        ComponentConfig::Postgres(pg)
+            if pg.mode == PostgresMode::Physical && crate::base_files::may_use_files(pg) =>
+        {
+            match crate::base_files::backup_base_files(
+                repo,
+                env,
+                pg,
+                tags.clone(),
+                observer.progress.clone(),
+            ) {
+                Ok(Some((result, fp, warnings))) => {
+                    record.warnings = warnings;
+                    Ok((result, fp))
+                }
+                Ok(None) => {
+                    let component = env.component(c).expect("a stream kind");
+                    backup_stream_component(repo, env, name, component.as_ref(), tags, observer)
+                }
+                Err(e) => Err(e),
+            }
         }
         _ => {
             let component = env.component(c).expect("a stream kind");

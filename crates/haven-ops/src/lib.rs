@@ -17,6 +17,7 @@
 
 pub mod alerts;
 pub mod backup;
+mod base_files;
 pub mod catalog;
 pub mod config;
 pub mod daemon;

@@ -18,7 +18,9 @@ use chrono::{DateTime, Utc};
 use haven_repo::restore::restore_to_writer;
 use haven_repo::IndexedRepository;
 use haven_sources::postgres::physical::lsn::segment_of;
-use haven_sources::postgres::physical::{BaseFacts, Recovered, RecoveryTarget, WalFile};
+use haven_sources::postgres::physical::{
+    Base, BaseFacts, Recovered, RecoveryTarget, WalFile, FILES_METHOD,
+};
 use haven_sources::postgres::{PostgresComponent, PostgresConfig};
 use haven_sources::{SourceError, StreamComponent};
 
@@ -81,17 +83,53 @@ pub(crate) fn restore_physical(
     let mut component = PostgresComponent::new(target.clone());
     component.set_deadline(env.deadline);
     let mut base_bytes = 0;
-    let recovered = component.restore_physical(
-        &mut |w| {
-            base_bytes = restore_to_writer(repo, &snapshot.snapshot, None, w).map_err(|e| {
-                SourceError::failed("reading the base backup from the repository", e.to_string())
+    let as_files = fingerprint.facts.get("method").map(String::as_str) == Some(FILES_METHOD);
+    let recovered = if as_files {
+        let label = fingerprint
+            .facts
+            .get("backup-label")
+            .cloned()
+            .ok_or_else(|| {
+                OpsError::Invalid("the base backup's record has no backup-label".into())
             })?;
-            Ok(base_bytes)
-        },
-        staging.path(),
-        recovery,
-        force,
-    );
+        let source = snapshot.snapshot.paths.first().cloned().ok_or_else(|| {
+            OpsError::Invalid("the base backup's snapshot names no data directory".into())
+        })?;
+        component.restore_physical(
+            Base::Files {
+                write: &mut |dir| {
+                    base_bytes = crate::base_files::restore_data_dir(
+                        repo,
+                        &snapshot.snapshot,
+                        std::path::Path::new(&source),
+                        dir,
+                    )?;
+                    Ok(base_bytes)
+                },
+                label,
+            },
+            &base,
+            staging.path(),
+            recovery,
+            force,
+        )
+    } else {
+        component.restore_physical(
+            Base::Tar(&mut |w| {
+                base_bytes = restore_to_writer(repo, &snapshot.snapshot, None, w).map_err(|e| {
+                    SourceError::failed(
+                        "reading the base backup from the repository",
+                        e.to_string(),
+                    )
+                })?;
+                Ok(base_bytes)
+            }),
+            &base,
+            staging.path(),
+            recovery,
+            force,
+        )
+    };
     let recovered = recovered.map_err(|e| explain_failure(e, &archived, &base))?;
     Ok(PhysicalRestore {
         recovered,

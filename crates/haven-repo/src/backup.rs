@@ -3,8 +3,10 @@
 //! Data flow:
 //! ```text
 //! walker (this thread) ──FileJob──> readers (N threads: read, chunk, hash) ──> BlobSaver
-//!    │  unchanged files (same size, mtime, ctime, inode as in the parent snapshot)
+//!    │  unchanged files (same size, mtime, ctime, inode as in the parent snapshot;
+//!    │  with a racy margin, also modified that long before the parent backup began)
 //!    │  take their content list from the parent without being read
+//!    │  excluded entries (BackupOptions::exclude) are neither read nor descended into
 //!    └─ directories: a DirState counts entries still pending; whichever thread
 //!       completes the last one encodes the tree, saves it, and completes the parent.
 //! ```
@@ -54,6 +56,26 @@ pub struct BackupOptions {
     pub tags: Vec<String>,
     pub host: Option<String>,
     pub parent: ParentChoice,
+    /// Entries to leave out: neither stored nor, for folders, read.
+    pub exclude: Option<Exclude>,
+    /// Read again every file the parent snapshot saw modified within this margin of
+    /// the parent backup's start (or later), instead of trusting its unchanged
+    /// metadata: a file written again within the same timestamp tick after the parent
+    /// read it looks unchanged (file systems keep coarse timestamps; git's index calls
+    /// such entries "racily clean"). For files whose silent staleness corrupts a
+    /// restore (a database's data directory); `None` trusts the metadata as restic does.
+    pub racy_margin: Option<std::time::Duration>,
+}
+
+/// A rule saying which entries a backup leaves out, asked with each entry's path (as
+/// found below the backed-up paths) and metadata before it is read.
+#[derive(Clone)]
+pub struct Exclude(pub Arc<dyn Fn(&Path, &std::fs::Metadata) -> bool + Send + Sync>);
+
+impl std::fmt::Debug for Exclude {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Exclude(..)")
+    }
 }
 
 /// The result of a backup.
@@ -212,6 +234,10 @@ struct Walker<'a> {
     ctx: &'a Arc<Ctx>,
     repo: IndexedRepository,
     jobs: crossbeam_channel::Sender<FileJob>,
+    exclude: Option<&'a Exclude>,
+    /// Parent entries modified at or after this moment (ns since the epoch) are not
+    /// trusted to be unchanged.
+    racy_from_ns: i64,
 }
 
 impl Walker<'_> {
@@ -267,6 +293,9 @@ impl Walker<'_> {
                 return dir.complete(slot, None, self.ctx);
             }
         };
+        if self.exclude.is_some_and(|x| (x.0)(path, &meta)) {
+            return dir.complete(slot, None, self.ctx);
+        }
         let mut node = Node::from_metadata(name.as_bytes().to_vec(), &meta);
         match node.kind {
             NodeKind::Dir => {
@@ -289,7 +318,9 @@ impl Walker<'_> {
                 self.ctx.files.fetch_add(1, Ordering::Relaxed);
                 self.ctx.bytes_total.fetch_add(node.size, Ordering::Relaxed);
                 if let Some(p) = pnode.filter(|p| {
-                    unchanged(p, &node) && p.content.iter().all(|b| self.repo.index.contains(b))
+                    unchanged(p, &node)
+                        && p.mtime_ns < self.racy_from_ns
+                        && p.content.iter().all(|b| self.repo.index.contains(b))
                 }) {
                     node.content = p.content.clone();
                     self.ctx.unchanged.fetch_add(1, Ordering::Relaxed);
@@ -324,6 +355,12 @@ fn unchanged(parent: &Node, now: &Node) -> bool {
         && parent.mtime_ns == now.mtime_ns
         && parent.ctime_ns == now.ctime_ns
         && parent.inode == now.inode
+}
+
+/// When the parent backup began (ns since the epoch): its time is taken as it ends.
+fn parent_started_ns(parent: &Snapshot) -> i64 {
+    let ended = parent.time.timestamp_nanos_opt().unwrap_or(i64::MAX / 2);
+    ended.saturating_sub((parent.summary.seconds.max(0.0) * 1e9) as i64)
 }
 
 fn read_dir_sorted(path: &Path) -> std::io::Result<Vec<OsString>> {
@@ -409,13 +446,20 @@ fn find_parent(
 }
 
 /// Scan the paths for totals (progress and ETA), in a thread alongside the backup.
-fn spawn_scanner(paths: Vec<PathBuf>, progress: Arc<Progress>) -> std::thread::JoinHandle<()> {
+fn spawn_scanner(
+    paths: Vec<PathBuf>,
+    exclude: Option<Exclude>,
+    progress: Arc<Progress>,
+) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let mut stack = paths;
         while let Some(p) = stack.pop() {
             let Ok(m) = std::fs::symlink_metadata(&p) else {
                 continue;
             };
+            if exclude.as_ref().is_some_and(|x| (x.0)(&p, &m)) {
+                continue;
+            }
             if m.is_dir() {
                 if let Ok(rd) = std::fs::read_dir(&p) {
                     stack.extend(rd.flatten().map(|e| e.path()));
@@ -533,9 +577,15 @@ pub fn backup_paths(
     crate::debug::phase("backup: finding parent");
     let mut notices = vec![];
     let mut repo = repo;
+    let mut racy_from_ns = i64::MAX;
     let (parent, parent_root) = match find_parent(&repo, opts, &host, &paths)? {
         Some((id, s)) => match parent_root(&repo, &id, &s.tree)? {
-            Ok(root) => (Some(id), Some(root)),
+            Ok(root) => {
+                if let Some(margin) = opts.racy_margin {
+                    racy_from_ns = parent_started_ns(&s) - margin.as_nanos() as i64;
+                }
+                (Some(id), Some(root))
+            }
             Err(unusable) => {
                 notices.push(unusable);
                 repo = without_lost_packs(&repo, &s.tree)?;
@@ -544,7 +594,7 @@ pub fn backup_paths(
         },
         None => (None, None),
     };
-    let scanner = spawn_scanner(resolved, progress.clone());
+    let scanner = spawn_scanner(resolved, opts.exclude.clone(), progress.clone());
     let ctx = new_ctx(repo.clone(), progress);
     let readers = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -567,6 +617,8 @@ pub fn backup_paths(
             ctx: &ctx,
             repo: repo.clone(),
             jobs: tx,
+            exclude: opts.exclude.as_ref(),
+            racy_from_ns,
         };
         walker.walk_layout(&layout, &root, parent_root.as_ref());
         root.listed(&ctx);

@@ -149,6 +149,11 @@ pub struct PostgresConfig {
     /// a server on (listening on the port of `url`).
     #[serde(default)]
     pub data_dir: Option<PathBuf>,
+    /// How base backups are taken in physical mode: `auto` (the default: the data
+    /// directory's files when Haven can read them on this machine, else
+    /// `pg_basebackup`), `files` or `stream` (`pg_basebackup`).
+    #[serde(default)]
+    pub base_backup: physical::BaseMethod,
 }
 
 /// How a PostgreSQL component is backed up.

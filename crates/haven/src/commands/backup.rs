@@ -33,6 +33,7 @@ pub fn run(g: &Global, a: BackupArgs) -> Result<i32> {
             tags: a.tags,
             host: a.host,
             parent,
+            ..Default::default()
         };
         super::with_progress(g, "backup", |p| backup::backup_paths(repo, &opts, p))?
     };

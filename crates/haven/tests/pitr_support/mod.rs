@@ -41,7 +41,7 @@ pub enum Wal {
 
 impl Setup {
     pub fn start() -> Setup {
-        Setup::start_with(Wal::Archive)
+        Setup::start_with_extra(Wal::Archive, "")
     }
 
     pub fn start_with(wal: Wal) -> Setup {
@@ -92,7 +92,7 @@ timeout = "90s"
             stream = if wal == Wal::Stream {
                 format!("wal = \"stream\"\n{extra}")
             } else {
-                String::new()
+                extra.to_string()
             },
         );
         fs::write(&config, text).unwrap();

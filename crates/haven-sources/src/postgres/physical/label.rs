@@ -127,7 +127,7 @@ pub fn read_base_backup(mut tar: impl Read) -> Result<BaseBackupInfo, String> {
 }
 
 /// Parse `backup_label` (`KEY: value` lines).
-fn parse_label(text: &str) -> Result<BaseBackupInfo, String> {
+pub(crate) fn parse_label(text: &str) -> Result<BaseBackupInfo, String> {
     let value = |key: &str| {
         text.lines()
             .find_map(|l| l.strip_prefix(key)?.strip_prefix(": "))

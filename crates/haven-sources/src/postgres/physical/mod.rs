@@ -31,6 +31,7 @@
 //! lays it out; Debian keeps them in /etc, and a restore of such a cluster needs them put
 //! back); tablespaces other than the default ones are refused by `pg_basebackup -D -`.
 
+pub mod files;
 pub mod label;
 pub mod lsn;
 pub mod stream;
@@ -50,6 +51,7 @@ use super::PostgresComponent;
 use crate::process::Tool;
 use crate::servers::postgres::{open_ancestors, quote_conf, run_as, server_user, SUPERUSER};
 use crate::{Feed, Fingerprint, Result, Sink, SourceError};
+pub use files::{BaseMethod, FileBackup, FILES_METHOD};
 pub use label::BaseBackupInfo;
 pub use lsn::{Lsn, WalFile};
 
@@ -115,6 +117,21 @@ impl BaseFacts {
             system_identifier: get("system-identifier")?.clone(),
         })
     }
+}
+
+/// The base backup a physical restore starts from.
+pub enum Base<'a> {
+    /// A `pg_basebackup` tar stream (`base.tar`), checked against its manifest by
+    /// `pg_verifybackup`.
+    Tar(&'a mut Feed<'a>),
+    /// The data directory's files (a base backup taken as files): `write` puts the
+    /// directory's contents into the folder it is given and returns the bytes written
+    /// (the repository checks every chunk it reads against its hash); `label` is the
+    /// backup's `backup_label`.
+    Files {
+        write: &'a mut dyn FnMut(&Path) -> Result<u64>,
+        label: String,
+    },
 }
 
 /// What a physical restore reached.
@@ -204,7 +221,8 @@ impl PostgresComponent {
     /// staged in `wal_dir` up to `target`, promote, and report where it stopped.
     pub fn restore_physical(
         &self,
-        base: &mut Feed<'_>,
+        base: Base<'_>,
+        facts: &BaseFacts,
         wal_dir: &Path,
         target: &RecoveryTarget,
         force: bool,
@@ -218,9 +236,18 @@ impl PostgresComponent {
         })?;
         let port = self.conn()?.port().unwrap_or(5432);
         let server = RestoredServer::prepare(self, data, port, force)?;
-        server.extract(base)?;
         server.give(wal_dir)?;
-        let mut checked = vec![server.verify(wal_dir)?];
+        let verified = match base {
+            Base::Tar(feed) => {
+                server.extract(feed)?;
+                server.verify(wal_dir)?
+            }
+            Base::Files { write, label } => {
+                server.write_files(write, &label)?;
+                server.verify_wal(wal_dir, facts)?
+            }
+        };
+        let mut checked = vec![verified];
         server.configure(wal_dir, target)?;
         server.start()?;
         let mut recovered = server.wait_promoted(target)?;
@@ -410,6 +437,73 @@ impl<'a> RestoredServer<'a> {
         )
     }
 
+    /// Write a base backup taken as files: its contents into the data directory (through
+    /// a staging folder inside it, so that nothing half-written has a real name), the
+    /// folders whose contents were left out, and its `backup_label`; owned by the
+    /// server's user.
+    fn write_files(&self, write: &mut dyn FnMut(&Path) -> Result<u64>, label: &str) -> Result<()> {
+        let io = |what: &str, p: &Path, e: std::io::Error| {
+            SourceError::io(format!("{what} {}", p.display()), e)
+        };
+        let staging = self.data.join(".haven-restore");
+        fs::create_dir(&staging).map_err(|e| io("creating", &staging, e))?;
+        write(&staging)?;
+        let entries = fs::read_dir(&staging).map_err(|e| io("listing", &staging, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| io("listing", &staging, e))?;
+            fs::rename(entry.path(), self.data.join(entry.file_name()))
+                .map_err(|e| io("moving into place", &entry.path(), e))?;
+        }
+        fs::remove_dir(&staging).map_err(|e| io("removing", &staging, e))?;
+        // pg_wal may have been a link to another disk: here it is a folder.
+        let wal = self.data.join("pg_wal");
+        if fs::symlink_metadata(&wal).is_ok_and(|m| !m.is_dir()) {
+            fs::remove_file(&wal).map_err(|e| io("replacing", &wal, e))?;
+        }
+        for dir in files::EMPTIED.iter().chain(&["pg_wal/archive_status"]) {
+            let dir = self.data.join(dir);
+            if !dir.is_dir() {
+                fs::create_dir_all(&dir).map_err(|e| io("creating", &dir, e))?;
+                fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
+                    .map_err(|e| io("making private", &dir, e))?;
+            }
+        }
+        let label_file = self.data.join("backup_label");
+        fs::write(&label_file, label).map_err(|e| io("writing", &label_file, e))?;
+        fs::set_permissions(&label_file, fs::Permissions::from_mode(0o600))
+            .map_err(|e| io("making private", &label_file, e))?;
+        if let Some((uid, gid)) = self.run_as {
+            chown_tree(&self.data, uid, gid)?;
+        }
+        Ok(())
+    }
+
+    /// The WAL from the backup's start to its consistency point parses (`pg_waldump`):
+    /// the files themselves were checked against their hashes as they were read.
+    fn verify_wal(&self, wal_dir: &Path, facts: &BaseFacts) -> Result<String> {
+        let what = format!(
+            "pg_waldump of the WAL the base backup needs ({} to {})",
+            facts.start_lsn, facts.end_lsn
+        );
+        let mut cmd = self.as_server(self.component.tool("pg_waldump")?, &what);
+        cmd.arg("--quiet")
+            .arg("--path")
+            .arg(wal_dir)
+            .arg("--timeline")
+            .arg(facts.timeline.to_string())
+            .arg("--start")
+            .arg(facts.start_lsn.to_string())
+            .arg("--end")
+            .arg(facts.end_lsn.to_string())
+            .limits(self.component.limits());
+        cmd.run()?;
+        Ok(format!(
+            "every file read back matches its content hash; the WAL from {} to the \
+             consistency point {} parses (pg_waldump)",
+            facts.start_lsn, facts.end_lsn
+        ))
+    }
+
     fn configure(&self, wal_dir: &Path, target: &RecoveryTarget) -> Result<()> {
         for needed in ["postgresql.conf", "pg_hba.conf"] {
             if !self.data.join(needed).is_file() {
@@ -596,4 +690,25 @@ impl<'a> RestoredServer<'a> {
             ),
         )
     }
+}
+
+/// Give a restored tree to the server's user.
+fn chown_tree(dir: &Path, uid: u32, gid: u32) -> Result<()> {
+    let chown = |p: &Path| {
+        std::os::unix::fs::lchown(p, Some(uid), Some(gid))
+            .map_err(|e| SourceError::io(format!("giving {} to postgres", p.display()), e))
+    };
+    chown(dir)?;
+    let entries =
+        fs::read_dir(dir).map_err(|e| SourceError::io(format!("listing {}", dir.display()), e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| SourceError::io(format!("listing {}", dir.display()), e))?;
+        let path = entry.path();
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            chown_tree(&path, uid, gid)?;
+        } else {
+            chown(&path)?;
+        }
+    }
+    Ok(())
 }

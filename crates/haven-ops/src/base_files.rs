@@ -23,7 +23,7 @@ use haven_repo::restore::{restore, RestoreOptions};
 use haven_repo::snapshot::Snapshot;
 use haven_repo::IndexedRepository;
 use haven_sources::postgres::physical::{files, BaseMethod};
-use haven_sources::postgres::{PostgresComponent, PostgresConfig};
+use haven_sources::postgres::{PostgresComponent, PostgresConfig, WalMode};
 use haven_sources::{Fingerprint, SourceError, StreamComponent};
 
 use crate::run::RunEnv;
@@ -69,7 +69,9 @@ pub(crate) fn backup_base_files(
         }
     };
     let s = &result.snapshot.summary;
-    let fingerprint = backup.finish(s.files, s.bytes_total)?;
+    // In archive mode the backup is complete once the server archived its last segment
+    // (through `haven wal push`); a receiver stores it within a second by itself.
+    let fingerprint = backup.finish(s.files, s.bytes_total, cfg.wal == WalMode::Archive)?;
     // Files that vanished while the backup read the directory (a dropped table, a
     // truncated segment) are replayed from WAL: not a loss, but said.
     let warnings = result

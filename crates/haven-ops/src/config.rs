@@ -255,6 +255,7 @@ fn check_postgres(
     pg: &haven_sources::postgres::PostgresConfig,
 ) -> Result<(), (&'static str, String)> {
     use haven_sources::postgres::physical::stream::{parse_wal_size, valid_slot_name};
+    use haven_sources::postgres::physical::BaseMethod;
     use haven_sources::postgres::{PostgresMode, WalMode};
     let streaming = pg.mode == PostgresMode::Physical && pg.wal == WalMode::Stream;
     let stream_only = [
@@ -266,6 +267,12 @@ fn check_postgres(
         return Err((
             key,
             format!("{key} applies to mode = \"physical\" with wal = \"stream\" only"),
+        ));
+    }
+    if pg.base_backup != BaseMethod::Auto && pg.mode != PostgresMode::Physical {
+        return Err((
+            "base-backup",
+            "base-backup applies to mode = \"physical\" only".into(),
         ));
     }
     if let Some(slot) = &pg.slot {

@@ -266,3 +266,62 @@ proptest! {
         }
     }
 }
+
+/// `racy_margin`: a file written just before the parent backup began is read again by
+/// the next one (it may have changed within its timestamp tick after the parent read
+/// it); a file older than the margin is taken from the parent. `exclude`: the entries it
+/// names are neither stored nor descended into.
+#[test]
+fn a_racy_margin_rereads_recent_files_and_exclude_leaves_entries_out() {
+    let backend: DynBackend = Arc::new(MemoryBackend::new());
+    Repository::init(backend.clone(), &pass(), &fast_opts()).unwrap();
+    let open = || {
+        Repository::open(backend.clone(), &pass())
+            .unwrap()
+            .indexed()
+            .unwrap()
+    };
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("old"), "written an hour ago").unwrap();
+    let aged = std::process::Command::new("touch")
+        .args(["-d", "1 hour ago"])
+        .arg(src.path().join("old"))
+        .status()
+        .unwrap();
+    assert!(aged.success());
+    std::fs::write(src.path().join("recent"), "written just now").unwrap();
+    std::fs::create_dir(src.path().join("skipped")).unwrap();
+    std::fs::write(src.path().join("skipped/inside"), "never stored").unwrap();
+    let skipped = src.path().join("skipped");
+    let exclude = haven_repo::backup::Exclude(Arc::new(move |p, _| p == skipped.as_path()));
+    let opts = |margin| BackupOptions {
+        paths: vec![src.path().to_path_buf()],
+        exclude: Some(exclude.clone()),
+        racy_margin: margin,
+        ..Default::default()
+    };
+    let first = backup_paths(open(), &opts(None), Arc::new(Progress::default())).unwrap();
+    assert_eq!(
+        first.snapshot.summary.files, 2,
+        "{:?}",
+        first.snapshot.summary
+    );
+
+    let trusted = backup_paths(open(), &opts(None), Arc::new(Progress::default())).unwrap();
+    assert_eq!(trusted.snapshot.summary.files_unchanged, 2);
+    let margin = Some(std::time::Duration::from_secs(60));
+    let careful = backup_paths(open(), &opts(margin), Arc::new(Progress::default())).unwrap();
+    assert_eq!(
+        careful.snapshot.summary.files_unchanged, 1,
+        "only the hour-old file is trusted: {:?}",
+        careful.snapshot.summary
+    );
+
+    let (_out, restored) = restore_all(&open(), &careful.snapshot, src.path());
+    assert_same_file(&src.path().join("old"), &restored.join("old"));
+    assert_same_file(&src.path().join("recent"), &restored.join("recent"));
+    assert!(
+        !restored.join("skipped").exists(),
+        "excluded folder restored"
+    );
+}

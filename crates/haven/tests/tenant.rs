@@ -308,4 +308,10 @@ uri = "postgresql://postgres@127.0.0.1:5432/app"
     );
     let out = s.run(&["backup", "nosuch"]);
     out.assert_one_line_error(1, &["nosuch", "declared: acme"]);
+    // Keys of physical mode on a logical component are named, not ignored.
+    let s = Setup::new(
+        "[tenants.acme]\nrepository = \"main\"\n[tenants.acme.components.db]\nkind = \"postgres\"\nurl = \"postgresql://postgres@127.0.0.1:5432/app\"\nbase-backup = \"files\"\n",
+    );
+    let out = s.run(&["backup", "acme"]);
+    out.assert_one_line_error(1, &["base-backup", "mode = \"physical\" only"]);
 }

@@ -48,6 +48,9 @@ pub enum BaseMethod {
     Stream,
 }
 
+/// How long a finished base backup waits for the server to archive the WAL it needs.
+const ARCHIVE_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// The value of the `method` fact of a base backup taken as files.
 pub const FILES_METHOD: &str = "files";
 
@@ -210,25 +213,36 @@ fn local_identity(data_dir: &Path, system_id: &str) -> std::result::Result<(), S
 }
 
 impl FileBackup {
-    /// End the backup (`pg_backup_stop`, waiting until the WAL it needs is archived when
-    /// archiving is on) and return its facts; `files` and `bytes` are what was stored.
-    pub fn finish(mut self, files: u64, bytes: u64) -> Result<Fingerprint> {
+    /// End the backup (`pg_backup_stop`) and return its facts; `files` and `bytes` are
+    /// what was stored. With `wait_for_archive`, it returns once the server's archiver
+    /// has archived the WAL the backup needs (polled every 20 ms: the server's own wait
+    /// sleeps a whole second between looks).
+    pub fn finish(mut self, files: u64, bytes: u64, wait_for_archive: bool) -> Result<Fingerprint> {
         let stop = if self.version >= 150000 {
-            "SELECT lsn, encode(convert_to(labelfile, 'UTF8'), 'hex'), \
-             to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') \
-             FROM pg_backup_stop(true);"
+            "pg_backup_stop(false)"
         } else {
-            "SELECT lsn, encode(convert_to(labelfile, 'UTF8'), 'hex'), \
-             to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') \
-             FROM pg_stop_backup(false, true);"
+            "pg_stop_backup(false, false)"
         };
-        let row = self.session.query(stop)?;
+        let row = self.session.query(&format!(
+            "SELECT lsn, encode(convert_to(labelfile, 'UTF8'), 'hex'), \
+             to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), \
+             pg_walfile_name(lsn), current_setting('archive_mode') <> 'off' FROM {stop};"
+        ))?;
+        let fields: Vec<&str> = row
+            .first()
+            .map(|l| l.split('|').collect())
+            .unwrap_or_default();
+        if let [_, _, _, last_segment, "t"] = fields[..] {
+            if wait_for_archive {
+                self.wait_archived(last_segment)?;
+            }
+        }
         self.session.close()?;
         let fields: Vec<&str> = row
             .first()
             .map(|l| l.split('|').collect())
             .unwrap_or_default();
-        let [end, label_hex, end_time] = fields[..] else {
+        let [end, label_hex, end_time, _, _] = fields[..] else {
             return Err(SourceError::failed(
                 format!("ending {}", self.what),
                 format!("unexpected answer {row:?}"),
@@ -259,6 +273,53 @@ impl FileBackup {
             .fact("files", files.to_string())
             .fact("bytes", bytes.to_string());
         Ok(f)
+    }
+
+    /// Poll `pg_stat_archiver` until `segment` (or a later file) is archived.
+    fn wait_archived(&mut self, segment: &str) -> Result<()> {
+        let started = std::time::Instant::now();
+        let mut failed_before = None;
+        loop {
+            let row = self.session.query(
+                "SELECT coalesce(last_archived_wal, ''), failed_count, coalesce(last_failed_wal, '') \
+                 FROM pg_stat_archiver;",
+            )?;
+            let fields: Vec<&str> = row
+                .first()
+                .map(|l| l.split('|').collect())
+                .unwrap_or_default();
+            let [archived, failed, failed_wal] = fields[..] else {
+                return Err(SourceError::failed(
+                    format!("waiting for {} to be archived", segment),
+                    format!("unexpected answer {row:?}"),
+                ));
+            };
+            if archived >= segment {
+                return Ok(());
+            }
+            let failed_before = failed_before
+                .get_or_insert_with(|| failed.to_string())
+                .clone();
+            if started.elapsed() > ARCHIVE_WAIT {
+                let failing = if failed != failed_before.as_str() {
+                    format!(
+                        "; archive_command failed {} times meanwhile (last on {failed_wal}): the server's log says why",
+                        failed.parse::<u64>().unwrap_or(0)
+                            .saturating_sub(failed_before.parse().unwrap_or(0))
+                    )
+                } else {
+                    String::new()
+                };
+                return Err(SourceError::failed(
+                    format!("ending {}", self.what),
+                    format!(
+                        "the WAL segment {segment} it needs was not archived within {} s{failing}",
+                        ARCHIVE_WAIT.as_secs()
+                    ),
+                ));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 
     /// Give up: the server ends the backup when the session closes.

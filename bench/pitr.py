@@ -227,6 +227,7 @@ max_connections = 40
 wal_level = replica
 archive_mode = on
 archive_command = '/bin/true'
+archive_timeout = 60
 max_wal_senders = 10
 max_replication_slots = 10
 # the contestant's archive_command
@@ -299,6 +300,10 @@ class Contestant:
     def init_repo(self, srv):
         pass
 
+    def application_name(self):
+        """The replication connection WAL reaches the tool through, if it streams."""
+        return None
+
     def wait_archived(self, srv, segment):
         """Wait until `segment` (its WAL file name) is in the repository."""
         deadline = time.time() + self.ctx.args.wal_timeout
@@ -352,7 +357,12 @@ class Haven(Contestant):
     def repo(self):
         return os.path.join(self.dir, "repo")
 
+    def streaming(self):
+        return self.ctx.args.haven_wal == "stream"
+
     def archive_command(self):
+        if self.streaming():
+            return "/bin/true"  # WAL reaches Haven through its replication slot
         return "%s wal push --config %s bench db %%p" % (self.ctx.haven, self.cfg)
 
     def init_repo(self, srv):
@@ -373,7 +383,7 @@ repository = "bench"
 kind = "postgres"
 url = "postgresql://postgres@127.0.0.1:{port}/postgres"
 mode = "physical"
-wal = "archive"
+wal = "{wal}"
 
 [tenants.bench-dr]
 repository = "bench"
@@ -382,16 +392,56 @@ kind = "postgres"
 url = "postgresql://postgres@127.0.0.1:{drport}/postgres"
 mode = "physical"
 data-dir = "{restore}"
-""".format(repo=self.repo(), pw=pw, port=srv.port, drport=self.ctx.drport, restore=self.restore_dir))
+""".format(repo=self.repo(), pw=pw, port=srv.port, drport=self.ctx.drport, restore=self.restore_dir,
+           wal=self.ctx.args.haven_wal))
         run_logged(as_postgres([self.ctx.haven, "init", "--repo", self.repo(), "--password-file", pw]),
                    self.logf, env=self.env, what="haven init")
+        if self.streaming():
+            # the receiver, in the background for the whole contestant run (its own session)
+            self.receiver_log = os.path.join(self.ctx.logdir, "haven-rep%d-receiver.log" % self.rep)
+            cmd = as_postgres([self.ctx.haven, "wal", "receive", "bench", "db",
+                               "--spool", os.path.join(self.work, "spool")])
+            self.logf.write("\n$ %s &   [output in %s]\n" % (" ".join(cmd), self.receiver_log))
+            self.logf.flush()
+            self.receiver = subprocess.Popen(cmd, stdout=open(self.receiver_log, "w"), stderr=subprocess.STDOUT,
+                                             stdin=subprocess.DEVNULL, env=self.env, start_new_session=True)
+
+    def application_name(self):
+        return "haven_bench_db" if self.streaming() else None
+
+    def wait_archived(self, srv, segment):
+        if not self.streaming():
+            return super().wait_archived(srv, segment)
+        deadline = time.time() + self.ctx.args.wal_timeout
+        while time.time() < deadline:
+            if self.receiver.poll() is not None:
+                raise Failed("haven wal receive ended with %d (see %s)" % (self.receiver.returncode,
+                                                                           self.receiver_log))
+            with open(self.receiver_log) as f:
+                if ("stored %s (" % segment) in f.read():
+                    return
+            time.sleep(0.1)
+        raise Failed("haven: segment %s not stored after %d s; see %s" % (segment, self.ctx.args.wal_timeout,
+                                                                         self.receiver_log))
+
+    def stop(self, srv):
+        receiver = getattr(self, "receiver", None)
+        if receiver and receiver.poll() is None:
+            os.killpg(receiver.pid, signal.SIGTERM)
+            try:
+                receiver.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(receiver.pid, signal.SIGKILL)
+                receiver.wait(timeout=30)
+        self.receiver = None
 
     def backup(self, day):
         return as_postgres([self.ctx.haven, "--json", "tenant", "backup", "bench"]), self.env
 
-    def restore_cmd(self):
+    def restore_cmd(self, at=None):
+        target = ["--at", at.replace(" ", "T").replace("+00", "Z")] if at else ["--latest"]
         return as_postgres([self.ctx.haven, "--json", "tenant", "restore", "bench", "--component", "db",
-                            "--into", "bench-dr", "--latest"]), self.env
+                            "--into", "bench-dr", "--force"] + target), self.env
 
     def after_restore_cmd(self):
         pass  # Haven started the server and waited for the promotion itself
@@ -447,8 +497,9 @@ pg1-user=postgres
     def backup(self, day):
         return self.cmd("--type=%s" % ("full" if day == 1 else "incr"), "backup"), None
 
-    def restore_cmd(self):
-        return self.cmd("--pg1-path=%s" % self.restore_dir, "restore"), None
+    def restore_cmd(self, at=None):
+        target = ["--type=time", "--target=%s" % at, "--target-action=promote"] if at else []
+        return self.cmd("--pg1-path=%s" % self.restore_dir, *target, "restore"), None
 
 
 class Barman(Contestant):
@@ -534,8 +585,15 @@ path_prefix = {bin}
     def backup(self, day):
         return self.cmd("backup", "--wait", "--wait-timeout", str(self.ctx.args.wal_timeout), "bench"), None
 
-    def restore_cmd(self):
+    def restore_cmd(self, at=None):
+        if at:
+            # the day-1 backup: the newest that ended before the target
+            return self.cmd("recover", "--target-time", at, "--target-action", "promote", "bench", "oldest",
+                            self.restore_dir), None
         return self.cmd("recover", "bench", "latest", self.restore_dir), None
+
+    def application_name(self):
+        return "barman_receive_wal"
 
     def after_restore_cmd(self):
         # Barman ran as root: the files are root's (over ssh as postgres they would not be)
@@ -634,7 +692,7 @@ def run_contestant(ctx, c, rep, pristine):
         mkdir_pg(ctx.live)
         subprocess.run(["cp", "-a", pristine, srv.data], check=True)
         write_pg(os.path.join(srv.data, "bench_archive.conf"),
-                 "archive_command = '%s'\n" % c.archive_command().replace("'", "''"))
+                 "archive_command = '%s'\narchive_timeout = 60\n" % c.archive_command().replace("'", "''"))
         if isinstance(c, Haven):
             srv.env = c.env  # the archive_command's environment (work dir, cache)
         srv.start()
@@ -662,9 +720,17 @@ def run_contestant(ctx, c, rep, pristine):
         lsn0 = srv.psql("postgres", "SELECT pg_current_wal_lsn()")
         scpu0 = srv.cpu_seconds()
         t0 = time.time()
-        run_logged([srv.tool("pgbench"), "-n", "-c", "2", "-j", "2", "-t", str(args.transactions),
-                    "--random-seed=42", "-h", "127.0.0.1", "-p", str(srv.port), "-U", "postgres", "bench"],
-                   c.logf, what="pgbench")
+        # two halves; between them (no traffic) the moment the middle restore targets
+        half = max(1, args.transactions // 2)
+        for seed in (42, 43):
+            run_logged([srv.tool("pgbench"), "-n", "-c", "2", "-j", "2", "-t", str(half),
+                        "--random-seed=%d" % seed, "-h", "127.0.0.1", "-p", str(srv.port), "-U", "postgres",
+                        "bench"], c.logf, what="pgbench")
+            if seed == 42:
+                rec["mid_source"] = srv.fingerprint()
+                rec["mid_time"] = srv.psql("postgres", "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', "
+                                                       "'YYYY-MM-DD HH24:MI:SS.US') || '+00'")
+                srv.psql("postgres", "SELECT pg_sleep(0.01)")
         rec["pgbench_s"] = time.time() - t0
         srv.psql("bench", "VACUUM")
         t1 = time.time()
@@ -693,33 +759,17 @@ def run_contestant(ctx, c, rep, pristine):
             c.name, fig["wall_s"], fig["cpu_s"], fig["srv_cpu_s"], mb(rec["repo_d2"] - rec["repo_before_d2"]),
             mb(rec["repo_before_d2"] - rec["repo_d1"])))
 
-        # restore of the latest state
-        if isinstance(c, PgBackRest):
-            mkdir_pg(c.restore_dir, 0o700)
-        ctx.cold(srv)
-        t0 = time.time()
-        cmd, env = c.restore_cmd()
-        fig, out = ctx.timed(c, "restore", cmd, env, srv)
-        tool_s = time.time() - t0
-        c.after_restore_cmd()
-        fig["tool_s"] = fig["wall_s"]
-        fig["wall_s"] = time.time() - t0
-        fig["recovery_s"] = fig["wall_s"] - tool_s
-        rec["restore"] = fig
-        if isinstance(c, Haven):
-            rep_json = json.loads(out)
-            comp = rep_json["components"][0]
-            rec["restore_report"] = {k: comp.get(k) for k in ("outcome", "restore_seconds", "validate_seconds")}
-            if comp.get("outcome") != "passed":
-                raise Failed("haven restore: %s: %s" % (comp.get("outcome"), comp.get("error")))
-        got = restored.fingerprint()
-        rec["restored"] = got
-        rec["verified"] = got == rec["source"]
-        log("  %-10s restore %7.2f s (tool %.2f s + start/recovery %.2f s)  cpu %.2f s  %s" % (
-            c.name, fig["wall_s"], fig["tool_s"], fig["recovery_s"], fig["cpu_s"],
-            "VERIFIED" if rec["verified"] else "MISMATCH: %s, source %s" % (got, rec["source"])))
-        if not rec["verified"]:
-            rec["error"] = "restored %s, source %s" % (got, rec["source"])
+        # restore of the latest state, then to the middle of day 2 (day-1 base + half the WAL)
+        rec["restore"] = restore_phase(ctx, c, srv, restored, rec, "restore", None, rec["source"])
+        if rec.get("error"):
+            return rec
+        rec["restore_mid"] = restore_phase(ctx, c, srv, restored, rec, "restore-mid", rec["mid_time"],
+                                           rec["mid_source"])
+        if rec.get("error"):
+            return rec
+        if args.sustain > 0:
+            rec["sustain"] = sustained_archiving(ctx, c, srv)
+        rec["rpo"] = rpo_after_kill(ctx, c, srv, restored)
     except Failed as e:
         rec["error"] = str(e)
         log("  %s FAILED: %s" % (c.name, e))
@@ -733,6 +783,138 @@ def run_contestant(ctx, c, rep, pristine):
             rmtree(c.dir)
             rmtree(ctx.live)
     return rec
+
+
+def restore_phase(ctx, c, srv, restored, rec, label, at, expected):
+    """A timed restore into c.restore_dir (emptied first) up to a promoted server, checked."""
+    restored.stop("immediate")
+    rmtree(c.restore_dir)
+    if isinstance(c, PgBackRest):
+        mkdir_pg(c.restore_dir, 0o700)
+    ctx.cold(srv)
+    t0 = time.time()
+    cmd, env = c.restore_cmd(at)
+    fig, out = ctx.timed(c, label, cmd, env, srv)
+    tool_s = time.time() - t0
+    c.after_restore_cmd()
+    fig["tool_s"] = fig["wall_s"]
+    fig["wall_s"] = time.time() - t0
+    fig["recovery_s"] = fig["wall_s"] - tool_s
+    if isinstance(c, Haven):
+        comp = json.loads(out)["components"][0]
+        fig["report"] = {k: comp.get(k) for k in ("outcome", "restore_seconds", "validate_seconds")}
+        if comp.get("outcome") != "passed":
+            raise Failed("haven %s: %s: %s" % (label, comp.get("outcome"), comp.get("error")))
+    got = restored.fingerprint()
+    fig["restored"] = got
+    fig["verified"] = got == expected
+    log("  %-10s %-11s %7.2f s (tool %.2f s + start/recovery %.2f s)  cpu %.2f s  %s" % (
+        c.name, label, fig["wall_s"], fig["tool_s"], fig["recovery_s"], fig["cpu_s"],
+        "VERIFIED" if fig["verified"] else "MISMATCH: %s, expected %s" % (got, expected)))
+    if not fig["verified"]:
+        rec["error"] = "%s: restored %s, expected %s" % (label, got, expected)
+    return fig
+
+
+def lsn_int(text):
+    hi, lo = text.split("/")
+    return (int(hi, 16) << 32) + int(lo, 16)
+
+
+def segment_end(name, segsize=16 << 20):
+    """The LSN just past WAL segment `name` (TTTTTTTTXXXXXXXXYYYYYYYY)."""
+    return (int(name[8:16], 16) << 32) + (int(name[16:24], 16) + 1) * segsize
+
+
+def sustained_archiving(ctx, c, srv):
+    """pgbench -c 4 for --sustain seconds; every 0.5 s: how far the tool's copy of the WAL is behind the
+    server (archive_command tools: the end of pg_stat_archiver.last_archived_wal; streaming tools: the
+    flush position their replication connection reports) and the size of the server's pg_wal."""
+    args = ctx.args
+    app = c.application_name()
+    log("  %-10s sustained archiving: pgbench -c 4 -j 2 -T %d" % (c.name, args.sustain))
+    lsn0 = srv.psql("postgres", "SELECT pg_current_wal_lsn()")
+    bench = subprocess.Popen([srv.tool("pgbench"), "-n", "-c", "4", "-j", "2", "-T", str(args.sustain),
+                              "-h", "127.0.0.1", "-p", str(srv.port), "-U", "postgres", "bench"],
+                             stdout=c.logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    lags, walsizes = [], []
+    while bench.poll() is None:
+        if app:
+            row = srv.psql("postgres", "SELECT pg_current_wal_lsn(), coalesce((SELECT flush_lsn FROM "
+                           "pg_stat_replication WHERE application_name = '%s' ORDER BY flush_lsn DESC LIMIT 1)::text, "
+                           "'0/0'), (SELECT sum(size) FROM pg_ls_waldir())" % app, check=False)
+            if row:
+                cur, flushed, wal = row.split("|")
+                lags.append(max(0, lsn_int(cur) - lsn_int(flushed)))
+        else:
+            row = srv.psql("postgres", "SELECT pg_current_wal_lsn(), coalesce(last_archived_wal, ''), "
+                           "(SELECT sum(size) FROM pg_ls_waldir()) FROM pg_stat_archiver", check=False)
+            if row:
+                cur, archived, wal = row.split("|")
+                if len(archived) >= 24 and archived[:24].isalnum():
+                    lags.append(max(0, lsn_int(cur) - segment_end(archived[:24])))
+        if row:
+            walsizes.append(int(wal))
+        time.sleep(0.5)
+    if bench.returncode != 0:
+        raise Failed("%s: pgbench -T %d failed (see %s)" % (c.name, args.sustain, c.logf.name))
+    wal_bytes = int(srv.psql("postgres", "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '%s')" % lsn0))
+    t1 = time.time()
+    seg = srv.psql("postgres", "SELECT pg_walfile_name(pg_switch_wal())")
+    srv.psql("postgres", "SELECT txid_current()")
+    c.wait_archived(srv, seg)
+    fig = {"wal_bytes": wal_bytes, "lag_max": max(lags or [0]), "lag_mean": statistics.mean(lags or [0]),
+           "samples": len(lags), "pg_wal_max": max(walsizes or [0]), "drain_s": time.time() - t1}
+    log("  %-10s sustained: %.0f MB of WAL in %d s; behind the server max %.1f MB, mean %.1f MB; pg_wal max "
+        "%.0f MB; caught up %.1f s after the end" % (c.name, mb(wal_bytes), args.sustain, mb(fig["lag_max"]),
+                                                     mb(fig["lag_mean"]), mb(fig["pg_wal_max"]), fig["drain_s"]))
+    return fig
+
+
+def rpo_after_kill(ctx, c, srv, restored):
+    """A writer commits a timestamped row every 50 ms for --rpo-window s; kill -9 of the postmaster; the
+    server's data dir counts as lost; restore of the latest state from the tool's repository: the RPO is the
+    newest acknowledged row's time minus the newest restored row's time."""
+    args = ctx.args
+    srv.psql("bench", "CREATE TABLE rpo (id serial PRIMARY KEY, at timestamptz NOT NULL)")
+    seg = srv.psql("postgres", "SELECT pg_walfile_name(pg_switch_wal())")
+    srv.psql("postgres", "SELECT txid_current()")
+    c.wait_archived(srv, seg)  # the table itself is in every tool's archive
+    writer = subprocess.Popen([srv.tool("psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
+                               "-d", srv.url("bench")], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True, bufsize=1)
+    first = last = None
+    t_end = time.time() + args.rpo_window
+    while time.time() < t_end:
+        writer.stdin.write("INSERT INTO rpo (at) VALUES (clock_timestamp()) "
+                           "RETURNING (extract(epoch FROM at) * 1000)::bigint;\n")
+        writer.stdin.flush()
+        ack = int(writer.stdout.readline().strip())
+        first = ack if first is None else first
+        last = ack
+        time.sleep(0.05)
+    with open(os.path.join(srv.data, "postmaster.pid")) as f:
+        pm = int(f.readline())
+    os.kill(pm, signal.SIGKILL)
+    writer.kill()
+    writer.wait()
+    time.sleep(args.rpo_grace)  # what the tool may still write after the crash (its receiver's last flush)
+    c.stop(srv)
+    restored.stop("immediate")
+    rmtree(c.restore_dir)
+    if isinstance(c, PgBackRest):
+        mkdir_pg(c.restore_dir, 0o700)
+    cmd, env = c.restore_cmd(None)
+    run_logged(cmd, c.logf, env=env, what="%s restore after the kill" % c.name)
+    c.after_restore_cmd()
+    newest = restored.psql("bench", "SELECT coalesce(max((extract(epoch FROM at) * 1000)::bigint), 0) FROM rpo",
+                           check=False)
+    newest = int(newest) if newest else 0
+    rpo_ms = last - newest if newest else last - first
+    fig = {"acked_rows": None, "window_s": args.rpo_window, "rpo_ms": rpo_ms, "nothing": not newest}
+    log("  %-10s RPO after kill -9: newest restored row %s ms behind the newest acknowledged one%s" % (
+        c.name, rpo_ms, " (none of the window restored)" if not newest else ""))
+    return fig
 
 
 def haven_backup_report(out):
@@ -761,6 +943,11 @@ def main():
     p.add_argument("--recovery-timeout", type=int, default=3600)
     p.add_argument("--keep", action="store_true", help="keep repositories and restored data dirs")
     p.add_argument("--prepare-only", action="store_true", help="make the pristine data dir, then stop")
+    p.add_argument("--haven-wal", choices=("stream", "archive"), default="stream",
+                   help="Haven's WAL mode (stream: `haven wal receive` on a slot, as recommended)")
+    p.add_argument("--sustain", type=int, default=120, help="seconds of pgbench -c 4 for the archiving lag (0: skip)")
+    p.add_argument("--rpo-window", type=float, default=10, help="seconds the RPO writer commits before the kill")
+    p.add_argument("--rpo-grace", type=float, default=2, help="seconds tools get after the kill before the restore")
     args = p.parse_args()
     args.work = os.path.abspath(args.work)
     args.sock = os.path.join(args.work, "sock")
@@ -888,18 +1075,33 @@ def report(args, ctx, contestants, records, m):
       % (" (SKIPPED: --no-drop-caches)" if args.no_drop_caches else ""))
     w("         the tool's process tree; srv = the server's own CPU over the phase, from /proc); medians over reps")
     w("settings:")
-    w("  haven       mode=physical wal=archive: archive_command 'haven wal push --config CFG bench db %p';")
-    w("              backups `haven tenant backup bench` (pg_basebackup -Ft -X none, zstd level 1, content-defined")
-    w("              chunks, encrypted); restore `haven tenant restore bench --component db --into bench-dr --latest`")
-    w("              (Haven stages the WAL, starts the server, waits for the promotion, runs its probe)")
+    if args.haven_wal == "stream":
+        w("  haven       mode=physical wal=stream: `haven wal receive bench db` on slot haven_bench_db in the")
+        w("              background (archive_command '/bin/true');")
+    else:
+        w("  haven       mode=physical wal=archive: archive_command 'haven wal push --config CFG bench db %p';")
+    w("              backups `haven tenant backup bench` (base-backup = auto: the data directory read as files")
+    w("              between pg_backup_start/stop, zstd level 1, content-defined chunks, encrypted; day 2 reuses")
+    w("              unchanged files); restore `haven tenant restore bench --component db --into bench-dr --latest`")
+    w("              or `--at T` (Haven stages the WAL, starts the server, waits for the promotion, runs its probe)")
     w("  pgbackrest  compress-type=lz4 process-max=2 start-fast=y, no encryption (its default); archive_command")
     w("              'pgbackrest --stanza=bench archive-push %p'; day 1 --type=full, day 2 --type=incr; restore")
-    w("              `pgbackrest restore --pg1-path=NEW` (to the end of the archive), pg_ctl start, wait for promotion")
+    w("              `pgbackrest restore --pg1-path=NEW` (to the end of the archive; middle: --type=time --target=T")
+    w("              --target-action=promote), pg_ctl start, wait for promotion")
     w("  barman      backup_method=postgres (pg_basebackup), streaming_archiver=on + slot, receive-wal in the")
     w("              background, immediate_checkpoint=true, parallel_jobs=2, no compression (its default), runs as")
     w("              root; `barman backup --wait` both days (day 2 is FULL: no incremental with backup_method")
-    w("              =postgres in Barman 3.4); restore `barman recover bench latest NEW`, chown -R postgres, pg_ctl")
-    w("              start, wait for promotion")
+    w("              =postgres in Barman 3.4); restore `barman recover bench latest NEW` (middle: --target-time T")
+    w("              --target-action promote bench oldest NEW), chown -R postgres, pg_ctl start, wait for promotion")
+    w("  middle    = a restore to the moment between the two halves of day 2's traffic (the day-1 base backup plus")
+    w("              half of day 2's WAL replayed), checked against the source's state at that moment")
+    w("  sustained = pgbench -n -c 4 -j 2 -T %d after the restores; every 0.5 s how far the tool's copy of the WAL" % args.sustain)
+    w("              is behind pg_current_wal_lsn() (archive_command: the end of last_archived_wal; streaming: the")
+    w("              flush_lsn of the tool's replication connection) and sum(size) of pg_ls_waldir()")
+    w("  RPO       = a writer commits a timestamped row every 50 ms for %g s, kill -9 of the postmaster, %g s for" % (args.rpo_window, args.rpo_grace))
+    w("              the tools' receivers, then the latest state restored from the repository (the source's data")
+    w("              dir counts as lost): newest acknowledged row's time minus newest restored row's time;")
+    w("              archive_timeout = 60 on the server (bounds archive_command tools' RPO)")
     w("  restore s = from the restore command's start until pg_is_in_recovery() is false on the new server")
     w("")
     hdr = "%-11s %8s %7s %7s %8s | %8s %8s %7s %9s | %8s %7s %7s %7s | %s"
@@ -922,7 +1124,34 @@ def report(args, ctx, contestants, records, m):
                  fmt(mb(grow), "%.1f"), fmt(med(records, t, "restore", "wall_s")),
                  fmt(med(records, t, "restore", "tool_s")), fmt(med(records, t, "restore", "recovery_s")),
                  fmt(med(records, t, "restore", "cpu_s"), "%.1f"),
-                 "%d/%d" % (sum(1 for r in ok if r.get("verified")), len([r for r in records if r["tool"] == t]))))
+                 "%d/%d" % (sum(1 for r in ok if r.get("restore", {}).get("verified")),
+                            len([r for r in records if r["tool"] == t]))))
+    w("")
+    hdr2 = "%-11s %9s %8s | %10s %10s %10s %9s %8s | %10s | %s"
+    w(hdr2 % ("tool", "mid_s", "mid_rec", "WAL_MB", "lagmax_MB", "lagmean_MB", "pgwal_MB", "drain_s", "RPO_ms",
+              "middle verified"))
+    w("-" * 110)
+    for t in tools:
+        ok = [r for r in records if r["tool"] == t and "error" not in r]
+        if not ok:
+            continue
+        rpo = [r["rpo"]["rpo_ms"] for r in ok if "rpo" in r]
+        none = any(r["rpo"].get("nothing") for r in ok if "rpo" in r)
+        w(hdr2 % (t, fmt(med(records, t, "restore_mid", "wall_s")), fmt(med(records, t, "restore_mid", "recovery_s")),
+                  fmt(mb(med(records, t, "sustain", "wal_bytes") or 0), "%.0f"),
+                  fmt(mb(med(records, t, "sustain", "lag_max") or 0), "%.1f"),
+                  fmt(mb(med(records, t, "sustain", "lag_mean") or 0), "%.1f"),
+                  fmt(mb(med(records, t, "sustain", "pg_wal_max") or 0), "%.0f"),
+                  fmt(med(records, t, "sustain", "drain_s"), "%.1f"),
+                  ("%d%s" % (statistics.median(rpo), "*" if none else "")) if rpo else "-",
+                  "%d/%d" % (sum(1 for r in ok if r.get("restore_mid", {}).get("verified")), len(ok))))
+    w("")
+    w("columns: mid_s restore to the middle of day 2 (to a promoted server), of which mid_rec server start +")
+    w("         recovery after the tool (Haven: all in mid_s); WAL_MB WAL written in the sustained phase; lagmax/")
+    w("         lagmean how far behind the server the tool's copy was; pgwal_MB the server's pg_wal at most;")
+    w("         drain_s from the end of the load until the tool had the last segment; RPO_ms newest acknowledged")
+    w("         row minus newest restored row after kill -9 (* = none of the writer's rows restored: the whole")
+    w("         window lost, which archive_timeout would have bounded)")
     w("")
     w("columns: d1_s/d1_cpu/d1_srv day-1 base backup wall, tool CPU, server CPU (s); repo_MB repository after day 1")
     w("         (du -sb, archived WAL included); d2wal_MB repository growth from archiving day 2's WAL; d2_s/d2_cpu")
@@ -934,7 +1163,8 @@ def report(args, ctx, contestants, records, m):
     metrics = [("day-1 backup wall", ("d1", "wall_s")), ("day-1 backup CPU", ("d1", "cpu_s")),
                ("day-1 backup CPU + server", "cpu+srv"),
                ("repository after day 1", ("repo_d1",)), ("day-2 backup wall", ("d2", "wall_s")),
-               ("day-2 backup growth", None), ("restore wall", ("restore", "wall_s"))]
+               ("day-2 backup growth", None), ("restore wall", ("restore", "wall_s")),
+               ("restore to the middle wall", ("restore_mid", "wall_s"))]
 
     def value(t, keys):
         ok = [r for r in records if r["tool"] == t and "error" not in r]
@@ -962,16 +1192,17 @@ def report(args, ctx, contestants, records, m):
               " during traffic+archiving %.1f s" % (r["tool"], r["rep"], r["pgbench_s"], mb(r["wal_bytes"]),
                                                      r["drain_s"], r["traffic_srv_cpu_s"]))
     for r in records:
-        if r.get("restore_report"):
-            rr = r["restore_report"]
+        if (r.get("restore") or {}).get("report"):
+            rr = r["restore"]["report"]
             w("  haven       rep %d: restore JSON: restore_seconds %s, validate_seconds %s, outcome %s" % (
                 r["rep"], rr.get("restore_seconds"), rr.get("validate_seconds"), rr.get("outcome")))
     w("")
     w("verification (source after day 2 vs restored server):")
     for r in records:
         if "source" in r:
-            w("  %-11s rep %d: %s  source: %s" % (r["tool"], r["rep"], "OK" if r.get("verified") else "MISMATCH",
-                                                 r["source"]))
+            w("  %-11s rep %d: latest %s, middle %s  source: %s; at the middle: %s" % (
+                r["tool"], r["rep"], "OK" if r.get("restore", {}).get("verified") else "MISMATCH",
+                "OK" if r.get("restore_mid", {}).get("verified") else "MISMATCH", r["source"], r.get("mid_source")))
     sources = set(r["source"] for r in records if "source" in r)
     if len(sources) > 1:
         w("  NOTE: the sources differ between contestants after day 2 (same pgbench seed): %s" % sorted(sources))

@@ -27,7 +27,7 @@ use haven_repo::lock::RepoLock;
 use haven_repo::progress::Progress;
 use haven_repo::read::ReadView;
 use haven_repo::IndexedRepository;
-use haven_sources::postgres::PostgresMode;
+use haven_sources::postgres::{PostgresMode, WalMode};
 use haven_sources::{SourceError, StreamComponent};
 
 use crate::config::{ComponentConfig, Config, Tenant};
@@ -542,6 +542,13 @@ fn backup_component(
             backup_stream_component(repo, env, name, component.as_ref(), tags, observer)
         }
     };
+    if let (Ok((_, fingerprint)), ComponentConfig::Postgres(pg)) = (&outcome, c) {
+        if pg.wal == WalMode::Stream {
+            if let Some(w) = wait_for_receiver(repo, env, &tenant.name, name, pg, fingerprint) {
+                record.warnings.push(w);
+            }
+        }
+    }
     // Whether the failure (if any) was the system not answering.
     let outcome_error = outcome.as_ref().err().map(OpsError::is_unreachable);
     match outcome {
@@ -568,6 +575,54 @@ fn backup_component(
         (Some(false), None) => None,
     };
     (record, unreachable)
+}
+
+/// How long a base backup of a streaming component waits for the receiver to store the
+/// WAL that makes it consistent.
+const RECEIVER_WAIT: Duration = Duration::from_secs(60);
+
+/// A base backup of a streaming component is restorable once the receiver stored the
+/// segment it ended in: make the server write past it, then wait for it (a restore or
+/// drill right after the backup would otherwise find it missing). A warning when it does
+/// not arrive in time (no receiver running?); the backup itself stays good.
+fn wait_for_receiver(
+    repo: &IndexedRepository,
+    env: &RunEnv,
+    tenant: &str,
+    name: &str,
+    pg: &haven_sources::postgres::PostgresConfig,
+    fingerprint: &haven_sources::Fingerprint,
+) -> Option<String> {
+    use haven_sources::postgres::physical::{lsn::segment_of, BaseFacts};
+    let facts = BaseFacts::from_fingerprint(fingerprint).ok()?;
+    let segno = segment_of(facts.end_lsn, facts.segment_size);
+    let mut component = haven_sources::postgres::PostgresComponent::new(pg.clone());
+    component.set_deadline(env.deadline);
+    if let Err(e) = component.write_a_commit() {
+        return Some(format!(
+            "could not make the server complete the WAL segment the base backup ended in: {e}"
+        ));
+    }
+    match crate::wal::wait_for_segment(
+        &repo.repo,
+        tenant,
+        name,
+        facts.timeline,
+        segno,
+        RECEIVER_WAIT,
+    ) {
+        Ok(true) => None,
+        Ok(false) => Some(format!(
+            "the WAL this base backup needs (up to {}) was not in the repository {} s after it: \
+             is the receiver running (`haven serve` or `haven wal receive {tenant} {name}`)? The \
+             backup restores once it is",
+            facts.end_lsn,
+            RECEIVER_WAIT.as_secs()
+        )),
+        Err(e) => Some(format!(
+            "could not look for the WAL this base backup needs: {e}"
+        )),
+    }
 }
 
 fn backup_stream_component(

@@ -522,6 +522,33 @@ fn staged_name(wal: &ArchivedWal, segment_size: u64) -> String {
     }
 }
 
+/// Wait up to `limit` until the repository holds segment `segno` of `timeline` (or of a
+/// later timeline) of the component, complete; whether it does. The snapshots are listed
+/// every 250 ms.
+pub(crate) fn wait_for_segment(
+    repo: &haven_repo::Repository,
+    tenant: &str,
+    component: &str,
+    timeline: u32,
+    segno: u64,
+    limit: std::time::Duration,
+) -> Result<bool, OpsError> {
+    let until = std::time::Instant::now() + limit;
+    loop {
+        let (snapshots, _) = repo.snapshots()?;
+        let stored = list_wal(&snapshots, tenant, component).iter().any(|a| {
+            matches!(a.file, WalFile::Segment { timeline: t, segno: s } if s == segno && t >= timeline)
+        });
+        if stored {
+            return Ok(true);
+        }
+        if std::time::Instant::now() >= until {
+            return Ok(false);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+}
+
 /// The segment holding the start of `base`'s replay.
 pub fn segment_of_lsn(base: &BaseFacts) -> u64 {
     segment_of(base.start_lsn, base.segment_size)

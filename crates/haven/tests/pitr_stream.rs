@@ -221,6 +221,15 @@ fn an_asynchronous_stream_restores_to_within_a_second_of_the_last_acknowledged_c
     s.sql("SELECT pg_reload_conf();");
     s.sql("CREATE TABLE t (id serial PRIMARY KEY, batch text NOT NULL, at timestamptz DEFAULT clock_timestamp());");
     s.haven(&["tenant", "backup", "acme"]).ok("the base backup");
+    // Restorable at once: the backup returned once the receiver had stored its WAL.
+    let drill = s.haven(&["tenant", "verify", "acme", "--json"]);
+    assert_eq!(
+        outcome(&drill),
+        "passed",
+        "a drill right after the backup:\n{}\n{}",
+        drill.stdout,
+        drill.stderr
+    );
     let mut newest_acked = 0i64;
     for _ in 0..60 {
         let row = s.sql(

@@ -59,6 +59,17 @@ impl PostgresComponent {
         session.close()
     }
 
+    /// Commit a transaction that writes WAL (`txid_current()`): after a base backup,
+    /// so that a streaming receiver completes the segment the backup ended in (it
+    /// closes a segment only once WAL after it arrives; an idle server may write none
+    /// for minutes).
+    pub fn write_a_commit(&self) -> Result<()> {
+        let conn = self.conn()?;
+        let mut session = self.session(&conn)?;
+        session.query("SELECT txid_current();")?;
+        session.close()
+    }
+
     /// The slot's state, or None when it does not exist.
     pub fn slot_status(&self, slot: &str) -> Result<Option<SlotStatus>> {
         let conn = self.conn()?;

@@ -498,7 +498,12 @@ pg1-user=postgres
         return self.cmd("--type=%s" % ("full" if day == 1 else "incr"), "backup"), None
 
     def restore_cmd(self, at=None):
-        target = ["--type=time", "--target=%s" % at, "--target-action=promote"] if at else []
+        target = []
+        if at:
+            # the day-1 backup (its automatic choice by time does not parse microseconds)
+            info = subprocess.run(self.cmd("--output=json", "info"), capture_output=True, text=True, check=True)
+            first = json.loads(info.stdout)[0]["backup"][0]["label"]
+            target = ["--type=time", "--target=%s" % at, "--target-action=promote", "--set=%s" % first]
         return self.cmd("--pg1-path=%s" % self.restore_dir, *target, "restore"), None
 
 

@@ -524,7 +524,7 @@ fn staged_name(wal: &ArchivedWal, segment_size: u64) -> String {
 
 /// Wait up to `limit` until the repository holds segment `segno` of `timeline` (or of a
 /// later timeline) of the component, complete; whether it does. The snapshots are listed
-/// every 250 ms.
+/// every 100 ms.
 pub(crate) fn wait_for_segment(
     repo: &haven_repo::Repository,
     tenant: &str,
@@ -545,7 +545,7 @@ pub(crate) fn wait_for_segment(
         if std::time::Instant::now() >= until {
             return Ok(false);
         }
-        std::thread::sleep(std::time::Duration::from_millis(250));
+        std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
 

@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! pg_receivewal (stream.rs) ──> spool/  SEG (complete)  SEG.partial  TL.history
-//!                                   │ every flush interval: what is new or grew
+//!                                   │ complete files every SPOOL_LOOK (200 ms),
+//!                                   │ the partial one every flush interval
 //!                                   ▼
 //!                  WalSink: one-file snapshots, tagged like `haven wal push`'s
 //!                     SEG          stored once, then deleted from the spool
@@ -58,12 +59,17 @@ pub const DEFAULT_SLOT_MAX_LAG: u64 = 10 << 30;
 /// How long a replaced partial segment stays readable (for a restore that listed it).
 pub const PARTIAL_KEEP: Duration = Duration::from_secs(600);
 
+/// How often the spool is looked at for complete segments (a base backup waits for the
+/// one it ended in).
+pub const SPOOL_LOOK: Duration = Duration::from_millis(200);
+
 /// How the receiver runs.
 #[derive(Debug, Clone)]
 pub struct ReceiverOptions {
     /// Where `pg_receivewal` writes (on the receiver's host; kept across restarts).
     pub spool: PathBuf,
-    /// How often what arrived is stored (at most 1 s for the RPO the docs promise).
+    /// How often the segment being written (`.partial`) is stored (at most 1 s for the
+    /// RPO the docs promise); complete segments are stored within [`SPOOL_LOOK`].
     pub flush_every: Duration,
     /// How often the slot's retained WAL is checked.
     pub check_every: Duration,
@@ -174,6 +180,7 @@ pub fn receive(
     // A slot made anew after a drop reserves from where streaming starts.
     let mut reserve = true;
     let mut seen_partial: Option<(String, blake3::Hash)> = None;
+    let mut next_partial = Instant::now();
     loop {
         let stopping = stop.load(Ordering::SeqCst);
         if stopping {
@@ -214,7 +221,18 @@ pub fn receive(
                 backoff = (backoff * 2).min(Duration::from_secs(10));
             }
         }
-        let flushed = flush(&mut sink, &pg, &options.spool, &mut seen_partial, on);
+        let partial_due = stopping || Instant::now() >= next_partial;
+        if partial_due {
+            next_partial = Instant::now() + options.flush_every;
+        }
+        let flushed = flush(
+            &mut sink,
+            &pg,
+            &options.spool,
+            &mut seen_partial,
+            partial_due,
+            on,
+        );
         match flushed {
             Ok(()) => {
                 if behind && receiver.is_none() {
@@ -255,7 +273,9 @@ pub fn receive(
                     }
                     // Store what arrived, then empty the spool: pg_receivewal starts where
                     // its files end, which the new slot no longer holds.
-                    if let Err(e) = flush(&mut sink, &pg, &options.spool, &mut seen_partial, on) {
+                    if let Err(e) =
+                        flush(&mut sink, &pg, &options.spool, &mut seen_partial, true, on)
+                    {
                         on(&ReceiverEvent::StoreFailed {
                             detail: e.to_string(),
                         });
@@ -278,7 +298,7 @@ pub fn receive(
                 }
             }
         }
-        pause(options.flush_every, stop);
+        pause(SPOOL_LOOK.min(options.flush_every), stop);
     }
 }
 
@@ -382,6 +402,7 @@ fn flush(
     pg: &PostgresComponent,
     spool: &Path,
     seen: &mut Option<(String, blake3::Hash)>,
+    with_partial: bool,
     on: &mut dyn FnMut(&ReceiverEvent),
 ) -> Result<(), OpsError> {
     let mut complete: Vec<(WalFile, String)> = vec![];
@@ -393,7 +414,7 @@ fn flush(
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         match WalFile::parse(&name, DEFAULT_SEGMENT_SIZE) {
-            Some(WalFile::Partial { .. }) => {
+            Some(WalFile::Partial { .. }) if with_partial => {
                 if let Ok(bytes) = fs::read(entry.path()) {
                     partial = Some((name, blake3::hash(&bytes), bytes));
                 }

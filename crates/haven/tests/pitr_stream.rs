@@ -28,7 +28,13 @@ fn a_streamed_synchronous_component_loses_no_acknowledged_commit_when_the_primar
     );
     s.sql("CREATE TABLE t (id serial PRIMARY KEY, batch text NOT NULL, at timestamptz DEFAULT clock_timestamp());");
     s.sql("INSERT INTO t (batch) SELECT 'a' FROM generate_series(1, 100);");
-    s.haven(&["tenant", "backup", "acme"]).ok("the base backup");
+    let backup = s.haven(&["tenant", "backup", "acme"]);
+    backup.ok("the base backup");
+    assert!(
+        !backup.stderr.contains("not in the repository"),
+        "the receiver stored the backup's WAL: {}",
+        backup.stderr
+    );
 
     // The receiver stops (a daemon restart) while the server writes and switches
     // segments: the slot kept that WAL, so the next receiver resumes with no gap.
@@ -128,8 +134,9 @@ fn a_slot_past_slot_max_lag_is_dropped_and_streaming_resumes() {
         s.sql("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'haven_acme_db' AND active;") == "1"
             && retained() >= 0
     });
+    // This test's receiver only: the tests running beside it use the same slot name.
     let pids = Command::new("pgrep")
-        .args(["-f", "pg_receivewal.*haven_acme_db"])
+        .args(["-f", &format!("pg_receivewal -D {}", s.path("spool"))])
         .output()
         .unwrap();
     let pid = String::from_utf8_lossy(&pids.stdout)

@@ -43,7 +43,7 @@ pub struct ConfigError {
 }
 
 /// A file-tree component: the folders to back up, and optional hooks run with `sh -c`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct FilesConfig {
     /// Absolute paths of the folders (or files). Restoring into another tenant puts the
@@ -57,6 +57,44 @@ pub struct FilesConfig {
     /// (default 1 hour, `run::DEFAULT_HOOK_TIMEOUT`).
     #[serde(default)]
     pub timeout: Option<haven_sources::process::Span>,
+    /// Patterns of entries to leave out (`haven backup --exclude`'s rules).
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Files of such patterns, one per line.
+    #[serde(default)]
+    pub exclude_file: Vec<PathBuf>,
+    /// Leave out the contents of folders holding a `CACHEDIR.TAG`.
+    #[serde(default)]
+    pub exclude_caches: bool,
+    /// Leave out the contents of folders holding one of these files (`NAME[:HEADER]`).
+    #[serde(default)]
+    pub exclude_if_present: Vec<String>,
+    /// Stay on the file systems of `paths`.
+    #[serde(default)]
+    pub one_file_system: bool,
+}
+
+impl FilesConfig {
+    /// The exclude rules these keys make (an error names the bad pattern or file).
+    pub fn exclude_rules(&self) -> Result<haven_repo::backup::ExcludeRules, String> {
+        let mut rules = haven_repo::backup::ExcludeRules::default();
+        for p in &self.exclude {
+            rules.pattern(p, false)?;
+        }
+        for f in &self.exclude_file {
+            rules.pattern_file(f, false)?;
+        }
+        if self.exclude_caches {
+            rules.caches();
+        }
+        for spec in &self.exclude_if_present {
+            rules.if_present(spec)?;
+        }
+        if self.one_file_system {
+            rules.one_file_system(&self.paths);
+        }
+        Ok(rules)
+    }
 }
 
 /// An alert sink, by `kind` (`webhook`, `smtp`); see [`crate::alerts`].
@@ -538,6 +576,17 @@ impl Config {
                             format!("{ckey}.paths"),
                             format!("{} is not an absolute path", p.display()),
                         ));
+                    }
+                    let mut rules = haven_repo::backup::ExcludeRules::default();
+                    for p in &f.exclude {
+                        rules
+                            .pattern(p, false)
+                            .map_err(|m| err(Some(cspan.clone()), format!("{ckey}.exclude"), m))?;
+                    }
+                    for spec in &f.exclude_if_present {
+                        rules.if_present(spec).map_err(|m| {
+                            err(Some(cspan.clone()), format!("{ckey}.exclude-if-present"), m)
+                        })?;
                     }
                 }
                 if let ComponentConfig::Postgres(pg) = &c {

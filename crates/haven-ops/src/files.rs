@@ -46,15 +46,20 @@ pub(crate) fn backup_files(
         .pre
         .as_deref()
         .map_or(Ok(()), |pre| run_hook(env, "pre", pre, cfg));
-    let result = match pre {
-        Err(e) => Err(OpsError::Invalid(format!(
+    let exclude = cfg
+        .exclude_rules()
+        .map_err(|e| OpsError::Invalid(format!("{e}; the component was not backed up")));
+    let result = match (pre, exclude) {
+        (Err(e), _) => Err(OpsError::Invalid(format!(
             "{e}; the component was not backed up"
         ))),
-        Ok(()) => backup_paths(
+        (_, Err(e)) => Err(e),
+        (Ok(()), Ok(exclude)) => backup_paths(
             repo.clone(),
             &BackupOptions {
                 paths: cfg.paths.clone(),
                 tags,
+                exclude: (!exclude.is_empty()).then(|| exclude.into_exclude()),
                 ..Default::default()
             },
             progress,

@@ -16,7 +16,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 
 use haven_repo::read::ReadView;
 use haven_repo::restore::restore_to_writer;
@@ -150,6 +150,10 @@ pub fn restore_tenant(
         },
     );
     observer.set_component(None);
+    let mut restored = restored;
+    if let PointChoice::At(at) = req.point {
+        report_moments(&mut restored, &jobs, &point, at, observer);
+    }
     let mut components: Vec<ComponentReport> = restored.into_iter().chain(skipped_ones).collect();
     components.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(TenantReport {
@@ -163,6 +167,57 @@ pub fn restore_tenant(
         parallelism,
         components,
     })
+}
+
+/// `--at T` restores each component to its newest state at or before T: physical
+/// PostgreSQL components replay to T itself, the others are as their point backed them
+/// up. Each restored component gets a `moment` check saying which moment it holds and
+/// how far before T that is; the skew between components is said once.
+fn report_moments(
+    reports: &mut [ComponentReport],
+    jobs: &[(&str, ComponentRecord, &ComponentConfig, RecoveryTarget)],
+    point: &RecoveryPoint,
+    at: DateTime<Utc>,
+    observer: &Observer,
+) {
+    let mut moments = vec![];
+    for report in reports.iter_mut() {
+        let Some((_, record, _, recovery)) = jobs.iter().find(|j| j.0 == report.name) else {
+            continue;
+        };
+        let replayed =
+            crate::pitr::is_base_backup(record) && matches!(recovery, RecoveryTarget::Time(_));
+        let (moment, how) = if replayed {
+            (at, "replayed from WAL to the target".to_string())
+        } else {
+            (
+                point.started,
+                format!("as recovery point {} backed it up", point.id),
+            )
+        };
+        let before = (at - moment).num_milliseconds() as f64 / 1000.0;
+        report.checks.push(Check {
+            name: "moment".into(),
+            passed: true,
+            detail: format!(
+                "state as of {} ({how}): {before:.1} s before the target {}",
+                moment.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+            ),
+        });
+        moments.push((moment, report.name.clone()));
+    }
+    moments.sort();
+    if let (Some((oldest, a)), Some((newest, b))) = (moments.first(), moments.last()) {
+        if moments.len() > 1 {
+            observer.line(&format!(
+                "skew between components: {:.1} s ({a} as of {}, {b} as of {})",
+                (*newest - *oldest).num_milliseconds() as f64 / 1000.0,
+                oldest.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                newest.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+            ));
+        }
+    }
 }
 
 /// A point that cannot be chosen for a time target: the physical components' restorable

@@ -126,9 +126,7 @@ fn verify_component(
             .collect();
         let target_cfg = ComponentConfig::Files(crate::config::FilesConfig {
             paths: targets,
-            pre: None,
-            post: None,
-            timeout: None,
+            ..Default::default()
         });
         return crate::restore::restore_component(
             repo,

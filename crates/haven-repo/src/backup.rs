@@ -37,7 +37,11 @@ use crate::saver::BlobSaver;
 use crate::snapshot::{Snapshot, Summary};
 use crate::tree::{Node, NodeKind, Tree};
 
+mod dry_run;
+mod exclude;
 mod paths;
+pub use dry_run::{dry_run, DryRun};
+pub use exclude::ExcludeRules;
 pub use paths::resolve as resolve_path;
 
 /// Which snapshot to compare against to skip unchanged files.
@@ -70,7 +74,10 @@ pub struct BackupOptions {
 /// A rule saying which entries a backup leaves out, asked with each entry's path (as
 /// found below the backed-up paths) and metadata before it is read.
 #[derive(Clone)]
-pub struct Exclude(pub Arc<dyn Fn(&Path, &std::fs::Metadata) -> bool + Send + Sync>);
+pub struct Exclude(pub Arc<ExcludeFn>);
+
+/// The predicate of an [`Exclude`]: `true` leaves the entry out.
+pub type ExcludeFn = dyn Fn(&Path, &std::fs::Metadata) -> bool + Send + Sync;
 
 impl std::fmt::Debug for Exclude {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

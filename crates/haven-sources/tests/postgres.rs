@@ -24,6 +24,7 @@ fn component(server: &PostgresServer, db: &str, jobs: Option<usize>) -> Postgres
         slot: None,
         slot_max_lag: None,
         data_dir: None,
+        base_backup: Default::default(),
     })
 }
 
@@ -359,6 +360,7 @@ fn an_unreachable_server_is_named_with_its_host_and_port() {
         slot: None,
         slot_max_lag: None,
         data_dir: None,
+        base_backup: Default::default(),
     });
     assert_eq!(
         c.describe(),
@@ -396,6 +398,7 @@ fn wrong_credentials_are_access_denied() {
             slot: None,
             slot_max_lag: None,
             data_dir: None,
+            base_backup: Default::default(),
         })
     };
     let probe = with("postgres", "right-horse").probe().unwrap();
@@ -438,6 +441,7 @@ fn pg_dump_missing_from_bin_dir_is_named() {
             slot: None,
             slot_max_lag: None,
             data_dir: None,
+            base_backup: Default::default(),
         });
         let err = c
             .backup(&mut |_| panic!("nothing to store"), tmp.path())

@@ -506,7 +506,7 @@ pub struct BackupArgs {
     /// Files and folders to back up.
     pub paths: Vec<PathBuf>,
     /// Read the data to back up from standard input.
-    #[arg(long, conflicts_with = "paths")]
+    #[arg(long, conflicts_with_all = ["paths", "files_from"])]
     pub stdin: bool,
     /// File name for --stdin data.
     #[arg(long, default_value = "stdin", requires = "stdin")]
@@ -523,6 +523,37 @@ pub struct BackupArgs {
     /// Read every file, even unchanged ones.
     #[arg(long)]
     pub force: bool,
+    /// Leave out entries matching PATTERN (restic's rules: `*.tmp` at any depth,
+    /// `/srv/logs` anchored, `**` for any folders, `!PATTERN` puts back; repeatable).
+    #[arg(long = "exclude", value_name = "PATTERN")]
+    pub exclude: Vec<String>,
+    /// As --exclude, ignoring case.
+    #[arg(long = "iexclude", value_name = "PATTERN")]
+    pub iexclude: Vec<String>,
+    /// Read --exclude patterns from FILE (one per line, `#` comments, $VAR expanded).
+    #[arg(long = "exclude-file", value_name = "FILE")]
+    pub exclude_file: Vec<PathBuf>,
+    /// Read --iexclude patterns from FILE.
+    #[arg(long = "iexclude-file", value_name = "FILE")]
+    pub iexclude_file: Vec<PathBuf>,
+    /// Leave out the contents of folders holding a CACHEDIR.TAG (the tag is kept).
+    #[arg(long)]
+    pub exclude_caches: bool,
+    /// Leave out the contents of folders holding NAME (whose first bytes are HEADER).
+    #[arg(long = "exclude-if-present", value_name = "NAME[:HEADER]")]
+    pub exclude_if_present: Vec<String>,
+    /// Leave out files larger than SIZE (e.g. 2GiB).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub exclude_larger_than: Option<u64>,
+    /// Stay on the file systems of the given paths (mount points are kept, empty).
+    #[arg(long, short = 'x')]
+    pub one_file_system: bool,
+    /// Back up the paths listed in FILE (one per line, `#` comments), beside any given.
+    #[arg(long = "files-from", value_name = "FILE")]
+    pub files_from: Vec<PathBuf>,
+    /// Show what would be read and stored, without reading file contents or writing.
+    #[arg(long, short = 'n', conflicts_with = "stdin")]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args, Default)]

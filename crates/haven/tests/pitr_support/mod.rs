@@ -76,6 +76,9 @@ url = "postgresql://postgres@127.0.0.1:{src}/postgres"
 mode = "physical"
 timeout = "90s"
 {stream}
+[tenants.acme.components.conf]
+kind = "files"
+paths = ["{conf}"]
 
 [tenants.acme-dr]
 repository = "main"
@@ -85,7 +88,12 @@ url = "postgresql://postgres@127.0.0.1:{dr_port}/postgres"
 mode = "physical"
 data-dir = "{dr1}"
 timeout = "90s"
+[tenants.acme-dr.components.conf]
+kind = "files"
+paths = ["{conf_dr}"]
 "#,
+            conf = root.join("conf").display(),
+            conf_dr = root.join("conf-restored").display(),
             repo = root.join("repo").display(),
             src = source.port(),
             dr1 = dr1.display(),
@@ -96,6 +104,9 @@ timeout = "90s"
             },
         );
         fs::write(&config, text).unwrap();
+        // A second component beside the database: `--at` reports the skew between them.
+        fs::create_dir_all(root.join("conf")).unwrap();
+        fs::write(root.join("conf/app.toml"), "answer = 42\n").unwrap();
         fs::write(root.join("password"), "pitr test passphrase").unwrap();
         chown_postgres(&root);
         let s = Setup {

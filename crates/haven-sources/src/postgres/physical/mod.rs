@@ -636,7 +636,7 @@ impl<'a> RestoredServer<'a> {
                 )));
             }
             std::thread::sleep(delay);
-            delay = (delay * 2).min(Duration::from_millis(250));
+            delay = (delay * 2).min(Duration::from_millis(50));
         }
     }
 

@@ -70,7 +70,11 @@ pub(crate) fn restore_physical(
     let (snapshots, _) = repo.repo.snapshots()?;
     let archived = wal::list_wal(&snapshots, tenant, name);
     check_reachable(&archived, &base, recovery, tenant, name)?;
-    let needed = wal::needed_from(&archived, &base);
+    let needed = wal::cut_at(
+        wal::needed_from(&archived, &base),
+        recovery,
+        base.segment_size,
+    );
     let staging = env.work(&format!("{name}-wal"))?;
     let clock = Instant::now();
     let wal_bytes = wal::stage(repo, &needed, staging.path(), STAGE_JOBS)?;

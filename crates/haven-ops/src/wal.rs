@@ -37,7 +37,7 @@ use haven_repo::restore::restore_to_writer;
 use haven_repo::snapshot::SnapshotEntry;
 use haven_repo::IndexedRepository;
 use haven_sources::postgres::physical::lsn::{segment_header, segment_of};
-use haven_sources::postgres::physical::{BaseFacts, WalFile};
+use haven_sources::postgres::physical::{BaseFacts, RecoveryTarget, WalFile};
 use haven_sources::postgres::{PostgresComponent, PostgresConfig, PostgresMode};
 
 use crate::backup::{open_tenant_repository, open_tenant_view, Observer};
@@ -510,6 +510,55 @@ pub fn needed_from(archived: &[ArchivedWal], base: &BaseFacts) -> Vec<ArchivedWa
         })
         .cloned()
         .collect()
+}
+
+/// For a time or LSN target on one timeline, the files a replay reads stop one segment
+/// past the one where recovery stops (the first segment with a transaction after the
+/// time, or the segment holding the LSN): the rest of the archive is not staged. With
+/// several timelines, or a target it cannot place, everything stays.
+pub fn cut_at(
+    needed: Vec<ArchivedWal>,
+    recovery: &RecoveryTarget,
+    segment_size: u64,
+) -> Vec<ArchivedWal> {
+    let mut segments: Vec<(u64, &ArchivedWal)> = needed
+        .iter()
+        .filter_map(|a| a.file.segno().map(|s| (s, a)))
+        .collect();
+    let timelines: BTreeSet<u32> = segments.iter().map(|(_, a)| a.file.timeline()).collect();
+    if timelines.len() > 1 {
+        return needed;
+    }
+    segments.sort_by_key(|(s, _)| *s);
+    let stop = match recovery {
+        RecoveryTarget::Time(text) => {
+            let Some(at) = parse_target_time(text) else {
+                return needed;
+            };
+            segments
+                .iter()
+                .find(|(_, a)| a.last_commit().is_some_and(|c| c > at))
+                .map(|(s, _)| *s)
+        }
+        RecoveryTarget::Lsn(l) => Some(segment_of(*l, segment_size)),
+        _ => None,
+    };
+    let Some(stop) = stop else {
+        return needed;
+    };
+    needed
+        .into_iter()
+        .filter(|a| a.file.segno().is_none_or(|s| s <= stop + 1))
+        .collect()
+}
+
+/// A recovery target time as `tenant restore --at` writes it (`2026-12-04
+/// 15:03:07.250000+00`) or RFC 3339.
+fn parse_target_time(text: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text)
+        .or_else(|_| DateTime::parse_from_str(&format!("{text}00"), "%Y-%m-%d %H:%M:%S%.f%z"))
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
 }
 
 /// The name the server's recovery asks for: a partial segment stands in for its segment.

@@ -21,6 +21,7 @@ pub mod compress;
 pub mod copy;
 pub mod crypto;
 pub mod debug;
+pub mod diff;
 pub mod error;
 pub mod host;
 pub mod id;

@@ -26,6 +26,10 @@ pub struct Global {
     /// File holding the passphrase. Also HAVEN_PASSWORD_FILE (or HAVEN_PASSWORD for the passphrase itself).
     #[arg(long, global = true, env = "HAVEN_PASSWORD_FILE")]
     pub password_file: Option<PathBuf>,
+    /// Command printing the passphrase on its standard output (run with `sh -c`). Also
+    /// HAVEN_PASSWORD_COMMAND.
+    #[arg(long, global = true, env = "HAVEN_PASSWORD_COMMAND")]
+    pub password_command: Option<String>,
     /// Key file opening the repository instead of a passphrase. Also HAVEN_KEY_FILE.
     #[arg(long, global = true, env = "HAVEN_KEY_FILE")]
     pub key_file: Option<PathBuf>,
@@ -69,6 +73,10 @@ pub enum Command {
     Snapshots(FilterArgs),
     /// List the files of a snapshot.
     Ls(LsArgs),
+    /// Show what changed between two snapshots (added, removed, modified paths).
+    Diff(DiffArgs),
+    /// Find the snapshots holding paths that match patterns.
+    Find(FindArgs),
     /// Restore a snapshot into a folder, or one file to standard output.
     Restore(RestoreArgs),
     /// Verify the repository's structure and, with --read-data, every byte.
@@ -567,6 +575,30 @@ pub struct FilterArgs {
     /// Only snapshots that include this path.
     #[arg(long = "path")]
     pub paths: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The older snapshot (id, unique prefix, or `latest`).
+    pub first: String,
+    /// The newer snapshot.
+    pub second: String,
+    /// Also list paths whose mode, owner or modification time changed (`U`).
+    #[arg(long)]
+    pub metadata: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct FindArgs {
+    /// Patterns: `*.conf` matches names at any depth, `/etc/**/*.conf` paths.
+    #[arg(required = true)]
+    pub patterns: Vec<String>,
+    /// Only in this snapshot (repeatable; default: all).
+    #[arg(long = "snapshot", short = 's')]
+    pub snapshots: Vec<String>,
+    /// Match without regard to case.
+    #[arg(long, short = 'i')]
+    pub ignore_case: bool,
 }
 
 #[derive(Debug, Args)]

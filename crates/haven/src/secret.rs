@@ -18,6 +18,9 @@ pub fn current(g: &Global, confirm: bool) -> Result<Secret> {
     if let Some(path) = &g.password_file {
         return Ok(Secret::from_password_file(path)?);
     }
+    if let Some(cmd) = &g.password_command {
+        return from_command(cmd);
+    }
     if let Ok(pw) = std::env::var("HAVEN_PASSWORD") {
         if !pw.is_empty() {
             return Ok(Secret::Passphrase(pw));
@@ -31,6 +34,46 @@ pub fn current(g: &Global, confirm: bool) -> Result<Secret> {
         },
         confirm,
     )
+}
+
+/// The passphrase a command prints (`sh -c`, standard input closed; one trailing newline
+/// is not part of it). Neither the command (it may hold a token) nor its output is ever
+/// shown; its stderr is, on failure.
+fn from_command(cmd: &str) -> Result<Secret> {
+    let what = "the password command (--password-command / HAVEN_PASSWORD_COMMAND)";
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .with_context(|| format!("running {what}"))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let tail: Vec<&str> = err.lines().rev().take(3).collect();
+        bail!(
+            "{what} failed ({}){}; fix it, or give the passphrase with --password-file",
+            out.status,
+            if tail.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ": {}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
+                )
+            }
+        );
+    }
+    let text = String::from_utf8(out.stdout)
+        .map_err(|_| anyhow::anyhow!("{what} printed bytes that are not UTF-8 text"))?;
+    let pw = text
+        .strip_suffix('\n')
+        .map(|t| t.strip_suffix('\r').unwrap_or(t))
+        .unwrap_or(&text);
+    if pw.is_empty() {
+        bail!("{what} printed nothing; it must print the passphrase on its standard output");
+    }
+    Ok(Secret::Passphrase(pw.to_string()))
 }
 
 fn prompt(what: &str, confirm: bool) -> Result<Secret> {

@@ -180,6 +180,11 @@ impl ExcludeRules {
         }
     }
 
+    /// Whether the patterns (only) select `path`: `haven find` uses the same rules.
+    pub fn matches(&self, path: &Path) -> bool {
+        self.excluded_by_patterns(path)
+    }
+
     fn excluded_by_patterns(&self, path: &Path) -> bool {
         if self.patterns.is_empty() {
             return false;

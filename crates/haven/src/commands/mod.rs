@@ -5,9 +5,11 @@ mod backup;
 mod check;
 mod copy;
 mod demo;
+mod diff;
 mod dr;
 mod dr_report;
 mod dr_runner;
+mod find;
 mod forget;
 mod init;
 mod key;
@@ -43,6 +45,8 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Backup(a) => backup::run(g, a),
         Command::Snapshots(a) => snapshots::run(g, a),
         Command::Ls(a) => ls::run(g, a),
+        Command::Diff(a) => diff::run(g, a),
+        Command::Find(a) => find::run(g, a),
         Command::Restore(a) => restore::run(g, a),
         Command::Check(a) => check::run(g, a),
         Command::Forget(a) => forget::run(g, a),

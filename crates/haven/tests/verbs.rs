@@ -1,0 +1,182 @@
+//! Everyday verbs a restic user reaches for: `diff` of two snapshots with known changes
+//! (added, removed, modified, metadata-only, type changed), `find` across snapshots (by
+//! name, by path, ignoring case), and passphrases from `--password-command`.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+
+use common::*;
+
+#[test]
+fn diff_names_each_kind_of_change_and_find_says_which_snapshots_hold_a_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    fs::create_dir_all(src.join("sub")).unwrap();
+    fs::write(src.join("same.txt"), "unchanged").unwrap();
+    fs::write(src.join("edit.txt"), "before").unwrap();
+    fs::write(src.join("gone.txt"), "removed later").unwrap();
+    fs::write(src.join("mode.txt"), "chmod later").unwrap();
+    fs::write(src.join("becomes-dir"), "a file first").unwrap();
+    fs::write(src.join("sub/old.conf"), "x=1").unwrap();
+    let repo = Repo::init(&tmp.path().join("repo"), &[]);
+    let (first, _) = repo.backup(&[&src], &[]);
+
+    fs::write(src.join("edit.txt"), "after, longer").unwrap();
+    fs::remove_file(src.join("gone.txt")).unwrap();
+    fs::set_permissions(src.join("mode.txt"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::remove_file(src.join("becomes-dir")).unwrap();
+    fs::create_dir_all(src.join("becomes-dir")).unwrap();
+    fs::write(src.join("becomes-dir/inner"), "inside").unwrap();
+    fs::create_dir_all(src.join("new/deeper")).unwrap();
+    fs::write(src.join("new/deeper/App.CONF"), "y=2").unwrap();
+    let (second, _) = repo.backup(&[&src], &[]);
+
+    let root = src.display().to_string();
+    let out = repo.run(&["diff", &first, &second, "--json"]);
+    out.ok("diff --json");
+    let v = out.json();
+    let change_of = |rel: &str| -> Option<String> {
+        let path = format!("{root}/{rel}");
+        v["diff"]["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["path"] == path.as_str())
+            .map(|e| e["change"].as_str().unwrap().to_string())
+    };
+    assert_eq!(change_of("edit.txt").as_deref(), Some("modified"), "{v}");
+    assert_eq!(change_of("gone.txt").as_deref(), Some("removed"), "{v}");
+    assert_eq!(change_of("becomes-dir").as_deref(), Some("type"), "{v}");
+    assert_eq!(
+        change_of("becomes-dir/inner").as_deref(),
+        Some("added"),
+        "{v}"
+    );
+    assert_eq!(
+        change_of("new/deeper/App.CONF").as_deref(),
+        Some("added"),
+        "{v}"
+    );
+    assert_eq!(change_of("same.txt"), None, "{v}");
+    assert_eq!(
+        change_of("mode.txt"),
+        None,
+        "metadata only without --metadata: {v}"
+    );
+    assert_eq!(v["diff"]["files_removed"], 1, "{v}");
+    assert_eq!(v["diff"]["files_modified"], 1, "{v}");
+
+    let out = repo.run(&["diff", &first, &second, "--metadata"]);
+    out.ok("diff --metadata");
+    assert!(
+        out.stdout.contains(&format!("U    {root}/mode.txt")),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains(&format!("M    {root}/edit.txt")),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains(&format!("-    {root}/gone.txt")),
+        "{}",
+        out.stdout
+    );
+
+    // find: by name at any depth (only the second snapshot has App.CONF), ignoring
+    // case, and by path.
+    let out = repo.run(&["find", "*.conf", "--json"]);
+    out.ok("find");
+    let found = out.json();
+    let in_snapshot = |f: &serde_json::Value, id: &str| -> Vec<String> {
+        f.as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["snapshot"] == id)
+            .flat_map(|s| s["matches"].as_array().unwrap().clone())
+            .map(|m| m["path"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        in_snapshot(&found, &first),
+        [format!("{root}/sub/old.conf")],
+        "{found}"
+    );
+    assert_eq!(
+        in_snapshot(&found, &second),
+        [format!("{root}/sub/old.conf")],
+        "{found}"
+    );
+    let out = repo.run(&["find", "-i", "*.conf", "--json"]);
+    let found = out.json();
+    assert_eq!(
+        in_snapshot(&found, &second),
+        [
+            format!("{root}/new/deeper/App.CONF"),
+            format!("{root}/sub/old.conf")
+        ],
+        "{found}"
+    );
+    let out = repo.run(&[
+        "find",
+        &format!("{root}/new/**"),
+        "--snapshot",
+        &second,
+        "--json",
+    ]);
+    let found = out.json();
+    // `**` spans any number of folders, none included: new, new/deeper, the file.
+    assert_eq!(in_snapshot(&found, &second).len(), 3, "{found}");
+    let out = repo.run(&["find", "[oops"]);
+    out.assert_one_line_error(1, &["[oops"]);
+}
+
+#[test]
+fn a_password_command_opens_the_repository_and_its_failures_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = Repo::init(&tmp.path().join("repo"), &[]);
+    let path = repo.path.display().to_string();
+    let secret_file = tmp.path().join("pw");
+    fs::write(&secret_file, format!("{}\n", repo.password)).unwrap();
+    let cmd = format!("cat {}", secret_file.display());
+    let out = haven(
+        &["snapshots", "--json"],
+        &[
+            ("HAVEN_REPOSITORY", &path),
+            ("HAVEN_PASSWORD_COMMAND", &cmd),
+        ],
+    );
+    out.ok("snapshots with a password command");
+
+    let out = haven(
+        &["snapshots", "--password-command", "echo not-the-passphrase"],
+        &[("HAVEN_REPOSITORY", &path)],
+    );
+    assert_ne!(out.code, 0, "a wrong passphrase is refused: {out:?}");
+    assert!(
+        !out.stderr.contains("not-the-passphrase"),
+        "the output is never shown: {}",
+        out.stderr
+    );
+
+    let out = haven(
+        &[
+            "snapshots",
+            "--password-command",
+            "echo vault is sealed >&2; exit 3",
+        ],
+        &[("HAVEN_REPOSITORY", &path)],
+    );
+    out.assert_one_line_error(
+        1,
+        &["password command", "vault is sealed", "--password-file"],
+    );
+    let out = haven(
+        &["snapshots", "--password-command", "true"],
+        &[("HAVEN_REPOSITORY", &path)],
+    );
+    out.assert_one_line_error(1, &["password command", "printed nothing"]);
+}

@@ -553,6 +553,21 @@ fn base_snapshot(host: String, paths: Vec<String>, tags: Vec<String>) -> Snapsho
     }
 }
 
+/// The paths to back up made absolute (`..` resolved as the kernel does), each checked
+/// to exist.
+fn resolve_existing(given: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    given
+        .iter()
+        .map(|p| {
+            paths::resolve(p)
+                .and_then(|abs| std::fs::symlink_metadata(&abs).map(|_| abs))
+                .map_err(|e| {
+                    RepoError::InvalidInput(format!("cannot back up {}: {e}", p.display()))
+                })
+        })
+        .collect()
+}
+
 /// Back up file trees. The caller holds a shared lock.
 pub fn backup_paths(
     repo: IndexedRepository,
@@ -565,17 +580,7 @@ pub fn backup_paths(
             "name at least one path to back up (or use --stdin)".into(),
         ));
     }
-    let resolved = opts
-        .paths
-        .iter()
-        .map(|p| {
-            paths::resolve(p)
-                .and_then(|abs| std::fs::symlink_metadata(&abs).map(|_| abs))
-                .map_err(|e| {
-                    RepoError::InvalidInput(format!("cannot back up {}: {e}", p.display()))
-                })
-        })
-        .collect::<Result<Vec<PathBuf>>>()?;
+    let resolved = resolve_existing(&opts.paths)?;
     let layout = build_layout(&resolved)?;
     // The snapshot records the resolved paths: the ones its tree holds.
     let mut paths: Vec<String> = resolved.iter().map(|p| p.display().to_string()).collect();

@@ -76,14 +76,7 @@ fn restores_to_each_kind_of_target(extra: &str, checked_by: &str) {
         out.stdout
     );
 
-    let (out, _server) = s.restore(&["--component", "db", "--at", &moment]);
-    assert_eq!(
-        outcome(&out),
-        "passed",
-        "--at {moment}:\n{}\n{}",
-        out.stdout,
-        out.stderr
-    );
+    let _server = s.restore_passed(&["--component", "db", "--at", &moment]);
     assert_eq!(s.restored_rows(), "a:100,b:50", "--at {moment}");
     drop(_server);
 
@@ -133,25 +126,11 @@ fn restores_to_each_kind_of_target(extra: &str, checked_by: &str) {
     };
     drop(_server);
 
-    let (out, _server) = s.restore(&["--component", "db", "--name", "before-d"]);
-    assert_eq!(
-        outcome(&out),
-        "passed",
-        "--name:\n{}\n{}",
-        out.stdout,
-        out.stderr
-    );
+    let _server = s.restore_passed(&["--component", "db", "--name", "before-d"]);
     assert_eq!(s.restored_rows(), "a:100,b:50,c:25", "--name before-d");
     drop(_server);
 
-    let (out, _server) = s.restore(&["--component", "db", "--latest"]);
-    assert_eq!(
-        outcome(&out),
-        "passed",
-        "--latest:\n{}\n{}",
-        out.stdout,
-        out.stderr
-    );
+    let _server = s.restore_passed(&["--component", "db", "--latest"]);
     assert_eq!(s.restored_rows(), "a:100,b:50,c:25,d:10,e:5", "--latest");
     drop(_server);
 
@@ -185,14 +164,7 @@ fn restores_to_each_kind_of_target(extra: &str, checked_by: &str) {
         "retention removed the WAL of the forgotten base backup: {before:?} -> {after:?} ({report:?})"
     );
     assert_eq!(after.last(), before.last(), "the newest WAL stays");
-    let (out, _server) = s.restore(&["--component", "db", "--latest"]);
-    assert_eq!(
-        outcome(&out),
-        "passed",
-        "--latest after retention:\n{}\n{}",
-        out.stdout,
-        out.stderr
-    );
+    let _server = s.restore_passed(&["--component", "db", "--latest"]);
     assert_eq!(s.restored_rows(), "a:100,b:50,c:25,d:10,e:5,f:3,g:2");
     drop(_server);
 
@@ -400,14 +372,7 @@ fn a_base_backup_read_as_files_under_pgbench_load_restores_the_same_data() {
                        (SELECT sum(tbalance) FROM pgbench_tellers) || '/' || \
                        (SELECT count(*) FROM cold);";
     let source = s.sql(fingerprint);
-    let (out, _server) = s.restore(&["--component", "db", "--latest"]);
-    assert_eq!(
-        outcome(&out),
-        "passed",
-        "--latest:\n{}\n{}",
-        out.stdout,
-        out.stderr
-    );
+    let _server = s.restore_passed(&["--component", "db", "--latest"]);
     assert_eq!(
         s.restored_sql(fingerprint),
         source,

@@ -81,14 +81,7 @@ fn a_streamed_synchronous_component_loses_no_acknowledged_commit_when_the_primar
         receiver.seen.join("\n")
     );
 
-    let (out, _server) = s.restore(&["--component", "db", "--latest"]);
-    assert_eq!(
-        outcome(&out),
-        "passed",
-        "--latest:\n{}\n{}",
-        out.stdout,
-        out.stderr
-    );
+    let _server = s.restore_passed(&["--component", "db", "--latest"]);
     let restored =
         s.restored_sql("SELECT string_agg(id::text, ',' ORDER BY id) FROM t WHERE batch = 'w';");
     let restored: Vec<&str> = restored.split(',').collect();
@@ -250,14 +243,7 @@ fn an_asynchronous_stream_restores_to_within_a_second_of_the_last_acknowledged_c
     receiver.wait_line("caught up", Duration::from_secs(30));
     receiver.stop();
 
-    let (out, _server) = s.restore(&["--component", "db", "--latest"]);
-    assert_eq!(
-        outcome(&out),
-        "passed",
-        "--latest:\n{}\n{}",
-        out.stdout,
-        out.stderr
-    );
+    let _server = s.restore_passed(&["--component", "db", "--latest"]);
     let newest =
         s.restored_sql("SELECT coalesce(max((extract(epoch FROM at) * 1000)::bigint), 0) FROM t;");
     let newest: i64 = newest.parse().unwrap();
@@ -357,13 +343,6 @@ fn a_timeline_switch_of_the_source_is_alerted_and_followed() {
     {}
     receiver.stop();
 
-    let (out, _server) = s.restore(&["--component", "db", "--latest"]);
-    assert_eq!(
-        outcome(&out),
-        "passed",
-        "--latest:\n{}\n{}",
-        out.stdout,
-        out.stderr
-    );
+    let _server = s.restore_passed(&["--component", "db", "--latest"]);
     assert_eq!(s.restored_rows(), "a:10,b:5,c:3", "both timelines restored");
 }

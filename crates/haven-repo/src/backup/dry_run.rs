@@ -7,12 +7,12 @@
 //! holds (deduplication works on chunks of the contents).
 
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::Serialize;
 
-use super::{find_parent, paths, unchanged, BackupOptions, Exclude};
-use crate::error::{RepoError, Result};
+use super::{find_parent, resolve_existing, unchanged, BackupOptions, Exclude};
+use crate::error::Result;
 use crate::index::IndexedRepository;
 use crate::tree::{Node, NodeKind, Tree};
 
@@ -36,17 +36,7 @@ pub struct DryRun {
 
 /// Walk `opts.paths` as a backup would.
 pub fn dry_run(repo: &IndexedRepository, opts: &BackupOptions) -> Result<DryRun> {
-    let resolved = opts
-        .paths
-        .iter()
-        .map(|p| {
-            paths::resolve(p)
-                .and_then(|abs| std::fs::symlink_metadata(&abs).map(|_| abs))
-                .map_err(|e| {
-                    RepoError::InvalidInput(format!("cannot back up {}: {e}", p.display()))
-                })
-        })
-        .collect::<Result<Vec<PathBuf>>>()?;
+    let resolved = resolve_existing(&opts.paths)?;
     let mut listed: Vec<String> = resolved.iter().map(|p| p.display().to_string()).collect();
     listed.sort();
     let host = opts.host.clone().unwrap_or_else(crate::host::hostname);

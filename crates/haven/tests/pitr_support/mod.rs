@@ -209,6 +209,20 @@ paths = ["{conf_dr}"]
         (self.haven(&args), restored)
     }
 
+    /// Restore with `extra` arguments and require the outcome `passed`.
+    #[track_caller]
+    pub fn restore_passed(&self, extra: &[&str]) -> Restored {
+        let (out, server) = self.restore(extra);
+        assert_eq!(
+            outcome(&out),
+            "passed",
+            "restore {extra:?}:\n{}\n{}",
+            out.stdout,
+            out.stderr
+        );
+        server
+    }
+
     /// The archived WAL segments (name, snapshot id), in order.
     pub fn wal_segments(&self) -> Vec<(String, String)> {
         let out = self.haven(&[

@@ -474,7 +474,10 @@ fn write_restored(
         .and_then(|mut f| {
             restore_to_writer(repo, &wal.entry.snapshot, None, &mut f)?;
             f.flush()
-                .map_err(|e| OpsError::Invalid(format!("writing {}: {e}", tmp.display())))
+                .map_err(|e| OpsError::Invalid(format!("writing {}: {e}", tmp.display())))?;
+            // The server fsyncs each segment it restores: have it on disk by then.
+            haven_repo::restore::start_writeback(&f, 0, 0);
+            Ok(())
         });
     if let Err(e) = written {
         let _ = fs::remove_file(&tmp);

@@ -20,6 +20,7 @@
 
 mod beneath;
 mod file;
+pub use file::start_writeback;
 mod plan;
 mod special;
 mod stream;

@@ -190,8 +190,9 @@ impl FileItem {
 /// (`POSIX_FADV_DONTNEED` on dirty pages starts their writeback and leaves them cached):
 /// a restore's data then reaches the disk while later blobs are still being decrypted,
 /// instead of all at once when something syncs it (a restored database's first start
-/// fsyncs its whole data directory). Advisory: a failure changes nothing.
-fn start_writeback(f: &File, offset: u64, len: usize) {
+/// fsyncs its whole data directory). `len` 0: to the end of the file. Advisory: a
+/// failure changes nothing.
+pub fn start_writeback(f: &File, offset: u64, len: usize) {
     let _ = rustix::fs::fadvise(
         f,
         offset,

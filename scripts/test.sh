@@ -11,6 +11,10 @@ source scripts/lib.sh
 ensure_rust
 ensure_nextest
 need_apt rsync rsync
+# Extended attributes, ACLs and capabilities are compared with the administrator's tools.
+need_apt getfattr attr
+need_apt getfacl acl
+need_apt getcap libcap2-bin
 # Real servers the tenant tests start on loopback (each with its own data directory).
 ensure_postgres
 need_apt redis-server redis-server

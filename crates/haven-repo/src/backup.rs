@@ -248,6 +248,19 @@ struct Walker<'a> {
 }
 
 impl Walker<'_> {
+    /// The node of `path` from its metadata, with its extended attributes.
+    fn node_of(&self, path: &Path, name: &OsString, meta: &std::fs::Metadata) -> Node {
+        let mut node = Node::from_metadata(name.as_bytes().to_vec(), meta);
+        match crate::xattr::read(path) {
+            Ok(xattrs) => node.xattrs = xattrs,
+            Err(e) => self.ctx.warn(format!(
+                "{}: reading extended attributes: {e}",
+                path.display()
+            )),
+        }
+        node
+    }
+
     fn parent_subtree(&self, parent: Option<&Node>) -> Option<Tree> {
         let id = parent?.subtree?;
         let data = self.repo.read_blob(&id).ok()?;
@@ -267,7 +280,7 @@ impl Walker<'_> {
                 Entry::Real(path) => self.walk_path(path, name, dir, slot, pnode),
                 Entry::Virtual(path, children) => match std::fs::symlink_metadata(path) {
                     Ok(m) => {
-                        let own = Node::from_metadata(name.as_bytes().to_vec(), &m);
+                        let own = self.node_of(path, name, &m);
                         let child = DirState::new(Some(own), Some((dir.clone(), slot)));
                         let ptree = self.parent_subtree(pnode);
                         self.walk_layout(children, &child, ptree.as_ref());
@@ -303,7 +316,7 @@ impl Walker<'_> {
         if self.exclude.is_some_and(|x| (x.0)(path, &meta)) {
             return dir.complete(slot, None, self.ctx);
         }
-        let mut node = Node::from_metadata(name.as_bytes().to_vec(), &meta);
+        let mut node = self.node_of(path, name, &meta);
         match node.kind {
             NodeKind::Dir => {
                 self.ctx.dirs.fetch_add(1, Ordering::Relaxed);
@@ -723,6 +736,7 @@ pub fn backup_stream(
         content: vec![],
         subtree: None,
         link_target: vec![],
+        xattrs: vec![],
     };
     let mut stream = ChunkStream::new(ctx.saver.repo().repo.chunker(), reader);
     while let Some(chunk) = stream

@@ -37,9 +37,13 @@ impl ObjectKind {
         }
     }
 
-    /// The version this build writes and the newest it reads.
+    /// The version this build writes and the newest it reads. Trees are written as
+    /// version 1 when they hold nothing version 2 added (see `tree`).
     pub fn version(self) -> u8 {
-        1
+        match self {
+            ObjectKind::Tree => 2,
+            _ => 1,
+        }
     }
 
     pub fn name(self) -> &'static str {
@@ -68,6 +72,24 @@ pub fn encode<T: Serialize>(kind: ObjectKind, value: &T) -> Vec<u8> {
 /// layer compresses, so their ids depend only on their content, never on zstd's output.
 pub fn encode_uncompressed<T: Serialize>(kind: ObjectKind, value: &T) -> Vec<u8> {
     encode_with(kind, value, false)
+}
+
+/// Encode without compression under an older `version` of `kind`, for a value of that
+/// version's shape.
+pub fn encode_uncompressed_version<T: Serialize>(
+    kind: ObjectKind,
+    version: u8,
+    value: &T,
+) -> Vec<u8> {
+    debug_assert!(version >= 1 && version <= kind.version());
+    let mut out = encode_with(kind, value, false);
+    out[4] = version;
+    out
+}
+
+/// The format version byte of an encoded object, if it is long enough to have one.
+pub fn version_of(data: &[u8]) -> Option<u8> {
+    data.get(4).copied()
 }
 
 fn encode_with<T: Serialize>(kind: ObjectKind, value: &T, compress: bool) -> Vec<u8> {

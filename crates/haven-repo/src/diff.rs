@@ -4,7 +4,7 @@
 //! on both sides holds the same entries and is not descended into, so a diff of two
 //! snapshots of a large, mostly unchanged tree loads only the trees on changed paths.
 //! A file is `modified` when its content (the list of chunk ids) differs; `metadata`
-//! when only its mode, owner or modification time does (reported when asked); a path
+//! when only its mode, owner, modification time or extended attributes do (reported when asked); a path
 //! whose kind changed (a file became a folder) is `type`. Everything below an added or
 //! removed folder is listed as added or removed.
 //!
@@ -126,7 +126,8 @@ fn compare(
                 let meta_differs = a.mode != b.mode
                     || a.uid != b.uid
                     || a.gid != b.gid
-                    || a.mtime_ns != b.mtime_ns;
+                    || a.mtime_ns != b.mtime_ns
+                    || a.xattrs != b.xattrs;
                 if a.kind == NodeKind::Dir {
                     if metadata && meta_differs {
                         out.entries

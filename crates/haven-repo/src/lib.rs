@@ -43,6 +43,7 @@ pub mod stats;
 pub mod tree;
 pub mod trees;
 pub mod walk;
+pub mod xattr;
 
 pub use error::{RepoError, Result};
 pub use index::IndexedRepository;

@@ -73,12 +73,15 @@ pub(crate) fn restores_owners() -> bool {
     *ROOT.get_or_init(|| crate::host::current_uid() == 0)
 }
 
-/// A restored entry's owner, mode and mtime, set through its open handle (no path walks).
-pub(crate) fn apply_metadata_to_file(file: &fs::File, node: &Node) -> std::io::Result<()> {
+/// A restored entry's owner, extended attributes, mode and mtime, set through its open
+/// handle (no path walks), in that order (see `xattr`). Returns the attributes the target
+/// refused, as warnings.
+pub(crate) fn apply_metadata_to_file(file: &fs::File, node: &Node) -> std::io::Result<Vec<String>> {
     use std::os::unix::fs::PermissionsExt;
     if restores_owners() {
         std::os::unix::fs::fchown(file, Some(node.uid), Some(node.gid))?;
     }
+    let warnings = crate::xattr::apply_fd(file, &node.xattrs);
     file.set_permissions(fs::Permissions::from_mode(node.mode))?;
     let since_epoch = std::time::Duration::new(
         node.mtime_ns.unsigned_abs() / 1_000_000_000,
@@ -89,7 +92,8 @@ pub(crate) fn apply_metadata_to_file(file: &fs::File, node: &Node) -> std::io::R
     } else {
         std::time::UNIX_EPOCH - since_epoch
     };
-    file.set_times(fs::FileTimes::new().set_accessed(mtime).set_modified(mtime))
+    file.set_times(fs::FileTimes::new().set_accessed(mtime).set_modified(mtime))?;
+    Ok(warnings)
 }
 
 /// A range of a pack read from storage, with the blobs inside it.
@@ -160,9 +164,15 @@ fn finish_file(
     let result = item.finish(target);
     let mut rep = report.lock().expect("report");
     match result {
-        Ok(()) => {
+        Ok(warnings) => {
             rep.files += 1;
             rep.bytes += item.node.size;
+            let path = target.display(&item.final_path);
+            rep.warnings.extend(
+                warnings
+                    .into_iter()
+                    .map(|w| format!("{}: {w}", path.display())),
+            );
         }
         Err(why) => {
             rep.failed_no_space += u64::from(item.no_space());
@@ -314,15 +324,18 @@ fn finish_links_and_dirs(target: &Target, plan: &plan::Plan, report: &mut Restor
         match node.kind {
             NodeKind::Symlink => {
                 let to = std::ffi::OsStr::from_bytes(&node.link_target);
-                if let Err(e) = target.symlink(to, path, node) {
-                    report.failed.push((
+                match target.symlink(to, path, node) {
+                    Ok(warnings) => push_warnings(report, target, path, warnings),
+                    Err(e) => report.failed.push((
                         target.display(path).display().to_string(),
                         format!("symlink: {e}"),
-                    ));
+                    )),
                 }
             }
             _ => match special::create(target, path, node) {
-                special::Outcome::Created => {}
+                special::Outcome::Created(warnings) => {
+                    push_warnings(report, target, path, warnings)
+                }
                 special::Outcome::Skipped(why) => report
                     .skipped
                     .push((target.display(path).display().to_string(), why)),
@@ -333,14 +346,29 @@ fn finish_links_and_dirs(target: &Target, plan: &plan::Plan, report: &mut Restor
         }
     }
     for (path, node) in plan.dirs.iter().rev() {
-        if let Err(e) = target
+        match target
             .open_dir(path)
             .and_then(|dir| apply_metadata_to_file(&dir, node))
         {
-            report.warnings.push(format!(
+            Ok(warnings) => push_warnings(report, target, path, warnings),
+            Err(e) => report.warnings.push(format!(
                 "{}: setting metadata failed: {e}",
                 target.display(path).display()
-            ));
+            )),
         }
     }
+}
+
+fn push_warnings(
+    report: &mut RestoreReport,
+    target: &Target,
+    path: &std::path::Path,
+    warnings: Vec<String>,
+) {
+    let shown = target.display(path);
+    report.warnings.extend(
+        warnings
+            .into_iter()
+            .map(|w| format!("{}: {w}", shown.display())),
+    );
 }

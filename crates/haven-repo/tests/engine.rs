@@ -239,6 +239,7 @@ fn arb_node() -> impl Strategy<Value = Node> {
             content: content.into_iter().map(BlobId).collect(),
             subtree: sub.map(BlobId),
             link_target: vec![],
+            xattrs: vec![],
         })
 }
 

@@ -31,7 +31,7 @@ use haven_repo::lock::LockInfo;
 use haven_repo::pack::{self, BlobKind, PackBuilder};
 use haven_repo::repository::RepoConfig;
 use haven_repo::snapshot::{Snapshot, Summary};
-use haven_repo::tree::{Node, NodeKind, Tree};
+use haven_repo::tree::{Node, NodeKind, Tree, Xattr};
 
 use harness::{key, HARNESSES, KEY_FILE_SECRET, SLOT_ID};
 
@@ -152,7 +152,28 @@ fn node(name: &[u8], kind: NodeKind) -> Node {
         content: vec![],
         subtree: None,
         link_target: vec![],
+        xattrs: vec![],
     }
+}
+
+/// A version 2 tree: nodes with extended attributes (an ACL and a capability).
+fn tree_with_xattrs() -> Tree {
+    let mut tree = small_tree();
+    tree.nodes[0].xattrs = vec![Xattr {
+        name: b"system.posix_acl_default".to_vec(),
+        value: vec![2, 0, 0, 0, 1, 0, 7, 0, 255, 255, 255, 255],
+    }];
+    tree.nodes[2].xattrs = vec![
+        Xattr {
+            name: b"security.capability".to_vec(),
+            value: vec![0, 0, 0, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        },
+        Xattr {
+            name: b"user.mime_type".to_vec(),
+            value: b"text/plain".to_vec(),
+        },
+    ];
+    tree
 }
 
 fn small_tree() -> Tree {
@@ -285,6 +306,12 @@ fn write_seed_corpus() {
     // Codec objects.
     object(&mut add, "codec_tree", "small", small_tree().encode());
     object(&mut add, "codec_tree", "compressed", big_tree().encode());
+    object(
+        &mut add,
+        "codec_tree",
+        "xattrs",
+        tree_with_xattrs().encode(),
+    );
     object(&mut add, "codec_tree", "empty", Tree::default().encode());
     object(
         &mut add,

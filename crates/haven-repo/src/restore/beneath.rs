@@ -223,9 +223,9 @@ impl Target {
         )?)
     }
 
-    /// Make `rel` a symlink to `to` with `node`'s owner and mtime, replacing whatever
-    /// file is at `rel`.
-    pub fn symlink(&self, to: &OsStr, rel: &Path, node: &Node) -> io::Result<()> {
+    /// Make `rel` a symlink to `to` with `node`'s owner, extended attributes and mtime,
+    /// replacing whatever file is at `rel`. Returns the attributes refused, as warnings.
+    pub fn symlink(&self, to: &OsStr, rel: &Path, node: &Node) -> io::Result<Vec<String>> {
         let (dir, name) = self.parent(rel)?;
         let _ = rustix::fs::unlinkat(&*dir, name, AtFlags::empty());
         rustix::fs::symlinkat(to, &*dir, name)?;
@@ -234,14 +234,14 @@ impl Target {
 
     /// Make `rel` a FIFO or device node (`mknod`) with `node`'s owner, mode and mtime,
     /// replacing whatever file is at `rel`. The entry is never opened: opening a FIFO
-    /// blocks until a writer comes.
+    /// blocks until a writer comes. Returns the attributes refused, as warnings.
     pub fn make_special(
         &self,
         rel: &Path,
         kind: FileType,
         dev: u64,
         node: &Node,
-    ) -> io::Result<()> {
+    ) -> io::Result<Vec<String>> {
         let (dir, name) = self.parent(rel)?;
         let _ = rustix::fs::unlinkat(&*dir, name, AtFlags::empty());
         let mode = Mode::from_raw_mode(node.mode & 0o7777);
@@ -250,10 +250,16 @@ impl Target {
     }
 }
 
-/// Owner, mode (`with_mode`: not for symlinks, whose mode means nothing) and mtime of
-/// the entry `name` in `dir`, set by name without opening it. Owner first: `chown`
-/// clears set-id bits.
-fn set_entry_metadata(dir: &OwnedFd, name: &OsStr, node: &Node, with_mode: bool) -> io::Result<()> {
+/// Owner, extended attributes, mode (`with_mode`: not for symlinks, whose mode means
+/// nothing) and mtime of the entry `name` in `dir`, set by name without opening it.
+/// Owner first: `chown` clears set-id bits and file capabilities. Returns the
+/// attributes refused, as warnings.
+fn set_entry_metadata(
+    dir: &OwnedFd,
+    name: &OsStr,
+    node: &Node,
+    with_mode: bool,
+) -> io::Result<Vec<String>> {
     if super::restores_owners() {
         rustix::fs::chownat(
             dir,
@@ -263,6 +269,7 @@ fn set_entry_metadata(dir: &OwnedFd, name: &OsStr, node: &Node, with_mode: bool)
             AtFlags::SYMLINK_NOFOLLOW,
         )?;
     }
+    let warnings = crate::xattr::apply_at(dir, name, &node.xattrs);
     if with_mode {
         // fchmodat cannot refuse a symlink on older kernels; the entry was made just now
         // in a folder opened without following any.
@@ -277,12 +284,8 @@ fn set_entry_metadata(dir: &OwnedFd, name: &OsStr, node: &Node, with_mode: bool)
         last_access: mtime,
         last_modification: mtime,
     };
-    Ok(rustix::fs::utimensat(
-        dir,
-        name,
-        &times,
-        AtFlags::SYMLINK_NOFOLLOW,
-    )?)
+    rustix::fs::utimensat(dir, name, &times, AtFlags::SYMLINK_NOFOLLOW)?;
+    Ok(warnings)
 }
 
 #[cfg(test)]

@@ -150,8 +150,8 @@ impl FileItem {
     }
 
     /// After the last write: metadata and rename, or removal when anything failed.
-    /// Returns the failure, if any.
-    pub fn finish(&self, target: &Target) -> Result<(), String> {
+    /// Returns the failure, if any, else the warnings of setting its metadata.
+    pub fn finish(&self, target: &Target) -> Result<Vec<String>, String> {
         let failure = self.failure.lock().expect("failure lock").clone();
         // Taken (and so closed) in every case, failure included.
         let held = self.handle.lock().expect("handle lock").take();
@@ -170,12 +170,13 @@ impl FileItem {
             .and_then(|f| super::apply_metadata_to_file(&f, &self.node))
             .map_err(|e| format!("setting metadata failed: {e}"))
         });
-        let done = done.and_then(|_| {
+        let done = done.and_then(|warnings| {
             if self.direct.load(Ordering::Relaxed) {
-                Ok(())
+                Ok(warnings)
             } else {
                 target
                     .rename_sibling(&self.temp_path, &self.final_path)
+                    .map(|()| warnings)
                     .map_err(|e| format!("renaming into place failed: {e}"))
             }
         });

@@ -14,7 +14,8 @@ use crate::tree::{Node, NodeKind};
 
 /// What became of one special entry.
 pub(super) enum Outcome {
-    Created,
+    /// Made; the extended attributes the target refused, as warnings.
+    Created(Vec<String>),
     /// Cannot be recreated by design (sockets): the reason.
     Skipped(String),
     /// Creating it failed: the reason.
@@ -37,7 +38,7 @@ pub(super) fn create(target: &Target, rel: &Path, node: &Node) -> Outcome {
         };
     let dev = if kind == FileType::Fifo { 0 } else { node.rdev };
     match target.make_special(rel, kind, dev, node) {
-        Ok(()) => Outcome::Created,
+        Ok(warnings) => Outcome::Created(warnings),
         Err(e) => {
             let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {
                 " (creating device nodes needs root)"

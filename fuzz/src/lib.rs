@@ -157,7 +157,10 @@ pub fn codec_tree(data: &[u8]) -> bool {
     let again = Tree::decode(&once)
         .unwrap_or_else(|e| panic!("a decoded tree does not decode after re-encoding: {e}"));
     assert!(again == tree, "a decoded tree changes when re-encoded");
-    assert!(again.encode() == once, "a decoded tree re-encodes differently");
+    assert!(
+        again.encode() == once,
+        "a decoded tree re-encodes differently"
+    );
     for n in &tree.nodes {
         let _ = tree.find(&n.name);
         let _ = n.name_lossy();

@@ -70,6 +70,15 @@ impl Repository {
         )
     }
 
+    /// Replace the snapshot `old` with `snap` (its tags changed): `snap` is written under
+    /// a fresh id first, then `old` is removed, so an interruption leaves both, never
+    /// neither (snapshot files are never modified, FORMAT.md section 15).
+    pub fn replace_snapshot(&self, old: &SnapshotId, snap: &Snapshot) -> Result<SnapshotId> {
+        let id = self.save_snapshot(snap)?;
+        self.backend.remove(FileKind::Snapshot, &old.to_hex())?;
+        Ok(id)
+    }
+
     pub fn load_snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
         self.load_object(FileKind::Snapshot, ObjectKind::Snapshot, &id.to_hex())
     }

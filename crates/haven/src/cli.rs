@@ -77,6 +77,8 @@ pub enum Command {
     Diff(DiffArgs),
     /// Find the snapshots holding paths that match patterns.
     Find(FindArgs),
+    /// Add, remove or replace the tags of snapshots (each changed snapshot gets a new id).
+    Tag(TagArgs),
     /// Restore a snapshot into a folder, or one file to standard output.
     Restore(RestoreArgs),
     /// Verify the repository's structure and, with --read-data, every byte.
@@ -586,6 +588,22 @@ pub struct DiffArgs {
     /// Also list paths whose mode, owner or modification time changed (`U`).
     #[arg(long)]
     pub metadata: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TagArgs {
+    /// Snapshots to change (ids, unique prefixes, or `latest`).
+    #[arg(required = true)]
+    pub snapshots: Vec<String>,
+    /// Add this tag (repeatable).
+    #[arg(long = "add", value_name = "TAG")]
+    pub add: Vec<String>,
+    /// Remove this tag (repeatable).
+    #[arg(long = "remove", value_name = "TAG")]
+    pub remove: Vec<String>,
+    /// Replace all tags with these (repeatable; `--set ''` removes every tag).
+    #[arg(long = "set", value_name = "TAG", conflicts_with_all = ["add", "remove"])]
+    pub set: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -180,3 +180,80 @@ fn a_password_command_opens_the_repository_and_its_failures_are_named() {
     );
     out.assert_one_line_error(1, &["password command", "printed nothing"]);
 }
+
+/// The tags of each snapshot, by id.
+fn tags_by_id(repo: &Repo) -> std::collections::BTreeMap<String, Vec<String>> {
+    repo.snapshots()
+        .iter()
+        .map(|s| {
+            let tags = s["tags"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t.as_str().unwrap().to_string())
+                .collect();
+            (s["id"].as_str().unwrap().to_string(), tags)
+        })
+        .collect()
+}
+
+#[test]
+fn tag_adds_removes_and_sets_tags_under_new_ids_and_refuses_tenant_snapshots() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a.txt"), "tagged data").unwrap();
+    let repo = Repo::init(&tmp.path().join("repo"), &[]);
+    let (first, _) = repo.backup(&[&src], &["--tag", "nightly", "--tag", "db"]);
+    let (second, _) = repo.backup(&[&src], &["--tag", "nightly"]);
+
+    let out = repo.run(&[
+        "tag", "--add", "release", "--remove", "nightly", &first, "--json",
+    ]);
+    out.ok("tag --add --remove");
+    let report = out.json();
+    let renamed = report[0]["new_id"].as_str().unwrap().to_string();
+    assert_eq!(report[0]["snapshot"], first.as_str());
+    let tags = tags_by_id(&repo);
+    assert!(
+        !tags.contains_key(&first),
+        "the old snapshot file is gone: {tags:?}"
+    );
+    assert_eq!(tags[&renamed], ["db", "release"]);
+    assert_eq!(tags[&second], ["nightly"], "other snapshots untouched");
+    // Same tree: the retagged snapshot restores the same files.
+    let expected = tmp.path().join("expected");
+    copy_tree(&src, &expected);
+    repo.assert_restores(&renamed, &src, &expected);
+    // Found by its new tag.
+    let out = repo.run(&["snapshots", "--tag", "release", "--json"]);
+    out.ok("snapshots --tag release");
+    assert_eq!(out.json().as_array().unwrap().len(), 1);
+
+    // A change that changes nothing keeps the id; --set '' clears every tag.
+    let out = repo.run(&["tag", "--add", "nightly", &second, "--json"]);
+    out.ok("tag without effect");
+    assert!(out.json()[0]["new_id"].is_null());
+    assert!(tags_by_id(&repo).contains_key(&second));
+    let out = repo.run(&["tag", "--set", "", &second, "--json"]);
+    out.ok("tag --set ''");
+    let cleared = out.json()[0]["new_id"].as_str().unwrap().to_string();
+    assert!(tags_by_id(&repo)[&cleared].is_empty());
+
+    // Refused before anything changes: an unknown id next to a good one, a reserved
+    // tag, a snapshot the tenant layer references by id.
+    let before = tags_by_id(&repo);
+    repo.run(&["tag", "--add", "x", &renamed, "ffffffffffff"])
+        .assert_one_line_error(1, &["no snapshot matches"]);
+    repo.run(&["tag", "--add", "haven-point=1", &renamed])
+        .assert_one_line_error(1, &["haven-", "tenant"]);
+    let (managed, _) = repo.backup(&[&src], &["--tag", "haven-recovery-point"]);
+    repo.run(&["tag", "--add", "x", &renamed, &managed])
+        .assert_one_line_error(1, &["recovery point", "cannot be retagged"]);
+    repo.run(&["tag", &renamed])
+        .assert_one_line_error(1, &["--add"]);
+    let mut after = tags_by_id(&repo);
+    after.remove(&managed);
+    assert_eq!(after, before, "a refused tag command changes nothing");
+    repo.check_ok(false);
+}

@@ -19,6 +19,7 @@ mod restore;
 mod serve;
 mod snapshots;
 mod stats;
+mod tag;
 mod tenant;
 mod unlock;
 mod volume;
@@ -47,6 +48,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Ls(a) => ls::run(g, a),
         Command::Diff(a) => diff::run(g, a),
         Command::Find(a) => find::run(g, a),
+        Command::Tag(a) => tag::run(g, a),
         Command::Restore(a) => restore::run(g, a),
         Command::Check(a) => check::run(g, a),
         Command::Forget(a) => forget::run(g, a),

@@ -7,6 +7,8 @@
 //! every snapshot decrypts; every tree of every snapshot loads; every blob a tree names
 //! is indexed. With `read_data`: every pack is read whole, re-hashed against its name,
 //! and every blob decrypted, decompressed and re-hashed against its id (in parallel).
+//! With a [`Subset`] (`--read-data-subset`) only the packs of that slice are read whole,
+//! the others' headers as without `read_data`.
 //! Findings are problems (the repository is damaged) or notes (harmless leftovers, such
 //! as packs of an interrupted backup, that `prune` removes).
 
@@ -34,6 +36,67 @@ pub struct CheckReport {
     pub packs: u64,
     pub blobs_read: u64,
     pub bytes_read: u64,
+    /// Packs read whole and verified.
+    pub packs_read: u64,
+    /// With a subset: the ids of the packs read (a user can see which slice was checked).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub packs_read_ids: Vec<PackId>,
+}
+
+/// Which packs `check` reads whole (besides the structure checks it always does).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ReadData {
+    None,
+    All,
+    Subset(Subset),
+}
+
+/// A slice of the packs: `n/t` (slice n of t, every pack in exactly one slice, so t runs
+/// with n = 1..t read everything once) or a random `p%` of them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Subset {
+    Slice { n: u64, of: u64 },
+    Percent(f64),
+}
+
+impl Subset {
+    /// Parse `n/t` (1 <= n <= t) or `p%` (0 < p <= 100).
+    pub fn parse(text: &str) -> std::result::Result<Subset, String> {
+        let bad = || {
+            format!("--read-data-subset {text:?}: give n/t (slice n of t, e.g. 1/10) or a percentage (e.g. 5%)")
+        };
+        if let Some(p) = text.strip_suffix('%') {
+            let p: f64 = p.trim().parse().map_err(|_| bad())?;
+            if !(p > 0.0 && p <= 100.0) {
+                return Err(bad());
+            }
+            return Ok(Subset::Percent(p));
+        }
+        let (n, t) = text.split_once('/').ok_or_else(bad)?;
+        let (n, of): (u64, u64) = (
+            n.trim().parse().map_err(|_| bad())?,
+            t.trim().parse().map_err(|_| bad())?,
+        );
+        if n == 0 || of == 0 || n > of {
+            return Err(bad());
+        }
+        Ok(Subset::Slice { n, of })
+    }
+
+    /// Whether `pack` is in the slice. Pack ids are keyed hashes: their first eight
+    /// bytes spread evenly over the slices.
+    fn holds(&self, pack: &PackId) -> bool {
+        match *self {
+            Subset::Slice { n, of } => {
+                let x = u64::from_le_bytes(pack.0[..8].try_into().expect("8 bytes"));
+                x % of == n - 1
+            }
+            Subset::Percent(p) => {
+                let x = u64::from_le_bytes(crate::crypto::random_bytes::<8>());
+                (x as f64 / u64::MAX as f64) * 100.0 < p
+            }
+        }
+    }
 }
 
 impl CheckReport {
@@ -69,6 +132,16 @@ fn compare_header(
 /// Check the snapshots of `view` against its index (listed before it was loaded, so a
 /// backup committing meanwhile is never reported as damage).
 pub fn check(view: &ReadView, read_data: bool, progress: Arc<Progress>) -> Result<CheckReport> {
+    let data = if read_data {
+        ReadData::All
+    } else {
+        ReadData::None
+    };
+    check_data(view, data, progress)
+}
+
+/// [`check`], reading whole the packs `data` selects.
+pub fn check_data(view: &ReadView, data: ReadData, progress: Arc<Progress>) -> Result<CheckReport> {
     let repo = &view.repo.without_disk_cache();
     let mut r = CheckReport::default();
     for (name, why) in &repo.index.damaged {
@@ -89,12 +162,18 @@ pub fn check(view: &ReadView, read_data: bool, progress: Arc<Progress>) -> Resul
             )),
         }
     }
-    // With `read_data` every pack is read whole below and its header compared there.
-    if !read_data {
-        let headers = crate::parallel::map(repo.pack_readers(), &present, |(pack, size)| {
+    // Packs read whole below have their header compared there.
+    let (to_read, headers_only): (Vec<(PackId, u64)>, Vec<(PackId, u64)>) =
+        present.iter().partition(|(pack, _)| match data {
+            ReadData::None => false,
+            ReadData::All => true,
+            ReadData::Subset(s) => s.holds(pack),
+        });
+    {
+        let headers = crate::parallel::map(repo.pack_readers(), &headers_only, |(pack, size)| {
             repo.repo.read_pack_header(pack, *size)
         });
-        for ((pack, _), header) in present.iter().zip(headers) {
+        for ((pack, _), header) in headers_only.iter().zip(headers) {
             match header {
                 Ok(header) => compare_header(pack, &header, &expected[pack], &mut r.problems),
                 Err(e) => r.problems.push(format!("pack {}: {e}", pack.short())),
@@ -138,8 +217,11 @@ pub fn check(view: &ReadView, read_data: bool, progress: Arc<Progress>) -> Resul
         }
     }
     crate::debug::phase("check: structure done");
-    if read_data {
-        read_all_packs(repo, &present, &expected, &mut r, &progress);
+    if !to_read.is_empty() {
+        read_all_packs(repo, &to_read, &expected, &mut r, &progress);
+        if matches!(data, ReadData::Subset(_)) {
+            r.packs_read_ids = to_read.iter().map(|(p, _)| *p).collect();
+        }
     }
     Ok(r)
 }
@@ -232,6 +314,7 @@ fn read_all_packs(
     r.problems.extend(problems);
     r.blobs_read = blobs;
     r.bytes_read = bytes;
+    r.packs_read = packs.len() as u64;
 }
 
 /// Read one pack whole and verify everything in it; returns problems and blobs read.
@@ -275,4 +358,28 @@ fn verify_pack(
         n += 1;
     }
     (problems, n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slices_cover_every_pack_exactly_once_and_bad_subsets_are_refused() {
+        let packs: Vec<PackId> = (0..500)
+            .map(|_| PackId(crate::crypto::random_bytes()))
+            .collect();
+        let slices: Vec<Subset> = (1..=7).map(|n| Subset::Slice { n, of: 7 }).collect();
+        for p in &packs {
+            assert_eq!(slices.iter().filter(|s| s.holds(p)).count(), 1);
+        }
+        assert_eq!(Subset::parse("3/10"), Ok(Subset::Slice { n: 3, of: 10 }));
+        assert_eq!(Subset::parse("2.5%"), Ok(Subset::Percent(2.5)));
+        for bad in ["0/10", "11/10", "1/0", "x", "0%", "101%", "1/", "-5%"] {
+            let e = Subset::parse(bad).unwrap_err();
+            assert!(e.contains("n/t"), "{bad}: {e}");
+        }
+        let all = Subset::Percent(100.0);
+        assert!(packs.iter().all(|p| all.holds(p)));
+    }
 }

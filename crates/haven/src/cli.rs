@@ -645,8 +645,12 @@ pub struct RestoreArgs {
 #[derive(Debug, Args)]
 pub struct CheckArgs {
     /// Also read, decrypt and verify every byte of every pack.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "read_data_subset")]
     pub read_data: bool,
+    /// Read and verify only a slice of the packs: `n/t` (slice n of t; runs 1/t..t/t
+    /// read every pack once) or a random `p%`.
+    #[arg(long, value_name = "n/t|p%", value_parser = haven_repo::check::Subset::parse)]
+    pub read_data_subset: Option<haven_repo::check::Subset>,
 }
 
 #[derive(Debug, Args)]

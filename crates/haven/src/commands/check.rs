@@ -6,7 +6,12 @@ use crate::output::bytes;
 
 pub fn run(g: &Global, a: CheckArgs) -> Result<i32> {
     let (view, _lock) = super::open_read_as(g, super::Inspect, "check")?;
-    let mut report = super::with_progress(g, "check", |p| check::check(&view, a.read_data, p))?;
+    let data = match (a.read_data, a.read_data_subset) {
+        (_, Some(subset)) => check::ReadData::Subset(subset),
+        (true, None) => check::ReadData::All,
+        (false, None) => check::ReadData::None,
+    };
+    let mut report = super::with_progress(g, "check", |p| check::check_data(&view, data, p))?;
     if let Some(mirror) =
         crate::location::open_mirror(&super::location(g)?, super::min_sites(g, super::Inspect))?
     {
@@ -32,14 +37,20 @@ pub fn run(g: &Global, a: CheckArgs) -> Result<i32> {
         for p in &report.problems {
             eprintln!("haven: problem: {p}");
         }
-        let data = if a.read_data {
-            format!(
+        let data = match data {
+            check::ReadData::None => String::new(),
+            check::ReadData::All => format!(
                 ", read {} blobs ({})",
                 report.blobs_read,
                 bytes(report.bytes_read)
-            )
-        } else {
-            String::new()
+            ),
+            check::ReadData::Subset(_) => format!(
+                ", read {} of {} packs whole: {} blobs ({})",
+                report.packs_read,
+                report.packs,
+                report.blobs_read,
+                bytes(report.bytes_read)
+            ),
         };
         super::say(
             g,

@@ -43,6 +43,9 @@ pub struct CheckReport {
     pub packs_read_ids: Vec<PackId>,
 }
 
+/// Packs with their stored sizes.
+type PackSizes = Vec<(PackId, u64)>;
+
 /// Which packs `check` reads whole (besides the structure checks it always does).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum ReadData {
@@ -163,7 +166,7 @@ pub fn check_data(view: &ReadView, data: ReadData, progress: Arc<Progress>) -> R
         }
     }
     // Packs read whole below have their header compared there.
-    let (to_read, headers_only): (Vec<(PackId, u64)>, Vec<(PackId, u64)>) =
+    let (to_read, headers_only): (PackSizes, PackSizes) =
         present.iter().partition(|(pack, _)| match data {
             ReadData::None => false,
             ReadData::All => true,

@@ -51,7 +51,11 @@ fn ten_slices_read_every_pack_once_and_the_slice_holding_a_damaged_pack_finds_it
         let slice = format!("{n}/10");
         let (code, r) = check_json(&repo, &["--read-data-subset", &slice]);
         assert_eq!(code, 0, "{r}");
-        assert_eq!(r["packs"].as_u64().unwrap(), packs, "structure is always checked");
+        assert_eq!(
+            r["packs"].as_u64().unwrap(),
+            packs,
+            "structure is always checked"
+        );
         let read = ids(&r);
         assert_eq!(r["packs_read"].as_u64().unwrap(), read.len() as u64);
         for id in &read {

@@ -1,5 +1,8 @@
 //! Printing: usage errors and error chains on one line, sizes, JSON, and the progress bar (only on a
-//! terminal and never with --json or --quiet).
+//! terminal and never with --json or --quiet). With --json, `backup` and `restore` print
+//! progress instead as JSON lines on stdout ([`JsonStatus`]: `"message_type": "status"`
+//! every second, or `HAVEN_PROGRESS_FPS` times a second, and once at the end), then
+//! their result as one line with `"message_type": "summary"`, as restic's --json does.
 
 use std::io::IsTerminal;
 use std::sync::atomic::Ordering;
@@ -61,6 +64,83 @@ pub fn json<T: serde::Serialize>(value: &T) {
         "{}",
         serde_json::to_string_pretty(value).expect("serializing results cannot fail")
     );
+}
+
+/// One JSON line on stdout (a status event or a summary), flushed at once.
+pub fn json_line(value: &serde_json::Value) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{value}");
+    let _ = out.flush();
+}
+
+/// Progress as JSON status lines on stdout, fed from the engine's counters.
+pub struct JsonStatus {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl JsonStatus {
+    pub fn start(progress: Arc<Progress>, action: &str) -> JsonStatus {
+        let interval = std::env::var("HAVEN_PROGRESS_FPS")
+            .ok()
+            .and_then(|v| v.parse::<f64>().ok())
+            .filter(|fps| *fps > 0.0 && fps.is_finite())
+            .map(|fps| Duration::from_secs_f64((1.0 / fps).clamp(0.001, 3600.0)))
+            .unwrap_or(Duration::from_secs(1));
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let action = action.to_string();
+        let started = std::time::Instant::now();
+        let thread = std::thread::spawn(move || loop {
+            let last = !matches!(
+                rx.recv_timeout(interval),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+            );
+            json_line(&status(&progress, &action, started.elapsed()));
+            if last {
+                return;
+            }
+        });
+        JsonStatus {
+            stop: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// Stop, after one last status line with the final counters.
+    pub fn finish(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn status(progress: &Progress, action: &str, elapsed: Duration) -> serde_json::Value {
+    let (items, bytes, items_total, bytes_total) = progress.snapshot();
+    let totals_final = progress.totals_final.load(Ordering::Relaxed);
+    let percent = if bytes_total > 0 {
+        (bytes as f64 / bytes_total as f64).min(1.0)
+    } else {
+        0.0
+    };
+    let rate = bytes as f64 / elapsed.as_secs_f64().max(1e-3);
+    let remaining = (totals_final && rate > 0.0)
+        .then(|| (bytes_total.saturating_sub(bytes) as f64 / rate).round() as u64);
+    serde_json::json!({
+        "message_type": "status",
+        "action": action,
+        "seconds_elapsed": elapsed.as_secs(),
+        "seconds_remaining": remaining,
+        "percent_done": percent,
+        "total_files": items_total,
+        "files_done": items,
+        "total_bytes": bytes_total,
+        "bytes_done": bytes,
+        "totals_final": totals_final,
+    })
 }
 
 /// A live progress bar fed from the engine's counters.

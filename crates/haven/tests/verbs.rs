@@ -257,3 +257,72 @@ fn tag_adds_removes_and_sets_tags_under_new_ids_and_refuses_tenant_snapshots() {
     assert_eq!(after, before, "a refused tag command changes nothing");
     repo.check_ok(false);
 }
+
+/// Every stdout line of a `--json` backup or restore parsed: status events, then the
+/// summary. Checks what must hold of the status events and returns the summary.
+#[track_caller]
+fn json_lines(out: &Out, action: &str) -> serde_json::Value {
+    out.ok(action);
+    let lines: Vec<serde_json::Value> = out
+        .stdout
+        .lines()
+        .map(|l| {
+            serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}\n{}", out.stdout))
+        })
+        .collect();
+    let (summary, statuses) = lines.split_last().expect("some output");
+    assert_eq!(summary["message_type"], "summary", "{summary}");
+    assert!(
+        statuses.len() >= 2,
+        "want status events while it ran and at the end: {}",
+        out.stdout
+    );
+    let mut last_bytes = 0;
+    for s in statuses {
+        assert_eq!(s["message_type"], "status", "{s}");
+        assert_eq!(s["action"], action, "{s}");
+        let done = s["bytes_done"].as_u64().unwrap();
+        assert!(done >= last_bytes, "bytes_done went back: {}", out.stdout);
+        last_bytes = done;
+    }
+    let end = statuses.last().unwrap();
+    assert_eq!(end["bytes_done"], end["total_bytes"], "{end}");
+    assert_eq!(end["files_done"], end["total_files"], "{end}");
+    assert_eq!(end["percent_done"], 1.0, "{end}");
+    summary.clone()
+}
+
+#[test]
+fn json_backup_and_restore_print_status_events_then_a_summary() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let mut rng = Rng::new(test_seed("json_progress"));
+    for i in 0..40 {
+        let dir = src.join(format!("d{}", i % 4));
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join(format!("f{i}")), rng.random_bytes(512 << 10)).unwrap();
+    }
+    let repo = Repo::init(&tmp.path().join("repo"), &[]);
+    // Many status events a second, so that even a quick run shows some mid-way.
+    let fps = [("HAVEN_PROGRESS_FPS", "200")];
+    let out = repo.run_env(&["backup", "--json", src.to_str().unwrap()], &fps);
+    let summary = json_lines(&out, "backup");
+    let id = summary["id"].as_str().unwrap().to_string();
+    assert_eq!(summary["snapshot"]["summary"]["files"], 40);
+
+    let target = tmp.path().join("restore");
+    let out = repo.run_env(
+        &[
+            "restore",
+            &id,
+            "--target",
+            target.to_str().unwrap(),
+            "--json",
+        ],
+        &fps,
+    );
+    let summary = json_lines(&out, "restore");
+    assert_eq!(summary["report"]["files"], 40);
+    assert_eq!(summary["report"]["bytes"], 40 * (512 << 10));
+}

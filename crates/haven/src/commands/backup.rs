@@ -21,7 +21,7 @@ pub fn run(g: &Global, a: BackupArgs) -> Result<i32> {
         eprintln!("haven: reusing {adopted} pack(s) uploaded by an interrupted backup");
     }
     let result = if a.stdin {
-        super::with_progress(g, "backup", |p| {
+        super::with_json_progress(g, "backup", |p| {
             backup::backup_stream(
                 repo,
                 std::io::stdin().lock(),
@@ -55,7 +55,7 @@ pub fn run(g: &Global, a: BackupArgs) -> Result<i32> {
             });
         }
         let mut result =
-            super::with_progress(g, "backup", |p| backup::backup_paths(repo, &opts, p))?;
+            super::with_json_progress(g, "backup", |p| backup::backup_paths(repo, &opts, p))?;
         result.warnings.extend(missing);
         result
     };
@@ -174,8 +174,8 @@ fn report(g: &Global, r: &BackupResult) {
     }
     let s = &r.snapshot.summary;
     if g.json {
-        crate::output::json(
-            &serde_json::json!({"id": r.id, "snapshot": r.snapshot, "warnings": r.warnings, "notices": r.notices}),
+        crate::output::json_line(
+            &serde_json::json!({"message_type": "summary", "id": r.id, "snapshot": r.snapshot, "warnings": r.warnings, "notices": r.notices}),
         );
         return;
     }

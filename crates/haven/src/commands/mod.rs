@@ -196,6 +196,19 @@ pub fn with_progress<T>(g: &Global, label: &str, work: impl FnOnce(Arc<Progress>
     out
 }
 
+/// [`with_progress`] for verbs whose --json output is JSON lines (`backup`, `restore`):
+/// status events while `work` runs, the summary after it.
+pub fn with_json_progress<T>(g: &Global, label: &str, work: impl FnOnce(Arc<Progress>) -> T) -> T {
+    if !g.json {
+        return with_progress(g, label, work);
+    }
+    let progress = Arc::new(Progress::default());
+    let status = crate::output::JsonStatus::start(progress.clone(), label);
+    let out = work(progress);
+    status.finish();
+    out
+}
+
 /// The result of a verb: `json` with --json, else `line` unless --quiet.
 pub fn report(g: &Global, line: impl AsRef<str>, json: serde_json::Value) {
     if g.json {

@@ -26,7 +26,7 @@ pub fn run(g: &Global, a: RestoreArgs) -> Result<i32> {
         include: a.include,
     };
     let started = std::time::Instant::now();
-    let report = super::with_progress(g, "restore", |p| {
+    let report = super::with_json_progress(g, "restore", |p| {
         restore::restore(repo, &snap.snapshot, &opts, p)
     })?;
     for w in &report.warnings {
@@ -39,8 +39,8 @@ pub fn run(g: &Global, a: RestoreArgs) -> Result<i32> {
         eprintln!("haven: error: not restored: {path}: {why}");
     }
     if g.json {
-        crate::output::json(
-            &serde_json::json!({"snapshot": snap.id, "target": target, "report": report}),
+        crate::output::json_line(
+            &serde_json::json!({"message_type": "summary", "snapshot": snap.id, "target": target, "report": report}),
         );
     } else {
         super::say(

@@ -66,15 +66,20 @@ impl Out {
         self
     }
 
-    /// Parse stdout as JSON (the command must have been run with `--json`).
+    /// Parse stdout as JSON (the command must have been run with `--json`): the whole
+    /// document, or for JSON-lines output (`backup`, `restore`: status events, then the
+    /// summary) the last line.
     #[track_caller]
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
-            panic!(
-                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
-                self.stdout, self.stderr
-            )
-        })
+        let last = self.stdout.trim_end().lines().last().unwrap_or("");
+        serde_json::from_str(&self.stdout)
+            .or_else(|e| serde_json::from_str(last).map_err(|_| e))
+            .unwrap_or_else(|e| {
+                panic!(
+                    "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+                    self.stdout, self.stderr
+                )
+            })
     }
 
     /// Assert the run failed with `code` and printed exactly one line on stderr, an

@@ -1,7 +1,9 @@
 //! The one place where cross-cutting concerns are wrapped around a raw backend.
 //!
 //! Stack, outside in: [`LimitBackend`] (at most `connections` requests in flight) around
-//! [`RetryBackend`] (transient failures retried with backoff) around the raw backend.
+//! [`RetryBackend`] (transient failures retried with backoff) around, when the process has
+//! bandwidth limits (`--limit-upload`, `--limit-download`), [`ThrottleBackend`], around
+//! the raw backend.
 //! Per-request timeouts are not a wrapper: a timeout has to abort the request inside the
 //! transport, so each network backend (S3) enforces its own and reports an expired one as
 //! [`crate::ErrorClass::Transient`], which the retry layer then handles.
@@ -14,7 +16,7 @@ use std::time::Duration;
 
 use crate::{
     DynBackend, FileInfo, FileKind, LimitBackend, MinSites, MirrorBackend, ReadBackend,
-    RetryBackend, RetryPolicy, SharedBytes, StoreError, WriteBackend,
+    RetryBackend, RetryPolicy, SharedBytes, StoreError, ThrottleBackend, WriteBackend,
 };
 
 /// Options of the standard stack.
@@ -36,6 +38,11 @@ impl Default for StackOptions {
 
 /// Wrap a raw backend in the standard stack: limit(retry(raw)).
 pub fn wrap(raw: DynBackend, options: &StackOptions) -> DynBackend {
+    let raw: DynBackend = if crate::throttle::limits().any() {
+        Arc::new(ThrottleBackend::new(raw))
+    } else {
+        raw
+    };
     Arc::new(LimitBackend::new(
         RetryBackend::new(raw, options.retry.clone()),
         options.connections,

@@ -29,6 +29,7 @@ mod memory;
 mod mirror;
 mod retry;
 pub mod suite;
+pub mod throttle;
 
 pub use compose::{mirror_stack, wrap, StackOptions};
 pub use error::{ErrorClass, StoreError};
@@ -41,6 +42,7 @@ pub use mirror::{
     MirrorBackend, MirrorEvent, RepairReport, MIRRORED_KINDS,
 };
 pub use retry::{RetryBackend, RetryPolicy};
+pub use throttle::ThrottleBackend;
 
 /// The kinds of files in a repository. Each kind lives in its own namespace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -36,6 +36,13 @@ pub struct Global {
     /// Print results as JSON (for scripts); no progress bar.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Upload at most this many bytes per second to S3 and mirror sites, all together
+    /// (e.g. 20MiB, 500KiB, 2MB).
+    #[arg(long, global = true, env = "HAVEN_LIMIT_UPLOAD", value_name = "RATE", value_parser = haven_store::throttle::parse_rate)]
+    pub limit_upload: Option<u64>,
+    /// Download at most this many bytes per second from S3 and mirror sites, all together.
+    #[arg(long, global = true, env = "HAVEN_LIMIT_DOWNLOAD", value_name = "RATE", value_parser = haven_store::throttle::parse_rate)]
+    pub limit_download: Option<u64>,
     /// Print only errors.
     #[arg(long, short = 'q', global = true)]
     pub quiet: bool,

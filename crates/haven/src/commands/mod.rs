@@ -41,6 +41,10 @@ use haven_store::MinSites;
 
 pub fn run(cli: Cli) -> Result<i32> {
     let g = &cli.global;
+    haven_store::throttle::set_limits(haven_store::throttle::Limits {
+        upload: g.limit_upload,
+        download: g.limit_download,
+    });
     match cli.command {
         Command::Init(a) => init::run(g, a),
         Command::Backup(a) => backup::run(g, a),

@@ -25,6 +25,7 @@ use object_store::aws::AmazonS3Builder;
 use object_store::path::Path;
 use object_store::{BackoffConfig, ClientOptions, GetOptions, GetRange, ObjectStore, RetryConfig};
 
+pub mod credentials;
 mod location;
 pub use location::S3Location;
 
@@ -49,6 +50,8 @@ pub struct S3Backend {
     url: String,
     /// Set once the bucket answered a listing: only then may a 404 mean "no such file".
     bucket_checked: AtomicBool,
+    /// Where the credentials came from, for "access denied" messages.
+    credential_source: String,
 }
 
 impl std::fmt::Debug for S3Backend {
@@ -95,13 +98,34 @@ impl S3Backend {
     /// Open the repository at an S3 URL, taking endpoint, region and credentials from
     /// the environment (see [`S3Location::parse`] and [`Credentials::from_env`]).
     pub fn open(url: &str) -> Result<Self, StoreError> {
-        let location = S3Location::parse(url)?;
-        let credentials = Credentials::from_env(url)?;
-        Self::new(location, credentials)
+        let resolved = credentials::resolve(url)?;
+        let mut location = S3Location::parse(url)?;
+        let env_region = ["AWS_REGION", "AWS_DEFAULT_REGION"]
+            .iter()
+            .any(|k| std::env::var(k).is_ok_and(|v| !v.is_empty()));
+        if let (false, Some(region)) = (env_region, &resolved.region) {
+            location.region = region.clone();
+        }
+        Self::with_credentials(location, resolved)
     }
 
     /// A backend for `location` using `credentials`. Nothing is sent until the first call.
     pub fn new(location: S3Location, credentials: Credentials) -> Result<Self, StoreError> {
+        Self::with_credentials(
+            location,
+            credentials::Resolved {
+                found: credentials::Found::Static(credentials),
+                source: "the given keys".into(),
+                region: None,
+            },
+        )
+    }
+
+    /// A backend for `location` with credentials from the chain ([`credentials::resolve`]).
+    pub fn with_credentials(
+        location: S3Location,
+        resolved: credentials::Resolved,
+    ) -> Result<Self, StoreError> {
         let url = location.url.clone();
         let fail = |what: String| StoreError::new(ErrorClass::Permanent, &url, "", what);
         let mut client = ClientOptions::new()
@@ -110,15 +134,37 @@ impl S3Backend {
         let mut builder = AmazonS3Builder::new()
             .with_bucket_name(&location.bucket)
             .with_region(&location.region)
-            .with_access_key_id(&credentials.access_key_id)
-            .with_secret_access_key(&credentials.secret_access_key)
             // The body is not hashed into the signature: every object is authenticated
             // by its own AES-GCM tags and content-derived name, checked on every read
             // (ADR 0012), and hashing each 16 MiB pack once more cost a core's time.
             .with_unsigned_payload(true)
             .with_retry(retry_config());
-        if let Some(token) = &credentials.session_token {
-            builder = builder.with_token(token);
+        match &resolved.found {
+            credentials::Found::Static(c) => {
+                builder = builder
+                    .with_access_key_id(&c.access_key_id)
+                    .with_secret_access_key(&c.secret_access_key);
+                if let Some(token) = &c.session_token {
+                    builder = builder.with_token(token);
+                }
+            }
+            credentials::Found::WebIdentity {
+                role_arn,
+                token_file,
+                session_name,
+            } => {
+                builder = builder.with_credentials(Arc::new(credentials::WebIdentity::new(
+                    role_arn.clone(),
+                    token_file.clone(),
+                    session_name.clone(),
+                    &location.region,
+                )));
+            }
+            credentials::Found::Provider(settings) => {
+                for (key, value) in settings {
+                    builder = builder.with_config(*key, value);
+                }
+            }
         }
         if let Some(endpoint) = &location.endpoint {
             // Self-hosted stores rarely have per-bucket DNS names: use path-style.
@@ -143,6 +189,7 @@ impl S3Backend {
             location,
             url,
             bucket_checked: AtomicBool::new(false),
+            credential_source: resolved.source,
         })
     }
 
@@ -194,7 +241,10 @@ impl S3Backend {
     }
 
     fn access_denied(&self) -> String {
-        "access denied: check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY".to_string()
+        format!(
+            "access denied: check the credentials (from {})",
+            self.credential_source
+        )
     }
 
     fn no_bucket(&self) -> String {

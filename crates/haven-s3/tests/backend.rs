@@ -103,7 +103,7 @@ fn refused_credentials_are_permanent_access_denied() {
     let text = e.to_string();
     assert!(
         text.contains(&url)
-            && text.contains("access denied: check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"),
+            && text.contains("access denied: check the credentials (from the given keys)"),
         "{text}"
     );
     assert!(!text.contains(moto::SECRET_KEY), "{text}");

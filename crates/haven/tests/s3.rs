@@ -131,7 +131,8 @@ fn refused_credentials_fail_with_one_line_naming_the_url() {
     // 0; its IAM is empty, so every key is refused (403 InvalidAccessKeyId).
     let server = Moto::start_with_auth();
     let url = format!("s3:{}/bucket/p", server.endpoint);
-    let hint = "access denied: check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY";
+    let hint =
+        "access denied: check the credentials (from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)";
     assert_refused(&url, &init_args(), &[hint]);
     let tmp = tempfile::tempdir().unwrap();
     for cmd in opening_commands(tmp.path()) {
@@ -224,4 +225,128 @@ fn bandwidth_limits_hold_the_rate_within_ten_percent() {
     let out = repo.run(&["snapshots", "--limit-upload", "fast"]);
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(out.stderr.contains("20MiB"), "{}", out.stderr);
+}
+
+/// A `haven` command with the S3 keys taken out of its environment, and `env` added.
+fn without_env_keys(repo: &Repo, args: &[&str], env: &[(&str, &str)]) -> Out {
+    let mut cmd = repo.command(args);
+    for k in [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_ROLE_ARN",
+    ] {
+        cmd.env_remove(k);
+    }
+    // Nothing from the machine's own ~/.aws, and no instance-metadata probe.
+    cmd.env("HOME", "/nonexistent")
+        .env("AWS_EC2_METADATA_DISABLED", "true");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    run_to_end(cmd, None, std::time::Duration::from_secs(120))
+}
+
+/// Keys from a named profile of a shared credentials file (none in the environment);
+/// an unknown profile and no source at all are one-line errors saying what to set.
+#[test]
+fn credentials_come_from_a_profile_in_the_shared_files() {
+    set_credentials();
+    let server = Moto::start();
+    server.create_bucket("profiles");
+    let tmp = tempfile::tempdir().unwrap();
+    let creds = tmp.path().join("credentials");
+    std::fs::write(
+        &creds,
+        format!(
+            "[default]\naws_access_key_id = wrong\naws_secret_access_key = wrong\n\n[backup]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+            moto::ACCESS_KEY,
+            moto::SECRET_KEY
+        ),
+    )
+    .unwrap();
+    let config = tmp.path().join("config");
+    std::fs::write(&config, "[profile backup]\nregion = eu-central-1\n").unwrap();
+    let url = format!("s3:{}/profiles/repo", server.endpoint);
+    let repo = Repo::at(Path::new(&url));
+    let files = [
+        ("AWS_SHARED_CREDENTIALS_FILE", creds.to_str().unwrap()),
+        ("AWS_CONFIG_FILE", config.to_str().unwrap()),
+    ];
+    let mut env = files.to_vec();
+    env.push(("AWS_PROFILE", "backup"));
+    let mut init = init_args();
+    init.push("--json");
+    without_env_keys(&repo, &init, &env).ok("init with profile keys");
+    let src = tmp.path().join("src");
+    make_tree(&src, 3, TreeSpec::SAMPLE);
+    let out = without_env_keys(&repo, &["backup", "--json", src.to_str().unwrap()], &env);
+    out.ok("backup with profile keys");
+    assert!(server
+        .keys("profiles")
+        .iter()
+        .any(|k| k.starts_with("repo/snapshots/")));
+
+    let mut env = files.to_vec();
+    env.push(("AWS_PROFILE", "nope"));
+    without_env_keys(&repo, &["snapshots"], &env)
+        .assert_one_line_error(1, &["AWS_PROFILE=nope", "no such profile"]);
+    without_env_keys(&repo, &["snapshots"], &[]).assert_one_line_error(
+        1,
+        &[
+            "no S3 credentials",
+            "AWS_PROFILE",
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+        ],
+    );
+}
+
+/// Web identity as EKS pods get it: a token file and a role, exchanged with STS
+/// (moto's, which issues keys without checking the token or the role's trust policy: a
+/// real STS would) for temporary keys the S3 requests are signed with.
+#[test]
+fn web_identity_tokens_are_exchanged_with_sts() {
+    set_credentials();
+    let server = Moto::start();
+    server.create_bucket("pods");
+    let tmp = tempfile::tempdir().unwrap();
+    let token = tmp.path().join("token");
+    std::fs::write(&token, "eyJhbGciOiJSUzI1NiJ9.test-token.signature\n").unwrap();
+    let url = format!("s3:{}/pods/repo", server.endpoint);
+    let repo = Repo::at(Path::new(&url));
+    let env = [
+        ("AWS_WEB_IDENTITY_TOKEN_FILE", token.to_str().unwrap()),
+        (
+            "AWS_ROLE_ARN",
+            "arn:aws:iam::123456789012:role/haven-backup",
+        ),
+        ("AWS_ENDPOINT_URL_STS", server.endpoint.as_str()),
+    ];
+    without_env_keys(&repo, &init_args(), &env).ok("init with web identity");
+    let src = tmp.path().join("src");
+    make_tree(&src, 4, TreeSpec::SAMPLE);
+    let expected = tmp.path().join("expected");
+    copy_tree(&src, &expected);
+    let out = without_env_keys(&repo, &["backup", "--json", src.to_str().unwrap()], &env);
+    out.ok("backup with web identity");
+    let id = out.json()["id"].as_str().unwrap().to_string();
+    let target = tmp.path().join("restore");
+    without_env_keys(
+        &repo,
+        &["restore", &id, "--target", target.to_str().unwrap()],
+        &env,
+    )
+    .ok("restore with web identity");
+    if let Err(d) = compare_trees(&expected, &restored_path(&target, &src)) {
+        panic!("restore differs: {}", describe_differences(&d));
+    }
+
+    // The token file is read for the exchange: without it, the error names it.
+    let missing = tmp.path().join("no-token");
+    let mut broken = env;
+    broken[0].1 = missing.to_str().unwrap();
+    without_env_keys(&repo, &["snapshots"], &broken)
+        .assert_one_line_error(1, &["web identity token file", "no-token"]);
 }

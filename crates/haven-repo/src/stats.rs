@@ -25,6 +25,22 @@ pub struct RepoStats {
     pub space_saving_ratio: f64,
     /// Memory the loaded index takes per blob.
     pub index_bytes_per_blob: u64,
+    /// The repository's compression setting (`zstd level N`).
+    pub compression: String,
+    /// Each snapshot's bytes as its backup recorded them, oldest first.
+    pub per_snapshot: Vec<SnapshotSpace>,
+}
+
+/// Where one snapshot's space goes, from its summary: the bytes it holds (`raw`), the
+/// new unique bytes its backup added (`deduplicated`: after dedup, before compression)
+/// and what those took in packs (`stored`). Later prunes do not change these figures.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SnapshotSpace {
+    pub id: crate::id::SnapshotId,
+    pub time: chrono::DateTime<chrono::Utc>,
+    pub raw: u64,
+    pub deduplicated: u64,
+    pub stored: u64,
 }
 
 pub fn stats(view: &ReadView) -> Result<RepoStats> {
@@ -37,6 +53,17 @@ pub fn stats(view: &ReadView) -> Result<RepoStats> {
         stored_bytes: packs.iter().map(|p| p.size).sum(),
         restore_bytes: snaps.iter().map(|s| s.snapshot.summary.bytes_total).sum(),
         index_bytes_per_blob: MasterIndex::BYTES_PER_BLOB as u64,
+        compression: format!("zstd level {}", repo.repo.config.compression_level),
+        per_snapshot: snaps
+            .iter()
+            .map(|s| SnapshotSpace {
+                id: s.id,
+                time: s.snapshot.time,
+                raw: s.snapshot.summary.bytes_total,
+                deduplicated: s.snapshot.summary.bytes_added_raw,
+                stored: s.snapshot.summary.bytes_added_stored,
+            })
+            .collect(),
         ..Default::default()
     };
     for loc in repo.index.iter() {

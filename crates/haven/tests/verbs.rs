@@ -326,3 +326,42 @@ fn json_backup_and_restore_print_status_events_then_a_summary() {
     assert_eq!(summary["report"]["files"], 40);
     assert_eq!(summary["report"]["bytes"], 40 * (512 << 10));
 }
+
+#[test]
+fn stats_shows_raw_deduplicated_and_stored_bytes_per_snapshot_and_in_all() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    let text: String = (0..20_000)
+        .map(|i| format!("line {i} of a log\n"))
+        .collect();
+    fs::write(src.join("a.log"), &text).unwrap();
+    let repo = Repo::init(&tmp.path().join("repo"), &[]);
+    repo.backup(&[&src], &[]);
+    let mut rng = Rng::new(test_seed("stats_space"));
+    fs::write(src.join("b.bin"), rng.random_bytes(300_000)).unwrap();
+    repo.backup(&[&src], &[]);
+
+    let out = repo.run(&["stats", "--json"]);
+    out.ok("stats --json");
+    let s = out.json();
+    let per = s["per_snapshot"].as_array().unwrap();
+    assert_eq!(per.len(), 2, "{s}");
+    let n = |v: &serde_json::Value, k: &str| v[k].as_u64().unwrap();
+    assert_eq!(n(&per[0], "raw"), text.len() as u64);
+    assert_eq!(n(&per[1], "raw"), text.len() as u64 + 300_000);
+    // The second backup added only the new file (the log deduplicated) and its trees ...
+    let added = n(&per[1], "deduplicated");
+    assert!((300_000..300_000 + 4096).contains(&added), "{s}");
+    // ... stored about as large (random data does not compress); the log compressed.
+    assert!(n(&per[1], "stored") >= 300_000, "{s}");
+    assert!(n(&per[0], "stored") < text.len() as u64 / 3, "{s}");
+    assert_eq!(
+        n(&s, "restore_bytes"),
+        n(&per[0], "raw") + n(&per[1], "raw")
+    );
+    assert!(s["compression"].as_str().unwrap().starts_with("zstd level"));
+    let human = repo.run(&["stats"]);
+    human.ok("stats");
+    assert!(human.stdout.contains("deduplicated") && human.stdout.contains("per snapshot"));
+}

@@ -10,6 +10,7 @@ pub fn run(g: &Global) -> Result<i32> {
         crate::output::json(&s);
         return Ok(0);
     }
+    println!("compression:           {}", s.compression);
     println!("snapshots:             {}", s.snapshots);
     println!(
         "packs:                 {} ({} stored)",
@@ -31,5 +32,24 @@ pub fn run(g: &Global) -> Result<i32> {
         "index memory:          {} bytes per blob",
         s.index_bytes_per_blob
     );
+    println!(
+        "repository:            {} raw, {} deduplicated, {} stored",
+        bytes(s.restore_bytes),
+        bytes(s.unique_raw_bytes),
+        bytes(s.stored_bytes)
+    );
+    if !s.per_snapshot.is_empty() {
+        println!("per snapshot (as backed up: raw, new after dedup, stored):");
+        for p in &s.per_snapshot {
+            println!(
+                "  {} {}  {:>10}  {:>10}  {:>10}",
+                p.id.short(),
+                p.time.format("%Y-%m-%d %H:%M:%S"),
+                bytes(p.raw),
+                bytes(p.deduplicated),
+                bytes(p.stored)
+            );
+        }
+    }
     Ok(0)
 }

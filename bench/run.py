@@ -395,7 +395,42 @@ def compare_manifests(want, got):
     return errors, warns
 
 
+def prepare_pg_dataset(args, work):
+    """The PostgreSQL dataset (bench/pg_dataset.py): a data directory and its dumps, two days."""
+    ddir = os.path.join(work, "data", "pg-s%d-seed%d" % (args.pg_scale, args.seed))
+    meta_path = os.path.join(ddir, "meta.json")
+    if os.path.isfile(meta_path):
+        with open(meta_path) as f:
+            meta = json.load(f)
+        if meta.get("pg_scale") == args.pg_scale and meta.get("seed") == args.seed:
+            log("reusing dataset %s" % ddir)
+            return ddir, meta
+    if not os.path.isdir(os.path.join(ddir, "day2")) or not os.path.isfile(os.path.join(ddir, "gen.json")):
+        rmtree(ddir)
+        os.makedirs(ddir)
+        log("generating the PostgreSQL dataset (pgbench scale %d, seed %d) in %s" % (args.pg_scale, args.seed, ddir))
+        with open(os.path.join(ddir, "gen.json.tmp"), "w") as out:
+            r = subprocess.run([sys.executable, os.path.join(HERE, "pg_dataset.py"), "--out", ddir,
+                                "--scale", str(args.pg_scale), "--seed", str(args.seed)], stdout=out)
+        if r.returncode != 0:
+            die("pg_dataset.py failed")
+        os.rename(os.path.join(ddir, "gen.json.tmp"), os.path.join(ddir, "gen.json"))
+    with open(os.path.join(ddir, "gen.json")) as f:
+        summ = json.load(f)
+    log("hashing day2 for restore verification")
+    meta = {"scale": args.scale, "pg_scale": args.pg_scale, "seed": args.seed,
+            "day1_bytes": summ["day1"]["total"]["bytes"], "day1_files": summ["day1"]["total"]["files"],
+            "day2_bytes": summ["day2"]["total"]["bytes"], "day2_files": summ["day2"]["total"]["files"],
+            "day2_manifest": manifest(os.path.join(ddir, "day2"))}
+    with open(meta_path + ".tmp", "w") as f:
+        json.dump(meta, f)
+    os.rename(meta_path + ".tmp", meta_path)
+    return ddir, meta
+
+
 def prepare_dataset(args, work):
+    if args.dataset == "pg":
+        return prepare_pg_dataset(args, work)
     gen = os.path.join(args.shared, "bench", "gen_dataset.py")
     if not os.path.isfile(gen):
         die("dataset generator not found: %s (use --shared DIR)" % gen)
@@ -685,8 +720,10 @@ def report(args, runs, versions, meta, results, drop, started, s3_info=None):
                                                    " ".join(sys.argv[1:])))
     if getattr(args, "load", None):
         L.append("load average (1/5/15 min; other jobs on the machine skew the figures): %s" % args.load)
-    L.append("dataset: gen_dataset.py seed %d scale %s: day1 %.1f MB / %d files, day2 %.1f MB / %d files" % (
-        args.seed, args.scale, meta["day1_bytes"] / mb, meta["day1_files"], meta["day2_bytes"] / mb, meta["day2_files"]))
+    source = ("pg_dataset.py seed %d pgbench scale %d" % (args.seed, args.pg_scale) if args.dataset == "pg"
+              else "gen_dataset.py seed %d scale %s" % (args.seed, args.scale))
+    L.append("dataset: %s: day1 %.1f MB / %d files, day2 %.1f MB / %d files" % (
+        source, meta["day1_bytes"] / mb, meta["day1_files"], meta["day2_bytes"] / mb, meta["day2_files"]))
     L.append("tools:")
     for t in sorted({r[1] for r in runs}, key=ALL_TOOLS.index):
         L.append("  %-7s %s" % (t, versions.get(t, "?")))
@@ -831,6 +868,10 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scale", type=float, default=1.0)
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--dataset", choices=["gen", "pg"], default="gen",
+                    help="gen: ../shared/bench/gen_dataset.py (default); pg: bench/pg_dataset.py, a PostgreSQL "
+                         "data directory and its dumps on two days (issue 15)")
+    ap.add_argument("--pg-scale", type=int, default=20, help="pgbench scale of --dataset pg (default 20)")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--tools", default=",".join(ALL_TOOLS), help="comma list of haven,restic,rustic,borg")
     ap.add_argument("--target", default="local",
@@ -942,7 +983,8 @@ def main():
     a.load = "at start %s, at end %s" % (load_start, "%.2f %.2f %.2f" % os.getloadavg())
     text, failed = report(a, runs, versions, meta, results, drop, started, s3_info)
     os.makedirs(a.results, exist_ok=True)
-    out = os.path.join(a.results, "%s-%sscale%s.txt" % (started.strftime("%Y-%m-%d"), "s3-" if use_s3 else "", a.scale))
+    label = "pg-s%d" % a.pg_scale if a.dataset == "pg" else "scale%s" % a.scale
+    out = os.path.join(a.results, "%s-%s%s.txt" % (started.strftime("%Y-%m-%d"), "s3-" if use_s3 else "", label))
     with open(out, "w") as f:
         f.write(text)
     sys.stdout.write(text)

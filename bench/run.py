@@ -712,8 +712,10 @@ def report(args, runs, versions, meta, results, drop, started, s3_info=None):
     s3 = any(t == "s3" for t in target_of.values())
     w = max([7] + [len(x) for x in labels])
     L = []
-    L.append("Haven side-by-side benchmark%s  %s  scale %s  reps %d" % (
-        " (S3)" if s3 else "", started.strftime("%Y-%m-%d %H:%M"), args.scale, args.reps))
+    L.append("Haven side-by-side benchmark%s  %s  %s  reps %d" % (
+        " (S3)" if s3 else "", started.strftime("%Y-%m-%d %H:%M"),
+        "PostgreSQL dataset, pgbench scale %d" % args.pg_scale if args.dataset == "pg" else "scale %s" % args.scale,
+        args.reps))
     L.append("machine: nproc %d, kernel %s, %.1f GiB RAM, %s" % (
         os.cpu_count(), platform.release(), os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, cpu_model()))
     L.append("command: %sbash bench/run.sh %s" % ("nice -n %d " % os.nice(0) if os.nice(0) else "",

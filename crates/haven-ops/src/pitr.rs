@@ -163,7 +163,8 @@ pub(crate) fn check_reachable(
         return Err(OpsError::Invalid(format!(
             "the WAL that makes this base backup consistent (to {}) is not archived: segment {} \
              of component {name} of tenant {tenant} is missing; check the server's \
-             archive_command (haven wal push) and its log",
+             archive_command (haven wal push) and its log, or for a streaming component \
+             the WAL receiver of `haven serve` and its log",
             base.end_lsn,
             WalFile::Segment {
                 timeline: base.timeline,

@@ -1,32 +1,38 @@
-//! Where S3 credentials come from: the AWS SDKs' default chain, in their order.
+//! Where S3 credentials come from: the AWS SDKs' default chain, in their order. The first
+//! source that is configured wins; [`resolve`] says which ([`Resolved::source`], named in
+//! "access denied" messages).
 //!
-//! 1. Environment: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` (+ `AWS_SESSION_TOKEN`).
-//! 2. Shared files: profile `AWS_PROFILE` (default `default`) in `AWS_SHARED_CREDENTIALS_FILE`
-//!    (`~/.aws/credentials`, sections `[name]`) and `AWS_CONFIG_FILE` (`~/.aws/config`,
-//!    sections `[profile name]`, `[default]`): static keys, or `role_arn` +
-//!    `web_identity_token_file`; the profile's `region` when the environment names none.
-//!    A profile named in `AWS_PROFILE` that neither file holds is an error.
+//! 1. Environment: `AWS_ACCESS_KEY_ID` + `AWS_SECRET_ACCESS_KEY` (+ `AWS_SESSION_TOKEN`).
+//! 2. Shared files ([`SharedFiles`]): profile `AWS_PROFILE` (default `default`) in
+//!    `AWS_SHARED_CREDENTIALS_FILE` (`~/.aws/credentials`, sections `[name]`) and
+//!    `AWS_CONFIG_FILE` (`~/.aws/config`, sections `[profile name]`, `[default]`); static
+//!    keys, or `role_arn` + `web_identity_token_file` (+ `role_session_name`). A profile
+//!    that `AWS_PROFILE` names and neither file holds is an error, not a fall-through.
 //! 3. Web identity: `AWS_WEB_IDENTITY_TOKEN_FILE` + `AWS_ROLE_ARN` (+ `AWS_ROLE_SESSION_NAME`),
-//!    exchanged with STS `AssumeRoleWithWebIdentity` (as EKS pods get them) at
-//!    `AWS_ENDPOINT_URL_STS` or `https://sts.<region>.amazonaws.com`; the temporary keys
-//!    are renewed five minutes before they expire ([`WebIdentity`]).
-//! 4. Container: `AWS_CONTAINER_CREDENTIALS_RELATIVE_URI`, or `..._FULL_URI` with
-//!    `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE` (ECS tasks, EKS Pod Identity).
-//! 5. Instance metadata (IMDSv2), unless `AWS_EC2_METADATA_DISABLED=true`, and only when
-//!    169.254.169.254 answers a connection within 300 ms, so that a machine outside EC2
-//!    gets the "no credentials" error at once instead of a timeout.
+//!    exchanged with STS `AssumeRoleWithWebIdentity` as EKS pods do
+//!    ([`crate::providers::WebIdentity`], endpoint [`crate::providers::sts_endpoint`]).
+//! 4. Container: `AWS_CONTAINER_CREDENTIALS_RELATIVE_URI` (ECS task roles, object_store's
+//!    provider), or `AWS_CONTAINER_CREDENTIALS_FULL_URI` with the token from
+//!    `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE` or `AWS_CONTAINER_AUTHORIZATION_TOKEN`
+//!    (EKS Pod Identity and others; [`crate::providers::ContainerCredentials`]).
+//! 5. EC2 instance metadata (IMDSv2, object_store's provider), unless
+//!    `AWS_EC2_METADATA_DISABLED=true`, and only when the service hands out a session
+//!    token within a second ([`instance_metadata`]): off EC2 the "no credentials" error
+//!    comes at once and lists what was tried, instead of a metadata timeout or failure.
 //!
-//! 4 and 5 are object_store's providers; 1-3 are resolved here. Tested against a real
-//! stand-in: 1, 2 and 3 (moto's STS); 4 and 5 have none on this machine.
-//! Secrets never appear in `Debug` output or messages.
+//! The region follows the SDKs too ([`region`]): `AWS_REGION`, `AWS_DEFAULT_REGION`, then
+//! the profile's `region`, whatever source the keys came from.
+//!
+//! Tested against a real stand-in (moto, whose STS issues keys without checking the token):
+//! 1, 2 and 3. Sources 4 and 5 have no stand-in on a test machine.
 
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use haven_store::{ErrorClass, StoreError};
-use object_store::aws::AwsCredential;
 
+pub use crate::providers::{ContainerCredentials, ContainerToken, WebIdentity};
 use crate::Credentials;
 
 /// What the chain found.
@@ -38,180 +44,301 @@ pub enum Found {
         token_file: PathBuf,
         session_name: String,
     },
-    /// Container or instance credentials: object_store's providers, configured from
-    /// these `AmazonS3ConfigKey` settings.
-    Provider(Vec<(object_store::aws::AmazonS3ConfigKey, String)>),
+    /// An ECS task role: object_store's provider at `http://169.254.170.2` + this path.
+    ContainerRelative(String),
+    /// A full container credentials URL ([`ContainerCredentials`]).
+    ContainerFull {
+        url: String,
+        token: Option<ContainerToken>,
+    },
+    /// EC2 instance metadata (IMDSv2): object_store's provider.
+    InstanceMetadata,
 }
 
-/// The credentials and where they came from (for messages: "credentials from ...").
+/// The credentials and where they came from, for messages ("credentials from ...").
 #[derive(Debug, Clone)]
 pub struct Resolved {
     pub found: Found,
     pub source: String,
-    /// A region the source names (a profile's `region`), used when the environment has none.
-    pub region: Option<String>,
 }
 
 fn env(key: &str) -> Option<String> {
     std::env::var(key).ok().filter(|v| !v.is_empty())
 }
 
-fn home() -> Option<PathBuf> {
-    env("HOME").map(PathBuf::from)
+/// The region: `AWS_REGION`, `AWS_DEFAULT_REGION`, then the profile's `region`.
+pub fn region() -> Option<String> {
+    env("AWS_REGION")
+        .or_else(|| env("AWS_DEFAULT_REGION"))
+        .or_else(|| SharedFiles::from_env().region())
 }
 
 /// Resolve the chain for the repository at `url` (named in errors).
 pub fn resolve(url: &str) -> Result<Resolved, StoreError> {
     let fail = |what: String| StoreError::new(ErrorClass::Permanent, url, "", what);
-    if let (Some(access_key_id), Some(secret_access_key)) =
-        (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY"))
-    {
-        return Ok(Resolved {
-            found: Found::Static(Credentials {
-                access_key_id,
-                secret_access_key,
-                session_token: env("AWS_SESSION_TOKEN"),
-            }),
-            source: "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY".into(),
-            region: None,
-        });
+    let mut tried = vec![];
+    match (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
+        (Some(access_key_id), Some(secret_access_key)) => {
+            return Ok(Resolved {
+                found: Found::Static(Credentials {
+                    access_key_id,
+                    secret_access_key,
+                    session_token: env("AWS_SESSION_TOKEN"),
+                }),
+                source: "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY".into(),
+            })
+        }
+        (Some(_), None) => tried.push("AWS_ACCESS_KEY_ID without AWS_SECRET_ACCESS_KEY".into()),
+        (None, Some(_)) => tried.push("AWS_SECRET_ACCESS_KEY without AWS_ACCESS_KEY_ID".into()),
+        (None, None) => tried.push("no AWS_ACCESS_KEY_ID".into()),
     }
-    if let Some(found) = from_profile(url)? {
-        return Ok(found);
+
+    let files = SharedFiles::from_env();
+    match files.credentials().map_err(fail)? {
+        Some(found) => return Ok(found),
+        None => tried.push(format!(
+            "no profile {} in {} or {}",
+            files.profile,
+            shown(files.credentials_file.as_deref()),
+            shown(files.config_file.as_deref())
+        )),
     }
-    if let (Some(token_file), Some(role_arn)) =
-        (env("AWS_WEB_IDENTITY_TOKEN_FILE"), env("AWS_ROLE_ARN"))
-    {
-        return Ok(Resolved {
-            found: Found::WebIdentity {
-                role_arn,
-                token_file: token_file.into(),
-                session_name: env("AWS_ROLE_SESSION_NAME").unwrap_or_else(|| "haven".to_string()),
-            },
-            source: "web identity (AWS_WEB_IDENTITY_TOKEN_FILE, AWS_ROLE_ARN)".into(),
-            region: None,
-        });
+
+    match (env("AWS_WEB_IDENTITY_TOKEN_FILE"), env("AWS_ROLE_ARN")) {
+        (Some(token_file), Some(role_arn)) => {
+            return Ok(Resolved {
+                found: Found::WebIdentity {
+                    role_arn,
+                    token_file: token_file.into(),
+                    session_name: env("AWS_ROLE_SESSION_NAME")
+                        .unwrap_or_else(|| "haven".to_string()),
+                },
+                source: "web identity (AWS_WEB_IDENTITY_TOKEN_FILE, AWS_ROLE_ARN)".into(),
+            })
+        }
+        (Some(_), None) => tried.push("AWS_WEB_IDENTITY_TOKEN_FILE without AWS_ROLE_ARN".into()),
+        (None, Some(_)) => tried.push("AWS_ROLE_ARN without AWS_WEB_IDENTITY_TOKEN_FILE".into()),
+        (None, None) => tried.push("no web identity".into()),
     }
-    use object_store::aws::AmazonS3ConfigKey as K;
-    if let Some(uri) = env("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI") {
+
+    if let Some(path) = env("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI") {
         return Ok(Resolved {
-            found: Found::Provider(vec![(K::ContainerCredentialsRelativeUri, uri)]),
+            found: Found::ContainerRelative(path),
             source: "container credentials (AWS_CONTAINER_CREDENTIALS_RELATIVE_URI)".into(),
-            region: None,
         });
     }
-    if let (Some(uri), Some(token)) = (
-        env("AWS_CONTAINER_CREDENTIALS_FULL_URI"),
-        env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"),
-    ) {
+    if let Some(full) = env("AWS_CONTAINER_CREDENTIALS_FULL_URI") {
+        check_container_url(&full).map_err(fail)?;
+        let token = env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE")
+            .map(|f| ContainerToken::File(f.into()))
+            .or_else(|| env("AWS_CONTAINER_AUTHORIZATION_TOKEN").map(ContainerToken::Value));
         return Ok(Resolved {
-            found: Found::Provider(vec![
-                (K::ContainerCredentialsFullUri, uri),
-                (K::ContainerAuthorizationTokenFile, token),
-            ]),
+            found: Found::ContainerFull { url: full, token },
             source: "container credentials (AWS_CONTAINER_CREDENTIALS_FULL_URI)".into(),
-            region: None,
         });
     }
+    tried.push("no container credentials".into());
+
     let imds_disabled =
         env("AWS_EC2_METADATA_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"));
-    if !imds_disabled && instance_metadata_answers() {
-        return Ok(Resolved {
-            found: Found::Provider(vec![]),
-            source: "instance metadata (IMDSv2)".into(),
-            region: None,
-        });
-    }
-    Err(fail(
-        "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE with ~/.aws/credentials, or AWS_WEB_IDENTITY_TOKEN_FILE and AWS_ROLE_ARN (none of these, no container credentials, no instance metadata)".into(),
-    ))
-}
-
-fn instance_metadata_answers() -> bool {
-    let addr = std::net::SocketAddr::from(([169, 254, 169, 254], 80));
-    std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)).is_ok()
-}
-
-/// The profile's settings from the shared credentials and config files.
-fn from_profile(url: &str) -> Result<Option<Resolved>, StoreError> {
-    let named = env("AWS_PROFILE");
-    let profile = named.clone().unwrap_or_else(|| "default".to_string());
-    let credentials_file = env("AWS_SHARED_CREDENTIALS_FILE")
-        .map(PathBuf::from)
-        .or_else(|| home().map(|h| h.join(".aws/credentials")));
-    let config_file = env("AWS_CONFIG_FILE")
-        .map(PathBuf::from)
-        .or_else(|| home().map(|h| h.join(".aws/config")));
-    let from_credentials = credentials_file
-        .as_deref()
-        .and_then(|f| section(f, &profile).map(|s| (f.to_path_buf(), s)));
-    let config_section = if profile == "default" {
-        "default".to_string()
+    if imds_disabled {
+        tried.push("instance metadata disabled (AWS_EC2_METADATA_DISABLED)".into());
     } else {
-        format!("profile {profile}")
-    };
-    let from_config = config_file
-        .as_deref()
-        .and_then(|f| section(f, &config_section).map(|s| (f.to_path_buf(), s)));
-    if from_credentials.is_none() && from_config.is_none() {
-        if named.is_some() {
-            return Err(StoreError::new(
-                ErrorClass::Permanent,
-                url,
-                "",
-                format!(
+        match instance_metadata() {
+            Ok(()) => {
+                return Ok(Resolved {
+                    found: Found::InstanceMetadata,
+                    source: "instance metadata (IMDSv2)".into(),
+                })
+            }
+            Err(why) => tried.push(format!("no instance metadata ({why})")),
+        }
+    }
+    Err(fail(format!(
+        "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE with a profile in ~/.aws/credentials, or AWS_WEB_IDENTITY_TOKEN_FILE and AWS_ROLE_ARN (tried: {})",
+        tried.join("; ")
+    )))
+}
+
+/// The SDKs' rule for `AWS_CONTAINER_CREDENTIALS_FULL_URI`: https anywhere; plain http
+/// only to this machine or the ECS/EKS agents' link-local addresses, so the
+/// authorization token is never sent in clear text across a network.
+fn check_container_url(full: &str) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(full).map_err(|e| {
+        format!("AWS_CONTAINER_CREDENTIALS_FULL_URI={full} is not a URL ({e}); fix or unset it")
+    })?;
+    let host = parsed.host_str().unwrap_or("");
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let allowed_http = host == "localhost"
+        || match host.parse::<std::net::IpAddr>() {
+            Ok(ip) => {
+                ip.is_loopback()
+                    || ["169.254.170.2", "169.254.170.23", "fd00:ec2::23"]
+                        .iter()
+                        .any(|a| a.parse() == Ok(ip))
+            }
+            Err(_) => false,
+        };
+    match parsed.scheme() {
+        "https" => Ok(()),
+        "http" if allowed_http => Ok(()),
+        _ => Err(format!(
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI={full}: use https, or http only to a loopback address or the ECS/EKS agent (169.254.170.2, 169.254.170.23)"
+        )),
+    }
+}
+
+/// Whether EC2 instance metadata answers: an IMDSv2 session token request, given 300 ms
+/// to connect and a second to answer. The reason when it does not.
+pub fn instance_metadata() -> Result<(), String> {
+    let addr = std::net::SocketAddr::from(([169, 254, 169, 254], 80));
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300))
+        .map_err(|e| format!("169.254.169.254: {e}"))?;
+    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+    let _ = s.set_write_timeout(Some(Duration::from_secs(1)));
+    s.write_all(
+        b"PUT /latest/api/token HTTP/1.1\r\nHost: 169.254.169.254\r\nX-aws-ec2-metadata-token-ttl-seconds: 60\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    )
+    .map_err(|e| format!("169.254.169.254: {e}"))?;
+    let mut head = [0u8; 64];
+    let n = s
+        .read(&mut head)
+        .map_err(|e| format!("169.254.169.254: {e}"))?;
+    let status = String::from_utf8_lossy(&head[..n])
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string();
+    if status.split_whitespace().nth(1) == Some("200") {
+        Ok(())
+    } else {
+        Err(format!(
+            "169.254.169.254 answered {:?}",
+            status
+                .split_whitespace()
+                .skip(1)
+                .collect::<Vec<_>>()
+                .join(" ")
+        ))
+    }
+}
+
+/// The `key = value` lines of one section of a shared file.
+type Section = Vec<(String, String)>;
+
+/// The profile's sections in the shared credentials and config files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedFiles {
+    /// `AWS_PROFILE`, or `default`.
+    pub profile: String,
+    /// Whether `AWS_PROFILE` named it: then a missing or incomplete profile is an error.
+    pub named: bool,
+    pub credentials_file: Option<PathBuf>,
+    pub config_file: Option<PathBuf>,
+}
+
+/// One `key = value` of a profile and the file it came from.
+type Setting = (PathBuf, String);
+
+impl SharedFiles {
+    /// From `AWS_PROFILE`, `AWS_SHARED_CREDENTIALS_FILE`, `AWS_CONFIG_FILE` and `HOME`.
+    pub fn from_env() -> Self {
+        let home = env("HOME").map(PathBuf::from);
+        let named = env("AWS_PROFILE");
+        SharedFiles {
+            profile: named.clone().unwrap_or_else(|| "default".to_string()),
+            named: named.is_some(),
+            credentials_file: env("AWS_SHARED_CREDENTIALS_FILE")
+                .map(PathBuf::from)
+                .or_else(|| home.as_ref().map(|h| h.join(".aws/credentials"))),
+            config_file: env("AWS_CONFIG_FILE")
+                .map(PathBuf::from)
+                .or_else(|| home.as_ref().map(|h| h.join(".aws/config"))),
+        }
+    }
+
+    /// The profile's sections: from the credentials file, then the config file (the
+    /// credentials file wins for a key both set); `None` when neither has the profile.
+    fn sections(&self) -> Option<Vec<(PathBuf, Section)>> {
+        let in_credentials = self
+            .credentials_file
+            .as_deref()
+            .and_then(|f| section(f, &self.profile).map(|s| (f.to_path_buf(), s)));
+        // The config file spells the default profile `[default]` (or `[profile default]`).
+        let mut names = vec![format!("profile {}", self.profile)];
+        if self.profile == "default" {
+            names.insert(0, "default".to_string());
+        }
+        let in_config = self.config_file.as_deref().and_then(|f| {
+            names
+                .iter()
+                .find_map(|n| section(f, n))
+                .map(|s| (f.to_path_buf(), s))
+        });
+        let found: Vec<_> = in_credentials.into_iter().chain(in_config).collect();
+        (!found.is_empty()).then_some(found)
+    }
+
+    fn get(sections: &[(PathBuf, Vec<(String, String)>)], key: &str) -> Option<Setting> {
+        sections
+            .iter()
+            .find_map(|(f, s)| lookup(s, key).map(|v| (f.clone(), v)))
+    }
+
+    /// The profile's `region`, if the files have one.
+    pub fn region(&self) -> Option<String> {
+        Self::get(&self.sections()?, "region").map(|(_, v)| v)
+    }
+
+    /// The profile's credentials: `Ok(None)` when the default profile is absent or has
+    /// none (the chain goes on); an error when `AWS_PROFILE` names a missing or
+    /// incomplete profile.
+    pub fn credentials(&self) -> Result<Option<Resolved>, String> {
+        let profile = &self.profile;
+        let Some(sections) = self.sections() else {
+            if self.named {
+                return Err(format!(
                     "AWS_PROFILE={profile}: no such profile in {} or {}; add it there or unset AWS_PROFILE",
-                    shown(credentials_file.as_deref()),
-                    shown(config_file.as_deref())
-                ),
+                    shown(self.credentials_file.as_deref()),
+                    shown(self.config_file.as_deref())
+                ));
+            }
+            return Ok(None);
+        };
+        let get = |key: &str| Self::get(&sections, key);
+        if let (Some((file, access_key_id)), Some((_, secret_access_key))) =
+            (get("aws_access_key_id"), get("aws_secret_access_key"))
+        {
+            return Ok(Some(Resolved {
+                found: Found::Static(Credentials {
+                    access_key_id,
+                    secret_access_key,
+                    session_token: get("aws_session_token").map(|(_, v)| v),
+                }),
+                source: format!("profile {profile} in {}", file.display()),
+            }));
+        }
+        if let (Some((file, role_arn)), Some((_, token_file))) =
+            (get("role_arn"), get("web_identity_token_file"))
+        {
+            return Ok(Some(Resolved {
+                found: Found::WebIdentity {
+                    role_arn,
+                    token_file: token_file.into(),
+                    session_name: get("role_session_name")
+                        .map(|(_, v)| v)
+                        .unwrap_or_else(|| "haven".to_string()),
+                },
+                source: format!("web identity of profile {profile} in {}", file.display()),
+            }));
+        }
+        if self.named {
+            return Err(format!(
+                "AWS_PROFILE={profile} has neither aws_access_key_id and aws_secret_access_key nor role_arn and web_identity_token_file; complete the profile or unset AWS_PROFILE"
             ));
         }
-        return Ok(None);
+        Ok(None)
     }
-    let get = |key: &str| -> Option<(PathBuf, String)> {
-        [&from_credentials, &from_config]
-            .into_iter()
-            .flatten()
-            .find_map(|(f, s)| lookup(s, key).map(|v| (f.clone(), v)))
-    };
-    let region = get("region").map(|(_, v)| v);
-    if let (Some((file, access_key_id)), Some((_, secret_access_key))) =
-        (get("aws_access_key_id"), get("aws_secret_access_key"))
-    {
-        return Ok(Some(Resolved {
-            found: Found::Static(Credentials {
-                access_key_id,
-                secret_access_key,
-                session_token: get("aws_session_token").map(|(_, v)| v),
-            }),
-            source: format!("profile {profile} in {}", file.display()),
-            region,
-        }));
-    }
-    if let (Some((file, role_arn)), Some((_, token_file))) =
-        (get("role_arn"), get("web_identity_token_file"))
-    {
-        return Ok(Some(Resolved {
-            found: Found::WebIdentity {
-                role_arn,
-                token_file: token_file.into(),
-                session_name: get("role_session_name")
-                    .map(|(_, v)| v)
-                    .unwrap_or_else(|| "haven".to_string()),
-            },
-            source: format!("web identity of profile {profile} in {}", file.display()),
-            region,
-        }));
-    }
-    if named.is_some() {
-        return Err(StoreError::new(
-            ErrorClass::Permanent,
-            url,
-            "",
-            format!("AWS_PROFILE={profile} has neither aws_access_key_id/aws_secret_access_key nor role_arn/web_identity_token_file; complete the profile"),
-        ));
-    }
-    Ok(None)
 }
 
 fn shown(p: Option<&Path>) -> String {
@@ -231,7 +358,7 @@ fn section(file: &Path, name: &str) -> Option<Vec<(String, String)>> {
             continue;
         }
         if let Some(head) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-            inside = head.trim() == name;
+            inside = head.split_whitespace().collect::<Vec<_>>().join(" ") == name;
             found |= inside;
             continue;
         }
@@ -252,153 +379,6 @@ fn lookup(section: &[(String, String)], key: &str) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
-/// Temporary keys from STS `AssumeRoleWithWebIdentity`, renewed before they expire.
-pub struct WebIdentity {
-    pub role_arn: String,
-    pub token_file: PathBuf,
-    pub session_name: String,
-    pub endpoint: String,
-    client: reqwest::Client,
-    cached: Mutex<Option<(Arc<AwsCredential>, Instant)>>,
-}
-
-impl std::fmt::Debug for WebIdentity {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WebIdentity")
-            .field("role_arn", &self.role_arn)
-            .field("endpoint", &self.endpoint)
-            .finish()
-    }
-}
-
-/// Renew this long before the keys expire.
-const RENEW_BEFORE: Duration = Duration::from_secs(300);
-
-impl WebIdentity {
-    pub fn new(role_arn: String, token_file: PathBuf, session_name: String, region: &str) -> Self {
-        let endpoint = env("AWS_ENDPOINT_URL_STS")
-            .unwrap_or_else(|| format!("https://sts.{region}.amazonaws.com"));
-        WebIdentity {
-            role_arn,
-            token_file,
-            session_name,
-            endpoint,
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .expect("an HTTP client with default settings"),
-            cached: Mutex::new(None),
-        }
-    }
-
-    async fn fetch(&self) -> Result<(AwsCredential, Duration), String> {
-        let token = std::fs::read_to_string(&self.token_file).map_err(|e| {
-            format!(
-                "web identity token file {}: {e}; check AWS_WEB_IDENTITY_TOKEN_FILE",
-                self.token_file.display()
-            )
-        })?;
-        let form = [
-            ("Action", "AssumeRoleWithWebIdentity"),
-            ("Version", "2011-06-15"),
-            ("RoleArn", self.role_arn.as_str()),
-            ("RoleSessionName", self.session_name.as_str()),
-            ("WebIdentityToken", token.trim()),
-            ("DurationSeconds", "3600"),
-        ];
-        let body = form
-            .iter()
-            .map(|(k, v)| format!("{k}={}", form_encode(v)))
-            .collect::<Vec<_>>()
-            .join("&");
-        let resp = self
-            .client
-            .post(&self.endpoint)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| format!("STS at {} did not answer: {e}", self.endpoint))?;
-        let status = resp.status();
-        let text = resp
-            .text()
-            .await
-            .map_err(|e| format!("reading the STS answer: {e}"))?;
-        if !status.is_success() {
-            let code = xml_value(&text, "Code").unwrap_or_else(|| status.to_string());
-            return Err(format!(
-                "STS refused AssumeRoleWithWebIdentity for {} ({code}); check AWS_ROLE_ARN and the token",
-                self.role_arn
-            ));
-        }
-        let get =
-            |tag: &str| xml_value(&text, tag).ok_or_else(|| format!("the STS answer has no {tag}"));
-        let credential = AwsCredential {
-            key_id: get("AccessKeyId")?,
-            secret_key: get("SecretAccessKey")?,
-            token: Some(get("SessionToken")?),
-        };
-        let lifetime = xml_value(&text, "Expiration")
-            .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
-            .and_then(|t| {
-                (t.with_timezone(&chrono::Utc) - chrono::Utc::now())
-                    .to_std()
-                    .ok()
-            })
-            .unwrap_or(Duration::from_secs(900));
-        Ok((credential, lifetime))
-    }
-
-    /// The current keys, fetched now if there are none or they expire within 5 minutes.
-    pub async fn current(&self) -> Result<Arc<AwsCredential>, String> {
-        if let Some((c, renew_at)) = self.cached.lock().expect("credential cache").as_ref() {
-            if Instant::now() < *renew_at {
-                return Ok(c.clone());
-            }
-        }
-        let (credential, lifetime) = self.fetch().await?;
-        let credential = Arc::new(credential);
-        let renew_at = Instant::now() + lifetime.saturating_sub(RENEW_BEFORE);
-        *self.cached.lock().expect("credential cache") = Some((credential.clone(), renew_at));
-        Ok(credential)
-    }
-}
-
-#[async_trait::async_trait]
-impl object_store::CredentialProvider for WebIdentity {
-    type Credential = AwsCredential;
-
-    async fn get_credential(&self) -> object_store::Result<Arc<AwsCredential>> {
-        self.current()
-            .await
-            .map_err(|e| object_store::Error::Generic {
-                store: "S3",
-                source: e.into(),
-            })
-    }
-}
-
-fn form_encode(v: &str) -> String {
-    let mut out = String::with_capacity(v.len());
-    for b in v.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
-}
-
-/// The text of the first `<tag>...</tag>` in `xml` (STS answers are flat enough).
-fn xml_value(xml: &str, tag: &str) -> Option<String> {
-    let open = format!("<{tag}>");
-    let start = xml.find(&open)? + open.len();
-    let end = xml[start..].find(&format!("</{tag}>"))? + start;
-    Some(xml[start..end].trim().to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -409,7 +389,7 @@ mod tests {
         let f = dir.path().join("credentials");
         std::fs::write(
             &f,
-            "# comment\n[default]\naws_access_key_id = A\n\n[profile other]\nregion=eu-west-1\n[prod]\nAWS_SECRET_ACCESS_KEY = s = x\n",
+            "# comment\n[default]\naws_access_key_id = A\n\n[profile  other]\nregion=eu-west-1\n[prod]\nAWS_SECRET_ACCESS_KEY = s = x\n",
         )
         .unwrap();
         let d = section(&f, "default").unwrap();
@@ -426,14 +406,86 @@ mod tests {
         assert!(section(&f, "missing").is_none());
     }
 
+    fn files(dir: &Path, profile: Option<&str>) -> SharedFiles {
+        SharedFiles {
+            profile: profile.unwrap_or("default").to_string(),
+            named: profile.is_some(),
+            credentials_file: Some(dir.join("credentials")),
+            config_file: Some(dir.join("config")),
+        }
+    }
+
     #[test]
-    fn sts_answers_are_read() {
-        let xml = "<AssumeRoleWithWebIdentityResponse><Credentials><AccessKeyId>AK</AccessKeyId>\
-                   <SecretAccessKey>SK</SecretAccessKey><SessionToken>T</SessionToken>\
-                   <Expiration>2030-01-01T00:00:00Z</Expiration></Credentials></AssumeRoleWithWebIdentityResponse>";
-        assert_eq!(xml_value(xml, "AccessKeyId").as_deref(), Some("AK"));
-        assert_eq!(xml_value(xml, "SessionToken").as_deref(), Some("T"));
-        assert_eq!(xml_value(xml, "Nope"), None);
-        assert_eq!(form_encode("a b/c=d"), "a%20b%2Fc%3Dd");
+    fn profiles_take_keys_from_credentials_and_region_from_config() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("credentials"),
+            "[default]\naws_access_key_id = D\naws_secret_access_key = DS\n[backup]\naws_access_key_id = B\naws_secret_access_key = BS\naws_session_token = BT\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("config"),
+            "[default]\nregion = eu-west-1\n[profile backup]\nregion = eu-central-1\naws_access_key_id = ignored\n[profile pod]\nrole_arn = arn:aws:iam::1:role/r\nweb_identity_token_file = /var/run/token\n[profile empty]\noutput = json\n",
+        )
+        .unwrap();
+
+        let backup = files(dir.path(), Some("backup"));
+        let r = backup.credentials().unwrap().unwrap();
+        let Found::Static(c) = r.found else {
+            panic!("{r:?}")
+        };
+        assert_eq!(
+            (c.access_key_id.as_str(), c.session_token.as_deref()),
+            ("B", Some("BT"))
+        );
+        assert!(r.source.starts_with("profile backup in ") && r.source.ends_with("credentials"));
+        assert_eq!(backup.region().as_deref(), Some("eu-central-1"));
+        assert_eq!(
+            files(dir.path(), None).region().as_deref(),
+            Some("eu-west-1")
+        );
+
+        let pod = files(dir.path(), Some("pod"))
+            .credentials()
+            .unwrap()
+            .unwrap();
+        assert!(
+            matches!(&pod.found, Found::WebIdentity { role_arn, session_name, .. }
+                if role_arn == "arn:aws:iam::1:role/r" && session_name == "haven"),
+            "{pod:?}"
+        );
+
+        // Named and missing or incomplete: errors that say what to do; the default
+        // profile missing: the chain goes on.
+        let e = files(dir.path(), Some("nope")).credentials().unwrap_err();
+        assert!(e.contains("AWS_PROFILE=nope: no such profile"), "{e}");
+        let e = files(dir.path(), Some("empty")).credentials().unwrap_err();
+        assert!(e.contains("complete the profile"), "{e}");
+        std::fs::remove_file(dir.path().join("credentials")).unwrap();
+        assert!(files(dir.path(), None).credentials().unwrap().is_none());
+        assert!(format!("{:?}", files(dir.path(), None)).contains("config"));
+    }
+
+    #[test]
+    fn container_urls_over_http_stay_on_this_machine_or_the_agent() {
+        for ok in [
+            "https://creds.example/v1",
+            "http://127.0.0.1:51679/creds",
+            "http://localhost/creds",
+            "http://[::1]:8080/creds",
+            "http://169.254.170.23/v1/credentials",
+            "http://169.254.170.2/creds",
+        ] {
+            assert!(check_container_url(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://creds.example/v1",
+            "http://10.0.0.1/creds",
+            "ftp://127.0.0.1/x",
+            "nope",
+        ] {
+            let e = check_container_url(bad).unwrap_err();
+            assert!(e.contains("AWS_CONTAINER_CREDENTIALS_FULL_URI"), "{e}");
+        }
     }
 }

@@ -10,9 +10,13 @@
 //! are no temporary objects to clean up. `create` claims an empty prefix by writing a
 //! small `<prefix>/.haven-layout` object, the counterpart of the local backend's folders.
 //!
+//! Credentials come from the AWS SDKs' chain ([`credentials`]: environment, shared-file
+//! profile, web identity through STS, container, instance metadata); the temporary ones
+//! are renewed before they expire ([`providers`]).
+//!
 //! Errors: 404 is `NotFound`; 5xx, timeouts and connection failures are `Transient`;
 //! refused credentials, a missing bucket and everything else are `Permanent`. Messages
-//! name the repository URL and never the credentials.
+//! name the repository URL and the source of the credentials, never the credentials.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -27,6 +31,7 @@ use object_store::{BackoffConfig, ClientOptions, GetOptions, GetRange, ObjectSto
 
 pub mod credentials;
 mod location;
+pub mod providers;
 pub use location::S3Location;
 
 /// Object written by `create` so that a second `create` on the same prefix fails.
@@ -74,39 +79,13 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
-impl Credentials {
-    /// From `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and optional `AWS_SESSION_TOKEN`.
-    pub fn from_env(url: &str) -> Result<Self, StoreError> {
-        let get = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        match (get("AWS_ACCESS_KEY_ID"), get("AWS_SECRET_ACCESS_KEY")) {
-            (Some(access_key_id), Some(secret_access_key)) => Ok(Credentials {
-                access_key_id,
-                secret_access_key,
-                session_token: get("AWS_SESSION_TOKEN"),
-            }),
-            _ => Err(StoreError::new(
-                ErrorClass::Permanent,
-                url,
-                "",
-                "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
-            )),
-        }
-    }
-}
-
 impl S3Backend {
-    /// Open the repository at an S3 URL, taking endpoint, region and credentials from
-    /// the environment (see [`S3Location::parse`] and [`Credentials::from_env`]).
+    /// Open the repository at an S3 URL, taking endpoint and region from the environment
+    /// and the profile ([`S3Location::parse`]) and credentials from the AWS chain
+    /// ([`credentials::resolve`]).
     pub fn open(url: &str) -> Result<Self, StoreError> {
-        let resolved = credentials::resolve(url)?;
-        let mut location = S3Location::parse(url)?;
-        let env_region = ["AWS_REGION", "AWS_DEFAULT_REGION"]
-            .iter()
-            .any(|k| std::env::var(k).is_ok_and(|v| !v.is_empty()));
-        if let (false, Some(region)) = (env_region, &resolved.region) {
-            location.region = region.clone();
-        }
-        Self::with_credentials(location, resolved)
+        let location = S3Location::parse(url)?;
+        Self::with_credentials(location, credentials::resolve(url)?)
     }
 
     /// A backend for `location` using `credentials`. Nothing is sent until the first call.
@@ -116,7 +95,6 @@ impl S3Backend {
             credentials::Resolved {
                 found: credentials::Found::Static(credentials),
                 source: "the given keys".into(),
-                region: None,
             },
         )
     }
@@ -139,8 +117,9 @@ impl S3Backend {
             // (ADR 0012), and hashing each 16 MiB pack once more cost a core's time.
             .with_unsigned_payload(true)
             .with_retry(retry_config());
+        use credentials::Found;
         match &resolved.found {
-            credentials::Found::Static(c) => {
+            Found::Static(c) => {
                 builder = builder
                     .with_access_key_id(&c.access_key_id)
                     .with_secret_access_key(&c.secret_access_key);
@@ -148,23 +127,32 @@ impl S3Backend {
                     builder = builder.with_token(token);
                 }
             }
-            credentials::Found::WebIdentity {
+            Found::WebIdentity {
                 role_arn,
                 token_file,
                 session_name,
             } => {
-                builder = builder.with_credentials(Arc::new(credentials::WebIdentity::new(
+                builder = builder.with_credentials(Arc::new(providers::WebIdentity::new(
                     role_arn.clone(),
                     token_file.clone(),
                     session_name.clone(),
-                    &location.region,
+                    providers::sts_endpoint(&location.region),
                 )));
             }
-            credentials::Found::Provider(settings) => {
-                for (key, value) in settings {
-                    builder = builder.with_config(*key, value);
-                }
+            Found::ContainerRelative(path) => {
+                builder = builder.with_config(
+                    object_store::aws::AmazonS3ConfigKey::ContainerCredentialsRelativeUri,
+                    path,
+                );
             }
+            Found::ContainerFull { url, token } => {
+                builder = builder.with_credentials(Arc::new(providers::ContainerCredentials::new(
+                    url.clone(),
+                    token.clone(),
+                )));
+            }
+            // object_store's instance provider is what a builder without keys uses.
+            Found::InstanceMetadata => {}
         }
         if let Some(endpoint) = &location.endpoint {
             // Self-hosted stores rarely have per-bucket DNS names: use path-style.
@@ -213,6 +201,24 @@ impl S3Backend {
     fn err(&self, file: &str, action: &str, e: object_store::Error) -> StoreError {
         use object_store::Error as E;
         let text = one_line(&e);
+        if let Some(at) = text.find(providers::PROVIDER_MARK) {
+            // Our providers' messages already say what to do.
+            let why = &text[at + providers::PROVIDER_MARK.len()..];
+            let class = if why.contains("did not answer") {
+                ErrorClass::Transient
+            } else {
+                ErrorClass::Permanent
+            };
+            return StoreError::new(
+                class,
+                &self.url,
+                file,
+                format!(
+                    "{action} failed: no S3 credentials from {}: {why}",
+                    self.credential_source
+                ),
+            );
+        }
         let (class, message) = match &e {
             E::NotFound { .. } if text.contains("NoSuchBucket") => {
                 (ErrorClass::Permanent, self.no_bucket())

@@ -1,11 +1,13 @@
 //! The two URL forms of an S3 repository:
 //!
-//! * `s3://bucket/prefix`: endpoint from `AWS_ENDPOINT_URL` (AWS itself when unset),
-//!   region from `AWS_REGION` (default `us-east-1`).
+//! * `s3://bucket/prefix`: endpoint from `AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL` (AWS
+//!   itself when unset).
 //! * `s3:http://host:port/bucket/prefix` (or `https`): restic-style, carrying its own
 //!   endpoint; for self-hosted stores.
 //!
-//! With an explicit endpoint, requests use path-style addressing.
+//! The region, for both: `AWS_REGION`, `AWS_DEFAULT_REGION`, the profile's `region`
+//! ([`crate::credentials::region`]), else `us-east-1`. With an explicit endpoint, requests
+//! use path-style addressing.
 
 use haven_store::{ErrorClass, StoreError};
 
@@ -23,10 +25,11 @@ pub struct S3Location {
 }
 
 impl S3Location {
-    /// Parse either URL form, reading `AWS_ENDPOINT_URL` and `AWS_REGION`.
+    /// Parse either URL form, with the endpoint and region from the environment.
     pub fn parse(url: &str) -> Result<Self, StoreError> {
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        Self::parse_with(url, env("AWS_ENDPOINT_URL"), env("AWS_REGION"))
+        let endpoint = env("AWS_ENDPOINT_URL_S3").or_else(|| env("AWS_ENDPOINT_URL"));
+        Self::parse_with(url, endpoint, crate::credentials::region())
     }
 
     /// Parse with the environment given explicitly (for tests).

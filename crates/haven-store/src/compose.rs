@@ -2,8 +2,9 @@
 //!
 //! Stack, outside in: [`LimitBackend`] (at most `connections` requests in flight) around
 //! [`RetryBackend`] (transient failures retried with backoff) around, when the process has
-//! bandwidth limits (`--limit-upload`, `--limit-download`), [`ThrottleBackend`], around
-//! the raw backend.
+//! bandwidth limits (`--limit-upload`, `--limit-download`) and the raw backend is remote
+//! (S3; a local folder, even as a mirror site, is not limited), [`ThrottleBackend`],
+//! around the raw backend.
 //! Per-request timeouts are not a wrapper: a timeout has to abort the request inside the
 //! transport, so each network backend (S3) enforces its own and reports an expired one as
 //! [`crate::ErrorClass::Transient`], which the retry layer then handles.
@@ -36,9 +37,10 @@ impl Default for StackOptions {
     }
 }
 
-/// Wrap a raw backend in the standard stack: limit(retry(raw)).
+/// Wrap a raw backend in the standard stack: limit(retry(raw)), with throttle(raw)
+/// inside for a remote backend when the process has bandwidth limits.
 pub fn wrap(raw: DynBackend, options: &StackOptions) -> DynBackend {
-    let raw: DynBackend = if crate::throttle::limits().any() {
+    let raw: DynBackend = if crate::throttle::limits().any() && raw.remote() {
         Arc::new(ThrottleBackend::new(raw))
     } else {
         raw

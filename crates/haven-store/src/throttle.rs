@@ -8,9 +8,13 @@
 //! limit. Each request still travels at the link's speed once its time has come (packs go
 //! in one request), so the rate is an average over requests, not a shaping of packets.
 //!
+//! There is no saved-up allowance (a token bucket's burst): after an idle stretch a
+//! request is booked from its own start, so the largest burst is one request, one pack.
+//!
 //! Writes are charged before they are sent; reads after the bytes arrived (their size is
-//! known then). The stack puts the throttle inside the retry layer: a retried request is
-//! on the wire again and is charged again.
+//! known then). The stack ([`crate::wrap`]) puts the throttle inside the retry layer, so a
+//! retried request is on the wire again and is charged again, and only around remote
+//! backends: a local folder, even as a mirror site, is not limited.
 //!
 //! Main types: [`Limits`] (set once per process with [`set_limits`]), [`ThrottleBackend`].
 

@@ -141,12 +141,37 @@ fn refused_credentials_fail_with_one_line_naming_the_url() {
         let line = out.assert_one_line_error(1, &[&url, hint]);
         assert!(!line.contains(moto::SECRET_KEY), "{line}");
     }
+
+    // Keys from a profile: the message names the profile and its file, not variables.
+    let creds = tmp.path().join("credentials");
+    std::fs::write(
+        &creds,
+        format!(
+            "[backup]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+            moto::ACCESS_KEY,
+            moto::SECRET_KEY
+        ),
+    )
+    .unwrap();
+    let env = [
+        ("AWS_SHARED_CREDENTIALS_FILE", creds.to_str().unwrap()),
+        ("AWS_PROFILE", "backup"),
+    ];
+    let hint = format!(
+        "access denied: check the credentials (from profile backup in {})",
+        creds.display()
+    );
+    let line = without_env_keys(&Repo::at(Path::new(&url)), &["snapshots"], &env)
+        .assert_one_line_error(1, &[&url, &hint]);
+    assert!(!line.contains(moto::SECRET_KEY), "{line}");
 }
 
-/// `--limit-upload` and `--limit-download` measured on loopback S3: the rate over a
-/// backup and a restore of incompressible data is within 10 % below the setting (never
-/// above: a booked request waits for its time). Unlimited, the same transfers take a
-/// fraction of that time.
+/// `--limit-upload` and `--limit-download` measured on loopback S3: the bytes on the
+/// wire (the objects a backup adds to the bucket; for the restore, all the repository's
+/// objects, which it reads but for a few small ones) over the command's wall time, for
+/// 16 MiB of incompressible data at 4 MiB/s, is within 10 % below the setting (never
+/// above: a booked request waits for its time; the wall time also holds process start
+/// and the small first requests). Unlimited, the same restore takes a fraction of that.
 #[test]
 fn bandwidth_limits_hold_the_rate_within_ten_percent() {
     set_credentials();
@@ -162,6 +187,8 @@ fn bandwidth_limits_hold_the_rate_within_ten_percent() {
     let url = format!("s3:{}/paced/repo", server.endpoint);
     let repo = Repo::init(&PathBuf::from(&url), &["--pack-size-mib", "4"]);
     let limit = 4u64 << 20;
+    let bucket_bytes = || -> u64 { server.sizes("paced").iter().map(|(_, n)| n).sum() };
+    let before = bucket_bytes();
 
     let started = std::time::Instant::now();
     let out = repo.run(&[
@@ -173,17 +200,16 @@ fn bandwidth_limits_hold_the_rate_within_ten_percent() {
     ]);
     let wall = started.elapsed().as_secs_f64();
     out.ok("paced backup");
-    let stored = out.json()["snapshot"]["summary"]["bytes_added_stored"]
-        .as_u64()
-        .unwrap();
+    let uploaded = bucket_bytes() - before;
     assert!(
-        stored >= 16 << 20,
-        "incompressible data is stored whole: {stored}"
+        uploaded >= 16 << 20,
+        "incompressible data is stored whole: {uploaded}"
     );
-    let rate = stored as f64 / wall;
+    let rate = uploaded as f64 / wall;
     eprintln!(
-        "upload: {stored} bytes in {wall:.2} s = {:.0} B/s (limit {limit})",
-        rate
+        "upload: {uploaded} bytes in {wall:.2} s = {:.0} B/s = {:.1} % of the limit {limit}",
+        rate,
+        rate * 100.0 / limit as f64
     );
     assert!(
         rate <= limit as f64 * 1.02 && rate >= limit as f64 * 0.9,
@@ -204,10 +230,12 @@ fn bandwidth_limits_hold_the_rate_within_ten_percent() {
     );
     let wall = started.elapsed().as_secs_f64();
     out.ok("paced restore");
-    let rate = stored as f64 / wall;
+    let downloaded = bucket_bytes();
+    let rate = downloaded as f64 / wall;
     eprintln!(
-        "download: {stored} bytes in {wall:.2} s = {:.0} B/s (limit {limit})",
-        rate
+        "download: {downloaded} bytes in {wall:.2} s = {:.0} B/s = {:.1} % of the limit {limit}",
+        rate,
+        rate * 100.0 / limit as f64
     );
     assert!(
         rate <= limit as f64 * 1.02 && rate >= limit as f64 * 0.9,
@@ -227,20 +255,36 @@ fn bandwidth_limits_hold_the_rate_within_ten_percent() {
     assert!(out.stderr.contains("20MiB"), "{}", out.stderr);
 }
 
-/// A `haven` command with the S3 keys taken out of its environment, and `env` added.
+/// Every variable the credential chain reads.
+const CHAIN_VARIABLES: [&str; 18] = [
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_PROFILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
+    "AWS_CONFIG_FILE",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_ROLE_ARN",
+    "AWS_ROLE_SESSION_NAME",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_STS",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+    "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+    "AWS_EC2_METADATA_DISABLED",
+    "AWS_REGION",
+];
+
+/// A `haven` command with no credential source but `env`: the chain's variables taken
+/// out of its environment, no ~/.aws, and (unless `env` says otherwise) no
+/// instance-metadata probe.
 fn without_env_keys(repo: &Repo, args: &[&str], env: &[(&str, &str)]) -> Out {
     let mut cmd = repo.command(args);
-    for k in [
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-        "AWS_SESSION_TOKEN",
-        "AWS_PROFILE",
-        "AWS_WEB_IDENTITY_TOKEN_FILE",
-        "AWS_ROLE_ARN",
-    ] {
+    for k in CHAIN_VARIABLES {
         cmd.env_remove(k);
     }
-    // Nothing from the machine's own ~/.aws, and no instance-metadata probe.
     cmd.env("HOME", "/nonexistent")
         .env("AWS_EC2_METADATA_DISABLED", "true");
     for (k, v) in env {
@@ -299,13 +343,34 @@ fn credentials_come_from_a_profile_in_the_shared_files() {
             "no S3 credentials",
             "AWS_PROFILE",
             "AWS_WEB_IDENTITY_TOKEN_FILE",
+            "tried: no AWS_ACCESS_KEY_ID; no profile default in /nonexistent/.aws/credentials",
+            "instance metadata disabled",
         ],
     );
+
+    // With the instance-metadata probe allowed, a machine without it (or one where
+    // 169.254.169.254 answers but is not EC2's service) gets the same error at once.
+    let started = std::time::Instant::now();
+    let out = without_env_keys(
+        &repo,
+        &["snapshots"],
+        &[("AWS_EC2_METADATA_DISABLED", "false")],
+    );
+    let waited = started.elapsed();
+    assert!(waited < std::time::Duration::from_secs(5), "{waited:?}");
+    if out.stderr.contains("no S3 credentials") {
+        out.assert_one_line_error(1, &["no S3 credentials", "no instance metadata ("]);
+    } else {
+        eprintln!("this machine has instance metadata: {}", out.stderr);
+    }
 }
 
-/// Web identity as EKS pods get it: a token file and a role, exchanged with STS
-/// (moto's, which issues keys without checking the token or the role's trust policy: a
-/// real STS would) for temporary keys the S3 requests are signed with.
+/// Web identity as EKS pods get it: a token file and a role, exchanged with STS for
+/// temporary keys the S3 requests are signed with. moto's STS issues keys without
+/// checking the token or the role's trust policy (a real STS would), and this moto
+/// accepts any keys on S3, so the proof that the keys came from STS is that nothing
+/// else is configured and that moto issued exactly one session per command, under the
+/// role and session name given.
 #[test]
 fn web_identity_tokens_are_exchanged_with_sts() {
     set_credentials();
@@ -322,9 +387,22 @@ fn web_identity_tokens_are_exchanged_with_sts() {
             "AWS_ROLE_ARN",
             "arn:aws:iam::123456789012:role/haven-backup",
         ),
+        ("AWS_ROLE_SESSION_NAME", "haven-web-identity-test"),
         ("AWS_ENDPOINT_URL_STS", server.endpoint.as_str()),
     ];
+    let sessions = || {
+        server
+            .sts_sessions()
+            .iter()
+            .filter(|(role, name)| {
+                role == "arn:aws:iam::123456789012:role/haven-backup"
+                    && name == "haven-web-identity-test"
+            })
+            .count()
+    };
+    assert_eq!(sessions(), 0);
     without_env_keys(&repo, &init_args(), &env).ok("init with web identity");
+    assert_eq!(sessions(), 1, "{:?}", server.sts_sessions());
     let src = tmp.path().join("src");
     make_tree(&src, 4, TreeSpec::SAMPLE);
     let expected = tmp.path().join("expected");
@@ -342,11 +420,37 @@ fn web_identity_tokens_are_exchanged_with_sts() {
     if let Err(d) = compare_trees(&expected, &restored_path(&target, &src)) {
         panic!("restore differs: {}", describe_differences(&d));
     }
+    // One exchange per command: every request of a command reuses its keys.
+    assert_eq!(sessions(), 3, "{:?}", server.sts_sessions());
+
+    // Without AWS_ENDPOINT_URL_STS, STS is at the global AWS_ENDPOINT_URL (SDK order).
+    let mut global = env.to_vec();
+    global[3] = ("AWS_ENDPOINT_URL", server.endpoint.as_str());
+    without_env_keys(&repo, &["snapshots"], &global).ok("STS at AWS_ENDPOINT_URL");
+    assert_eq!(sessions(), 4);
+
+    // The S3 requests need STS: with it unreachable, the command fails naming it.
+    let closed = format!("http://127.0.0.1:{}", moto::closed_port());
+    let mut unreachable = env.to_vec();
+    unreachable[3].1 = closed.as_str();
+    without_env_keys(&repo, &["snapshots"], &unreachable).assert_one_line_error(
+        1,
+        &[
+            "no S3 credentials from web identity",
+            &format!("STS at {closed} did not answer"),
+        ],
+    );
 
     // The token file is read for the exchange: without it, the error names it.
     let missing = tmp.path().join("no-token");
     let mut broken = env;
     broken[0].1 = missing.to_str().unwrap();
-    without_env_keys(&repo, &["snapshots"], &broken)
-        .assert_one_line_error(1, &["web identity token file", "no-token"]);
+    without_env_keys(&repo, &["snapshots"], &broken).assert_one_line_error(
+        1,
+        &[
+            "web identity token file",
+            "no-token",
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+        ],
+    );
 }

@@ -1,6 +1,13 @@
 //! A real S3 server for tests: moto (`pip install 'moto[server]'`) on a free loopback
 //! port, installed when missing, stopped on drop. Shared by haven-s3's tests and the
 //! CLI's `tests/s3.rs` (included there by path). Std only.
+//!
+//! moto also serves STS: `AssumeRoleWithWebIdentity` issues temporary keys without
+//! checking the token or the role's trust policy, and a server from [`Moto::start`]
+//! accepts any keys on S3. So a test shows that keys came from STS by the sessions moto
+//! issued ([`Moto::sts_sessions`]) with no other source configured, not by S3 refusing
+//! other keys: moto's signature check (IAM auth on) refuses object_store's signed
+//! listings even with valid IAM keys (tried with moto 5.2.1), so it cannot be used here.
 
 #![allow(dead_code)]
 
@@ -148,30 +155,71 @@ impl Moto {
         assert_eq!(status, 200, "writing {bucket}/{key}");
     }
 
-    /// All keys in a bucket (first 1000), sorted.
-    pub fn keys(&self, bucket: &str) -> Vec<String> {
+    /// The whole answer to an unsigned GET.
+    pub fn get(&self, path: &str) -> String {
         let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
         let head = format!(
-            "GET /{bucket}?list-type=2 HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n",
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n",
             self.port
         );
         s.write_all(head.as_bytes()).unwrap();
         let mut resp = String::new();
         s.read_to_string(&mut resp).unwrap();
-        let mut keys: Vec<String> = resp
-            .split("<Key>")
+        resp
+    }
+
+    /// All keys in a bucket (first 1000), sorted.
+    pub fn keys(&self, bucket: &str) -> Vec<String> {
+        self.sizes(bucket).into_iter().map(|(k, _)| k).collect()
+    }
+
+    /// All keys in a bucket (first 1000) with their sizes in bytes, sorted by key.
+    pub fn sizes(&self, bucket: &str) -> Vec<(String, u64)> {
+        let resp = self.get(&format!("/{bucket}?list-type=2"));
+        let mut out: Vec<(String, u64)> = resp
+            .split("<Contents>")
             .skip(1)
-            .filter_map(|p| p.split("</Key>").next())
-            .map(str::to_string)
+            .map(|entry| {
+                let key = between(entry, "<Key>", "</Key>").unwrap_or_default();
+                let size = between(entry, "<Size>", "</Size>")
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or_else(|| panic!("no size in moto's listing: {entry}"));
+                (key, size)
+            })
             .collect();
-        keys.sort();
-        keys
+        out.sort();
+        out
+    }
+
+    /// The sessions moto's STS has issued, as (role ARN, session name), oldest first
+    /// (from moto's state dump, `/moto-api/data.json`).
+    pub fn sts_sessions(&self) -> Vec<(String, String)> {
+        let dump = self.get("/moto-api/data.json");
+        let Some(sts) = dump.split("\"AssumedRole\"").nth(1) else {
+            return vec![];
+        };
+        let sts = sts.split(']').next().unwrap_or("");
+        sts.split('{')
+            .skip(1)
+            .filter_map(|role| {
+                Some((
+                    between(role, "\"role_arn\": \"", "\"")?,
+                    between(role, "\"session_name\": \"", "\"")?,
+                ))
+            })
+            .collect()
     }
 
     /// Whether a bucket exists (HEAD).
     pub fn bucket_exists(&self, bucket: &str) -> bool {
         self.request("HEAD", &format!("/{bucket}"), b"") == 200
     }
+}
+
+fn between(text: &str, open: &str, close: &str) -> Option<String> {
+    let start = text.find(open)? + open.len();
+    let end = text[start..].find(close)? + start;
+    Some(text[start..end].to_string())
 }
 
 impl Drop for Moto {

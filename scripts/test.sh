@@ -15,6 +15,8 @@ need_apt rsync rsync
 need_apt getfattr attr
 need_apt getfacl acl
 need_apt getcap libcap2-bin
+# `haven mount` is tested through the kernel's FUSE (fusermount3 when not root).
+need_apt fusermount3 fuse3
 # Real servers the tenant tests start on loopback (each with its own data directory).
 ensure_postgres
 need_apt redis-server redis-server

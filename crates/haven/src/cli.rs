@@ -86,6 +86,8 @@ pub enum Command {
     Find(FindArgs),
     /// Add, remove or replace the tags of snapshots (each changed snapshot gets a new id).
     Tag(TagArgs),
+    /// Browse the snapshots as read-only folders (FUSE): by id, by time, `latest`; until Ctrl-C.
+    Mount(MountArgs),
     /// Restore a snapshot into a folder, or one file to standard output.
     Restore(RestoreArgs),
     /// Verify the repository's structure and, with --read-data, every byte.
@@ -624,6 +626,19 @@ pub struct FindArgs {
     /// Match without regard to case.
     #[arg(long, short = 'i')]
     pub ignore_case: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct MountArgs {
+    /// An empty folder to mount on.
+    pub mountpoint: PathBuf,
+    /// Memory for decoded file contents (the least recently read leave first), e.g. 256MiB.
+    #[arg(long, default_value = "64MiB", value_parser = parse_size)]
+    pub cache_size: u64,
+    /// Let other users than the one mounting see the files (their recorded permissions
+    /// still apply); needs `user_allow_other` in /etc/fuse.conf when not root.
+    #[arg(long)]
+    pub allow_other: bool,
 }
 
 #[derive(Debug, Args)]

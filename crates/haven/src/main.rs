@@ -7,6 +7,7 @@
 mod cli;
 mod commands;
 mod location;
+mod mount;
 mod output;
 mod secret;
 
@@ -21,10 +22,11 @@ fn main() {
     };
     // Servers stop gracefully on their own signal handlers (a volume controller resigns
     // its lease so that another candidate takes over at once; a WAL receiver stores what
-    // it received before it ends).
+    // it received before it ends; a mount unmounts).
     let own_signals = matches!(
         args.command,
         cli::Command::Serve(_)
+            | cli::Command::Mount(_)
             | cli::Command::Replica(cli::ReplicaCommand::Serve(_))
             | cli::Command::Volume(cli::VolumeCommand::Serve(_))
             | cli::Command::Wal(cli::WalCommand::Receive { .. })

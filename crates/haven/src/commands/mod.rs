@@ -14,6 +14,7 @@ mod forget;
 mod init;
 mod key;
 mod ls;
+mod mount;
 mod replica;
 mod restore;
 mod serve;
@@ -53,6 +54,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Diff(a) => diff::run(g, a),
         Command::Find(a) => find::run(g, a),
         Command::Tag(a) => tag::run(g, a),
+        Command::Mount(a) => mount::run(g, a),
         Command::Restore(a) => restore::run(g, a),
         Command::Check(a) => check::run(g, a),
         Command::Forget(a) => forget::run(g, a),

@@ -43,6 +43,15 @@ pub struct SnapshotSpace {
     pub stored: u64,
 }
 
+/// How `stats` names a repository's compression level.
+pub fn compression_setting(level: i32) -> String {
+    match level {
+        1 => "zstd level 1 (auto, fastest)".into(),
+        19 => "zstd level 19 (max)".into(),
+        n => format!("zstd level {n}"),
+    }
+}
+
 pub fn stats(view: &ReadView) -> Result<RepoStats> {
     let (repo, snaps) = (&view.repo, &view.snapshots);
     let packs = repo.repo.backend.list(FileKind::Pack)?;
@@ -53,7 +62,7 @@ pub fn stats(view: &ReadView) -> Result<RepoStats> {
         stored_bytes: packs.iter().map(|p| p.size).sum(),
         restore_bytes: snaps.iter().map(|s| s.snapshot.summary.bytes_total).sum(),
         index_bytes_per_blob: MasterIndex::BYTES_PER_BLOB as u64,
-        compression: format!("zstd level {}", repo.repo.config.compression_level),
+        compression: compression_setting(repo.repo.config.compression_level),
         per_snapshot: snaps
             .iter()
             .map(|s| SnapshotSpace {

@@ -360,8 +360,55 @@ fn stats_shows_raw_deduplicated_and_stored_bytes_per_snapshot_and_in_all() {
         n(&s, "restore_bytes"),
         n(&per[0], "raw") + n(&per[1], "raw")
     );
-    assert!(s["compression"].as_str().unwrap().starts_with("zstd level"));
+    assert_eq!(s["compression"], "zstd level 1 (auto, fastest)");
     let human = repo.run(&["stats"]);
     human.ok("stats");
     assert!(human.stdout.contains("deduplicated") && human.stdout.contains("per snapshot"));
+}
+
+/// `init --compression` takes names and numbers, keeps the choice in the repository
+/// (stats shows it; a stronger level stores the same log smaller) and refuses anything
+/// else with a one-line error before creating anything.
+#[test]
+fn compression_is_chosen_at_init_by_name_or_level() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    // Words drawn at random from a small vocabulary: stronger levels find more.
+    let mut rng = Rng::new(test_seed("compression_names"));
+    let words: Vec<String> = (0..400)
+        .map(|i| format!("w{}x{}", i * 37 % 1000, i % 7))
+        .collect();
+    let text: String = (0..400_000)
+        .map(|_| words[rng.below(words.len())].as_str())
+        .collect::<Vec<_>>()
+        .join(" ");
+    fs::write(src.join("a.txt"), &text).unwrap();
+    let mut stored = vec![];
+    for (choice, shown) in [
+        ("fastest", "zstd level 1 (auto, fastest)"),
+        ("max", "zstd level 19 (max)"),
+        ("7", "zstd level 7"),
+    ] {
+        let repo = Repo::init(&tmp.path().join(choice), &["--compression", choice]);
+        let (_, summary) = repo.backup(&[&src], &[]);
+        stored.push(summary["bytes_added_stored"].as_u64().unwrap());
+        let s = repo.run(&["stats", "--json"]);
+        assert_eq!(s.json()["compression"], shown);
+    }
+    assert!(
+        stored[1] < stored[0],
+        "max stores less than fastest: {stored:?}"
+    );
+    for bad in ["0", "23", "best"] {
+        let out = haven(
+            &["init", "--compression", bad],
+            &[
+                ("HAVEN_REPOSITORY", tmp.path().join("bad").to_str().unwrap()),
+                ("HAVEN_PASSWORD", PASSWORD),
+            ],
+        );
+        out.assert_one_line_error(2, &["auto, fastest, max or a zstd level 1-22"]);
+        assert!(!tmp.path().join("bad").exists());
+    }
 }

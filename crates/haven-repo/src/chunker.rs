@@ -23,9 +23,9 @@ pub struct ChunkerParams {
 impl Default for ChunkerParams {
     fn default() -> Self {
         ChunkerParams {
-            min_size: 64 << 10,
-            avg_size: 256 << 10,
-            max_size: 2 << 20,
+            min_size: 256 << 10,
+            avg_size: 1 << 20,
+            max_size: 4 << 20,
         }
     }
 }

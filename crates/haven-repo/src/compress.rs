@@ -4,8 +4,9 @@
 //! level 1: random or already-compressed data fails it in microseconds and is stored as
 //! is, so backups of media or encrypted files pay almost nothing for compression.
 //!
-//! Level 1 (the default, `auto`) runs with fixed match-finder parameters instead of
-//! zstd's size-dependent table ([`FASTEST_MIN_MATCH`], [`FASTEST_HASH_LOG`]; ADR 0022).
+//! Level 1 runs with fixed match-finder parameters instead of zstd's size-dependent
+//! table ([`FASTEST_MIN_MATCH`], [`FASTEST_HASH_LOG`]); [`AUTO`], the default, uses
+//! level 3 where the sample looks like text (ADR 0022).
 
 use std::cell::RefCell;
 
@@ -59,19 +60,39 @@ pub(crate) fn compress_with(data: &[u8], level: i32) -> Option<Vec<u8>> {
 /// Store compressed only when it saves at least this fraction.
 const MIN_SAVING: f64 = 0.03;
 
+/// The config's `compression_level` for `auto` (ADR 0022): chunks whose 16 KiB sample
+/// level 1 shrinks to no less than [`AUTO_STRONG_FROM`] of its size (text: logs, SQL,
+/// JSON; on the incompressible side the sample test stores them raw) are compressed at
+/// level 3, everything else at level 1.
+pub const AUTO: i32 = 0;
+/// Below this sample ratio (tables of repeated rows, WAL, dumps of tables) level 3
+/// stores as much as level 1 or more, at three times the CPU
+/// (`bench/results/2026-12-06-compression-auto.txt`).
+pub const AUTO_STRONG_FROM: f64 = 0.28;
+
 /// `Some(compressed)` when compression pays off, `None` to store the data raw.
+/// `level` is a zstd level or [`AUTO`]. Deterministic: the result depends on the data
+/// and the level only.
 pub fn compress_chunk(data: &[u8], level: i32) -> Option<Vec<u8>> {
     if data.len() < 64 {
         return None;
     }
+    let mut sample_ratio = None;
     if data.len() > SAMPLE * 2 {
         let start = data.len() / 2 - SAMPLE / 2;
         let sample = &data[start..start + SAMPLE];
         let trial = compress_with(sample, 1)?;
-        if trial.len() as f64 > sample.len() as f64 * (1.0 - MIN_SAVING) {
+        let ratio = trial.len() as f64 / sample.len() as f64;
+        if ratio > 1.0 - MIN_SAVING {
             return None;
         }
+        sample_ratio = Some(ratio);
     }
+    let level = match (level, sample_ratio) {
+        (AUTO, Some(r)) if r >= AUTO_STRONG_FROM => 3,
+        (AUTO, _) => 1,
+        (l, _) => l,
+    };
     let out = compress_with(data, level)?;
     (out.len() as f64 <= data.len() as f64 * (1.0 - MIN_SAVING)).then_some(out)
 }
@@ -161,6 +182,33 @@ mod tests {
             decompress_chunk(&compress_chunk(&data, 1).unwrap(), data.len()).unwrap(),
             data
         );
+    }
+
+    /// `auto`: text (a middle sample ratio) at level 3, highly compressible data at
+    /// level 1; the same data always gives the same frame.
+    #[test]
+    fn auto_uses_level_3_for_text_and_level_1_for_the_rest() {
+        let mut x = 11u64;
+        let mut next = || {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (x >> 33) as usize
+        };
+        let words: Vec<String> = (0..3000)
+            .map(|i| format!("word{}q{} ", i * 7 % 5003, i % 13))
+            .collect();
+        let mut text = Vec::new();
+        while text.len() < 1 << 20 {
+            text.extend_from_slice(words[next() % words.len()].as_bytes());
+        }
+        let auto = compress_chunk(&text, AUTO).unwrap();
+        assert_eq!(auto, compress_chunk(&text, 3).unwrap());
+        assert!(auto.len() < compress_chunk(&text, 1).unwrap().len());
+        assert_eq!(compress_chunk(&text, AUTO).unwrap(), auto);
+        assert_eq!(decompress_chunk(&auto, text.len()).unwrap(), text);
+        let zeros = vec![0u8; 1 << 20];
+        assert_eq!(compress_chunk(&zeros, AUTO), compress_chunk(&zeros, 1));
     }
 
     proptest! {

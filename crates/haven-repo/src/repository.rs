@@ -51,7 +51,7 @@ impl Default for InitOptions {
     fn default() -> Self {
         InitOptions {
             chunker: ChunkerParams::default(),
-            compression_level: 1,
+            compression_level: crate::compress::AUTO,
             pack_size: 16 << 20,
             kdf: KdfParams::default(),
         }
@@ -105,9 +105,9 @@ fn validate_settings(
     pack_size: u32,
 ) -> std::result::Result<(), String> {
     chunker.validate()?;
-    if !(1..=22).contains(&compression_level) {
+    if !(crate::compress::AUTO..=22).contains(&compression_level) {
         return Err(format!(
-            "compression level {compression_level} out of range 1..22"
+            "compression level {compression_level} out of range 0 (auto) ..= 22"
         ));
     }
     if !(1 << 20..=1 << 30).contains(&pack_size) {

@@ -46,7 +46,10 @@ pub struct SnapshotSpace {
 /// How `stats` names a repository's compression level.
 pub fn compression_setting(level: i32) -> String {
     match level {
-        1 => "zstd level 1 (auto, fastest)".into(),
+        crate::compress::AUTO => {
+            "auto (zstd level 3 for text-like chunks, level 1 for the rest)".into()
+        }
+        1 => "zstd level 1 (fastest)".into(),
         19 => "zstd level 19 (max)".into(),
         n => format!("zstd level {n}"),
     }

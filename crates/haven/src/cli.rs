@@ -277,7 +277,8 @@ pub struct VolumeServeArgs {
 /// `--compression`: `auto`, `fastest`, `max` or a zstd level 1-22.
 pub fn parse_compression(s: &str) -> Result<i32, String> {
     match s.trim().to_ascii_lowercase().as_str() {
-        "auto" | "fastest" => Ok(1),
+        "auto" => Ok(haven_repo::compress::AUTO),
+        "fastest" => Ok(1),
         "max" => Ok(19),
         n => n
             .parse::<i32>()
@@ -524,12 +525,12 @@ pub struct InitArgs {
     /// Argon2id passes for the passphrase slot.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub kdf_iterations: u32,
-    /// Average chunk size in KiB (a power of two; min is a quarter, max eight times).
-    #[arg(long, default_value_t = 256)]
+    /// Average chunk size in KiB (a power of two; min is a quarter, max four times).
+    #[arg(long, default_value_t = 1024)]
     pub chunk_avg_kib: u32,
-    /// zstd level for blobs: `auto` (the default: level 1 with the fixed parameters
-    /// chosen by measurement, docs/adr/0022), `fastest` (the same today), `max` (level 19:
-    /// smallest, about 20x slower) or a number 1-22. Stored in the repository.
+    /// Compression: `auto` (the default: zstd level 1, and level 3 where it stores less;
+    /// docs/adr/0022), `fastest` (level 1 only), `max` (level 19: smallest, many times
+    /// slower) or a zstd level 1-22. Stored in the repository.
     #[arg(long, default_value = "auto", value_parser = parse_compression)]
     pub compression: i32,
     /// Target pack file size in MiB.

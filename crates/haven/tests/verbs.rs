@@ -360,15 +360,18 @@ fn stats_shows_raw_deduplicated_and_stored_bytes_per_snapshot_and_in_all() {
         n(&s, "restore_bytes"),
         n(&per[0], "raw") + n(&per[1], "raw")
     );
-    assert_eq!(s["compression"], "zstd level 1 (auto, fastest)");
+    assert_eq!(
+        s["compression"],
+        "auto (zstd level 3 for text-like chunks, level 1 for the rest)"
+    );
     let human = repo.run(&["stats"]);
     human.ok("stats");
     assert!(human.stdout.contains("deduplicated") && human.stdout.contains("per snapshot"));
 }
 
 /// `init --compression` takes names and numbers, keeps the choice in the repository
-/// (stats shows it; a stronger level stores the same log smaller) and refuses anything
-/// else with a one-line error before creating anything.
+/// (stats shows it; a stronger level, and auto on text, store the same words smaller) and
+/// refuses anything else with a one-line error before creating anything.
 #[test]
 fn compression_is_chosen_at_init_by_name_or_level() {
     let tmp = tempfile::tempdir().unwrap();
@@ -386,7 +389,11 @@ fn compression_is_chosen_at_init_by_name_or_level() {
     fs::write(src.join("a.txt"), &text).unwrap();
     let mut stored = vec![];
     for (choice, shown) in [
-        ("fastest", "zstd level 1 (auto, fastest)"),
+        ("fastest", "zstd level 1 (fastest)"),
+        (
+            "auto",
+            "auto (zstd level 3 for text-like chunks, level 1 for the rest)",
+        ),
         ("max", "zstd level 19 (max)"),
         ("7", "zstd level 7"),
     ] {
@@ -397,8 +404,12 @@ fn compression_is_chosen_at_init_by_name_or_level() {
         assert_eq!(s.json()["compression"], shown);
     }
     assert!(
-        stored[1] < stored[0],
+        stored[2] < stored[0],
         "max stores less than fastest: {stored:?}"
+    );
+    assert!(
+        stored[1] < stored[0],
+        "auto takes level 3 for text: {stored:?}"
     );
     for bad in ["0", "23", "best"] {
         let out = haven(

@@ -16,7 +16,7 @@ pub fn run(g: &Global, a: InitArgs) -> Result<i32> {
         chunker: ChunkerParams {
             min_size: avg / 4,
             avg_size: avg,
-            max_size: avg.saturating_mul(8),
+            max_size: avg.saturating_mul(4),
         },
         compression_level: a.compression,
         pack_size: a.pack_size_mib << 20,

@@ -35,7 +35,11 @@ fn ten_slices_read_every_pack_once_and_the_slice_holding_a_damaged_pack_finds_it
     for i in 0..12 {
         fs::write(src.join(format!("f{i}")), rng.random_bytes(2 << 20)).unwrap();
     }
-    let repo = Repo::init(&tmp.path().join("repo"), &["--pack-size-mib", "1"]);
+    // Small chunks in small packs: many packs to slice.
+    let repo = Repo::init(
+        &tmp.path().join("repo"),
+        &["--pack-size-mib", "1", "--chunk-avg-kib", "256"],
+    );
     repo.backup(&[&src], &[]);
 
     let (code, full) = check_json(&repo, &["--read-data"]);

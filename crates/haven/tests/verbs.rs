@@ -377,10 +377,15 @@ fn compression_is_chosen_at_init_by_name_or_level() {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
     fs::create_dir_all(&src).unwrap();
-    // Words drawn at random from a small vocabulary: stronger levels find more.
+    // Words of random letters drawn from a vocabulary: text, where stronger levels find more.
     let mut rng = Rng::new(test_seed("compression_names"));
-    let words: Vec<String> = (0..400)
-        .map(|i| format!("w{}x{}", i * 37 % 1000, i % 7))
+    let words: Vec<String> = (0..5000)
+        .map(|_| {
+            let n = 3 + rng.below(8);
+            (0..n)
+                .map(|_| (b'a' + rng.below(26) as u8) as char)
+                .collect()
+        })
         .collect();
     let text: String = (0..400_000)
         .map(|_| words[rng.below(words.len())].as_str())

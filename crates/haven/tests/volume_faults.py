@@ -159,7 +159,7 @@ class Proc:
         self.name, self.site, self.cmd, self.logpath = name, site, cmd, logpath
         self.p = None
         self.stopped = False  # SIGSTOPped
-        self.killed = False  # killed by a fault, not restarted yet
+        self.killed = False  # killed by a fault, not ready again yet
         with STATE_LOCK:
             PROCS.append(self)
 
@@ -171,7 +171,6 @@ class Proc:
                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         logf.close()
         self.stopped = False
-        self.killed = False
         return self
 
     def running(self):
@@ -221,6 +220,9 @@ class Proc:
                         self.name, limit, self.logpath, self.tail()))
                 time.sleep(0.05)
             else:
+                # Only now: a fault overlapping this restart must not pick it (and kill it
+                # while it starts, leaving this loop to start a second copy).
+                self.killed = False
                 return
             if now() > deadline:
                 raise HarnessError("%s keeps exiting at start (exit %s); its log (%s) ends:\n%s" % (
@@ -827,14 +829,16 @@ class Schedule:
             n = self.serving()
             with self.lock:
                 c = self.candidates.get(n)
-                ok = c is not None and c.running() and not c.stopped and not self.cluster.sites[n].cut
+                ok = (c is not None and c.running() and not c.stopped and not c.killed
+                      and not self.cluster.sites[n].cut)
             if ok and need_connected:
                 ok = any(w.connected_to() == c.addr for w in self.writers)
             if ok:
                 return n
             if now() > deadline:
                 with self.lock:
-                    live = [k for k, c in sorted(self.candidates.items()) if c.running() and not c.stopped]
+                    live = [k for k, c in sorted(self.candidates.items())
+                            if c.running() and not c.stopped and not c.killed]
                 if not live:
                     return None
                 f.note = "not the serving one"

@@ -51,6 +51,19 @@ impl Renewing {
             .map(|(c, _)| c.clone())
     }
 
+    /// The cached keys, or new ones from `fetch` (keys and how long they are valid) when
+    /// there are none or they are due for renewal.
+    async fn get_or_fetch(
+        &self,
+        fetch: impl std::future::Future<Output = Result<(AwsCredential, Duration), String>>,
+    ) -> Result<Arc<AwsCredential>, String> {
+        if let Some(c) = self.fresh(Instant::now()) {
+            return Ok(c);
+        }
+        let (credential, lifetime) = fetch.await?;
+        Ok(self.keep(credential, lifetime, Instant::now()))
+    }
+
     /// Keep keys that are valid for `lifetime` from `now`.
     fn keep(
         &self,
@@ -198,11 +211,7 @@ impl WebIdentity {
 
     /// The current keys, fetched now if there are none or they are due for renewal.
     pub async fn current(&self) -> Result<Arc<AwsCredential>, String> {
-        if let Some(c) = self.cache.fresh(Instant::now()) {
-            return Ok(c);
-        }
-        let (credential, lifetime) = self.fetch().await?;
-        Ok(self.cache.keep(credential, lifetime, Instant::now()))
+        self.cache.get_or_fetch(self.fetch()).await
     }
 }
 
@@ -310,12 +319,9 @@ impl ContainerCredentials {
         })
     }
 
+    /// The current keys, fetched now if there are none or they are due for renewal.
     pub async fn current(&self) -> Result<Arc<AwsCredential>, String> {
-        if let Some(c) = self.cache.fresh(Instant::now()) {
-            return Ok(c);
-        }
-        let (credential, lifetime) = self.fetch().await?;
-        Ok(self.cache.keep(credential, lifetime, Instant::now()))
+        self.cache.get_or_fetch(self.fetch()).await
     }
 }
 

@@ -163,8 +163,8 @@ impl HavenFs {
     }
 
     fn latest_link(&self, parent: u64, group: Group) -> Option<Entry> {
-        let target = self.listing.latest(&group)?;
-        let newest = self.listing.by_time(&group).pop()?.1.snapshot.time;
+        let (target, newest) = self.listing.by_time(&group).pop()?;
+        let newest = newest.snapshot.time;
         let mut attr = folder_attr(newest.into(), self.owner);
         attr.kind = FileType::Symlink;
         attr.perm = 0o777;
